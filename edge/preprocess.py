@@ -109,12 +109,12 @@ class Fitter:
         out = self._output(out)
         if image.shape != self._frame_shape:
             self._prepare(image.shape)
-        plan_ = self._plan
-        view = image[plan_.top : plan_.top + plan_.height, plan_.left : plan_.left + plan_.width]
+        box = self._plan
+        view = image[box.top : box.top + box.height, box.left : box.left + box.width]
         resized = out if self._resized is None else self._resized
         for halved in self._halved:
             view = cv2.resize(view, _size(halved), dst=halved, interpolation=cv2.INTER_AREA)
-        if plan_.supersample:
+        if box.supersample:
             large = self._supersampled
             view = cv2.resize(view, _size(large), dst=large, interpolation=cv2.INTER_LINEAR)
             cv2.resize(view, _size(resized), dst=resized, interpolation=cv2.INTER_AREA)
@@ -136,17 +136,17 @@ class Fitter:
 
     def _prepare(self, shape: tuple[int, ...]) -> None:
         """Plan a new frame size and allocate the buffers its stages write into."""
-        plan_ = plan(shape[0], shape[1], self.geometry)
+        box = plan(shape[0], shape[1], self.geometry)
         channels = shape[2:]
         net_h, net_w = self.geometry.height, self.geometry.width
         self._halved = [
-            np.empty((plan_.height >> i, plan_.width >> i, *channels), np.uint8)
-            for i in range(1, plan_.halvings + 1)
+            np.empty((box.height >> i, box.width >> i, *channels), np.uint8)
+            for i in range(1, box.halvings + 1)
         ]
         large = (2 * net_h, 2 * net_w, *channels)
-        self._supersampled = np.empty(large, np.uint8) if plan_.supersample else None
+        self._supersampled = np.empty(large, np.uint8) if box.supersample else None
         self._resized = None if channels == (3,) else np.empty((net_h, net_w, *channels), np.uint8)
-        self._frame_shape, self._plan = shape, plan_
+        self._frame_shape, self._plan = shape, box
 
 
 def fit(frame: np.ndarray, geometry: Geometry, out: np.ndarray | None = None) -> np.ndarray:
