@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.preprocess import Fitter, Geometry, plan  # noqa: E402
+from edge.preprocess import Fitter, Geometry, fit, plan  # noqa: E402
 
 SOURCE_SIZES = [(640, 480), (1280, 720), (1920, 1080)]
 
@@ -147,9 +147,7 @@ def reference_input(frame: np.ndarray, geometry: Geometry, method: Method, out: 
     return view
 
 
-def difference(
-    frames: list[np.ndarray], geometry: Geometry, method: Method
-) -> tuple[list[float], list[float]]:
+def difference(frames: list[np.ndarray], geometry: Geometry, method: Method) -> tuple[list[float], list[float]]:
     """Mean abs difference and PSNR against INTER_AREA, one per frame."""
     out, reference = _output(geometry), _output(geometry)
     mads, psnrs = [], []
@@ -181,20 +179,12 @@ def _output(geometry: Geometry) -> np.ndarray:
     return np.empty((geometry.height, geometry.width, 3), np.uint8)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("photos", nargs="*", type=Path, help="photos to build the source frames from")
-    parser.add_argument("--runs", type=int, default=200, help="timed calls per method and source size")
-    parser.add_argument("--net", default="224x224", help="network input WIDTHxHEIGHT")
-    parser.add_argument("--crop", type=float, default=0.875, help="centre-crop fraction")
-    args = parser.parse_args()
-    net_w, net_h = (int(v) for v in args.net.split("x"))
-    geometry = Geometry(net_h, net_w, args.crop)
+def print_resize_table(photos: list[Path], geometry: Geometry, runs: int) -> None:
     all_methods = methods(geometry)
     default_threads = cv2.getNumThreads()
-    source = f"{len(args.photos)} photos" if args.photos else "1 synthetic frame (no photos given)"
+    source = f"{len(photos)} photos" if photos else "1 synthetic frame (no photos given)"
     print(
-        f"net {net_w}x{net_h}, crop {args.crop}, {source}, median of {args.runs} runs, "
+        f"net {geometry.width}x{geometry.height}, crop {geometry.crop}, {source}, median of {runs} runs, "
         f"OpenCV {cv2.__version__}, default threads {default_threads}"
     )
     print()
@@ -204,11 +194,11 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for width, height in SOURCE_SIZES:
-        frames = source_frames(args.photos, width, height)
+        frames = source_frames(photos, width, height)
         cv2.setNumThreads(1)
-        single = timings(frames[0], geometry, all_methods, args.runs)
+        single = timings(frames[0], geometry, all_methods, runs)
         cv2.setNumThreads(default_threads)
-        multi = timings(frames[0], geometry, all_methods, args.runs)
+        multi = timings(frames[0], geometry, all_methods, runs)
         for method, one, many in zip(all_methods, single, multi, strict=True):
             mads, psnrs = difference(frames, geometry, method)
             mad = f"{statistics.mean(mads):.2f} ({max(mads):.2f})"
@@ -216,6 +206,58 @@ def main() -> None:
                 f"| {width}x{height} | {method.name} | {one:.3f} | {single[0] / one:.1f} | {many:.3f} "
                 f"| {multi[0] / many:.1f} | {mad} | {min(psnrs):.1f} |"
             )
+
+
+def print_label_table(photos: list[Path]) -> None:
+    """Top-1 of the default model on each method's input against its top-1 on INTER_AREA's."""
+    from edge.model import Model
+
+    model = Model.load()
+    geometry = model.geometry
+    candidates = [
+        ("edge.preprocess.fit", lambda frame: fit(frame, geometry)),
+        ("cv2 INTER_LINEAR", lambda frame: _on_crop(linear, frame, geometry, shift=0)),
+        ("INTER_AREA, crop moved 1 px (baseline)", lambda frame: _on_crop(area, frame, geometry, shift=1)),
+    ]
+    print(f"\ndefault model ({model.info.arch}, {model.info.precision}, {model.provider}), net {geometry}")
+    print("confident = INTER_AREA's top-1 probability >= 0.5\n")
+    print("| source | input | top-1 same as INTER_AREA | of them confident | max abs prob diff: median, max |")
+    print("|---|---|---|---|---|")
+    for width, height in SOURCE_SIZES:
+        frames = source_frames(photos, width, height)
+        reference = model.infer(np.stack([_on_crop(area, frame, geometry, shift=0) for frame in frames]))
+        confident = reference.max(axis=1) >= 0.5
+        for name, prepare in candidates:
+            probs = model.infer(np.stack([prepare(frame) for frame in frames]))
+            same = probs.argmax(axis=1) == reference.argmax(axis=1)
+            change = np.abs(probs - reference).max(axis=1)
+            print(
+                f"| {width}x{height} | {name} | {same.sum()}/{len(frames)} | {same[confident].sum()}/{confident.sum()} "
+                f"| {np.median(change):.3f}, {change.max():.3f} |"
+            )
+
+
+def _on_crop(resize: Callable, frame: np.ndarray, geometry: Geometry, shift: int) -> np.ndarray:
+    """`resize` on fit's crop of `frame`, moved `shift` pixels right and down."""
+    box = plan(frame.shape[0], frame.shape[1], geometry)
+    top, left = box.top + shift, box.left + shift
+    return resize(frame[top : top + box.height, left : left + box.width], _output(geometry))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photos", nargs="*", type=Path, help="photos to build the source frames from")
+    parser.add_argument("--runs", type=int, default=200, help="timed calls per method and source size")
+    parser.add_argument("--net", default="224x224", help="network input WIDTHxHEIGHT")
+    parser.add_argument("--crop", type=float, default=0.875, help="centre-crop fraction")
+    parser.add_argument(
+        "--labels", action="store_true", help="also compare the default model's top-1 with INTER_AREA's"
+    )
+    args = parser.parse_args()
+    net_w, net_h = (int(v) for v in args.net.split("x"))
+    print_resize_table(args.photos, Geometry(net_h, net_w, args.crop), args.runs)
+    if args.labels:
+        print_label_table(args.photos)
 
 
 if __name__ == "__main__":
