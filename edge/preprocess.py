@@ -129,9 +129,7 @@ class Fitter:
         if out is None:
             return np.empty(shape, np.uint8)
         if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
-            raise ValueError(
-                f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}"
-            )
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
         return out
 
     def _prepare(self, shape: tuple[int, ...]) -> None:
@@ -140,8 +138,7 @@ class Fitter:
         channels = shape[2:]
         net_h, net_w = self.geometry.height, self.geometry.width
         self._halved = [
-            np.empty((box.height >> i, box.width >> i, *channels), np.uint8)
-            for i in range(1, box.halvings + 1)
+            np.empty((box.height >> i, box.width >> i, *channels), np.uint8) for i in range(1, box.halvings + 1)
         ]
         large = (2 * net_h, 2 * net_w, *channels)
         self._supersampled = np.empty(large, np.uint8) if box.supersample else None
