@@ -1,5 +1,5 @@
-"""The one error type a user can cause; the CLI prints it as `edgerec: error: ...` without a traceback."""
+"""The one exception a user's mistake raises: the CLI prints its message on one line and exits non-zero."""
 
 
 class EdgerecError(Exception):
-    """A problem the user can fix: the message names the file/key/value and what would be valid."""
+    """A problem the user can fix (a bad file, key or value); the message names it and what is valid."""

@@ -47,7 +47,7 @@ def test_every_sink_has_the_one_interface():
 
 def test_video_file_gets_every_frame_and_appears_only_when_complete(tmp_path):
     path = tmp_path / "out.mp4"
-    sink = VideoFileSink(path, fps=12.5)
+    sink = VideoFileSink(path, fps=lambda: 12.5)
     levels = list(range(20, 220, 8))
     for i, level in enumerate(levels):
         sink.write(frame(level), result(i))
@@ -61,7 +61,7 @@ def test_video_file_gets_every_frame_and_appears_only_when_complete(tmp_path):
 
 
 def test_video_file_fits_later_frames_of_another_size_into_the_first_size(tmp_path):
-    sink = VideoFileSink(tmp_path / "out.avi", fps=None)
+    sink = VideoFileSink(tmp_path / "out.avi", fps=lambda: None)
     for i, size in enumerate([(64, 48), (128, 96), (32, 20), (64, 48)]):
         sink.write(frame(100, size), result(i))
     sink.close()
@@ -70,7 +70,7 @@ def test_video_file_fits_later_frames_of_another_size_into_the_first_size(tmp_pa
 
 
 def test_video_file_without_frames_leaves_no_file(tmp_path):
-    VideoFileSink(tmp_path / "out.mp4", fps=25).close()
+    VideoFileSink(tmp_path / "out.mp4", fps=lambda: 25).close()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -79,7 +79,7 @@ def test_video_file_without_frames_leaves_no_file(tmp_path):
 )
 def test_video_file_refuses_what_it_cannot_write(tmp_path, name, message):
     with pytest.raises(EdgerecError, match=message):
-        VideoFileSink(tmp_path / name, fps=25)
+        VideoFileSink(tmp_path / name, fps=lambda: 25)
 
 
 def test_events_are_one_flushed_json_line_per_label_change(tmp_path):

@@ -4,6 +4,7 @@ into place when closed, so the named file is always a complete recording."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,14 +20,16 @@ DEFAULT_FPS = 30.0
 class VideoFileSink:
     wants_overlay = True
 
-    def __init__(self, path: str | Path, fps: float | None) -> None:
+    def __init__(self, path: str | Path, fps: Callable[[], float | None]) -> None:
+        """`fps` is asked at the first frame: a live source knows its rate only once connected."""
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise EdgerecError(f"--out {self.path}: unknown video type; valid endings: {' '.join(FOURCC)}")
         if not self.path.parent.is_dir():
             raise EdgerecError(f"--out {self.path}: folder {self.path.parent} does not exist")
-        self.fps = fps if fps and fps > 0 else DEFAULT_FPS
+        self.fps = DEFAULT_FPS
+        self._source_fps = fps
         self.frames = 0
         self._fourcc = cv2.VideoWriter.fourcc(*FOURCC[suffix])
         self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
@@ -52,6 +55,7 @@ class VideoFileSink:
 
     def _open(self, frame: np.ndarray) -> None:
         self._size = (frame.shape[1], frame.shape[0])
+        self.fps = self._source_fps() or DEFAULT_FPS
         writer = cv2.VideoWriter(str(self._partial), self._fourcc, self.fps, self._size)
         if not writer.isOpened():
             raise EdgerecError(f"--out {self.path}: OpenCV cannot write this video type here")
