@@ -34,16 +34,18 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 
 SOURCE_HELP = """\
 sources (--source):
-  0, 1, ...                 camera by index (V4L2 on Linux); --width/--height/--fps/--mjpg are requests
+  0, 1, ...                 camera by index (V4L2 on Linux); --width/--height/--fps are requests, MJPG is
+                            asked for unless --no-mjpg
   /dev/video0               camera by device path
   clip.mp4                  a video file, paced at its own frame rate (--as-fast-as-possible for batch work)
   photos/                   a folder of images in name order, at --fps if given, else as fast as possible
   rtsp://cam.local:554/s1   an RTSP stream (also rtsps://, rtmp://)
   http://cam.local/mjpg     an HTTP(S) MJPEG stream, e.g. an IP camera's multipart/x-mixed-replace URL
-  gst:v4l2src ! videoconvert ! appsink
-                            a GStreamer pipeline ending in appsink (needs OpenCV built with GStreamer), e.g.
-                            gst:nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 !
-                            nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink drop=1
+  'gst:v4l2src ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'
+                            a GStreamer pipeline ending in appsink (OpenCV built with GStreamer), quoted;
+                            Jetson CSI camera: 'gst:nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,
+                            height=720 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert !
+                            video/x-raw,format=BGR ! appsink drop=1' (one line)
   picamera2                 the Raspberry Pi camera through the picamera2 module (picamera2:1 = camera 1)
 live sources (cameras, streams, GStreamer, picamera2) keep only the newest frame and reconnect on failure"""
 
