@@ -60,6 +60,16 @@ def test_video_file_gets_every_frame_and_appears_only_when_complete(tmp_path):
     assert sink.frames == len(levels) and [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_video_file_keeps_its_own_copy_of_each_frame(tmp_path):
+    sink = VideoFileSink(tmp_path / "out.avi", fps=lambda: 25)
+    image = frame(50)
+    for level in (50, 200, 120):
+        image[:] = level  # a source reuses its buffer as soon as write returns
+        sink.write(image, result(0))
+    sink.close()
+    assert read_video(tmp_path / "out.avi")[0] == pytest.approx([50, 200, 120], abs=3)
+
+
 def test_video_file_fits_later_frames_of_another_size_into_the_first_size(tmp_path):
     sink = VideoFileSink(tmp_path / "out.avi", fps=lambda: None)
     for i, size in enumerate([(64, 48), (128, 96), (32, 20), (64, 48)]):
