@@ -240,12 +240,14 @@ class LiveSource:
         """Open, then pump frames until failure; the error text if nothing flowed, else None."""
         try:
             reader = self._opener()
-        except (EdgerecError, cv2.error, OSError, RuntimeError) as error:
-            return str(error)
+        except Exception as error:  # whatever a driver raises, a live source retries
+            return str(error) or type(error).__name__
         try:
             return self._pump(reader)
+        except Exception as error:
+            return f"read failed: {error or type(error).__name__}"
         finally:
-            reader.close()
+            _close_quietly(reader)
 
     def _pump(self, reader: Reader) -> str | None:
         if reader.fps and not self.fps:
@@ -277,6 +279,13 @@ class LiveSource:
             self._on_state(self.status())
 
 
+def _close_quietly(reader: Reader) -> None:
+    try:
+        reader.close()
+    except Exception:  # a device that failed may fail to close too; the next session opens afresh
+        pass
+
+
 class _CvReader:
     def __init__(self, capture: cv2.VideoCapture, what: str) -> None:
         if not capture.isOpened():
@@ -304,6 +313,7 @@ def _open_camera(uri: str, options: SourceOptions) -> Reader:
             (cv2.CAP_PROP_FRAME_WIDTH, options.width),
             (cv2.CAP_PROP_FRAME_HEIGHT, options.height),
             (cv2.CAP_PROP_FPS, options.fps),
+            (cv2.CAP_PROP_READ_TIMEOUT_MSEC, options.read_timeout * 1000),  # where the backend has one
         ):
             if value:
                 capture.set(prop, value)

@@ -234,3 +234,40 @@ def test_close_stops_the_grabber_thread_while_reconnecting():
     source.close()
     assert not any(t.name.startswith("edgerec-grab") for t in threading.enumerate())
     assert source.status().state == "closed" and "cannot open" in source.status().error
+
+
+class FlakyCamera:
+    """Fails to open once, then delivers 3 frames per connection before its read raises."""
+
+    def __init__(self) -> None:
+        self.opens, self.fps = 0, None
+
+    def open(self):
+        self.opens += 1
+        if self.opens == 1:
+            raise RuntimeError("device busy")
+        self.left = 3
+        return self
+
+    def read(self, out):
+        if self.left == 0:
+            raise cv2.error("driver hiccup")
+        self.left -= 1
+        time.sleep(0.005)
+        return np.zeros((4, 4, 3), np.uint8)
+
+    def close(self):
+        raise OSError("already gone")
+
+
+def test_a_live_source_survives_whatever_its_driver_raises():
+    camera = FlakyCamera()
+    source = LiveSource("flaky", camera.open, stream_options("flaky"), None)
+    try:
+        frames = [source.read(timeout=5.0) for _ in range(6)]
+        status = source.status()
+    finally:
+        source.close()
+    assert all(f is not None for f in frames)
+    assert [f.index for f in frames] == sorted({f.index for f in frames})
+    assert camera.opens >= 3 and status.reconnects >= 2
