@@ -59,7 +59,7 @@ def bench(paths: Sequence[str | Path | None], device: str = "auto", threads: int
     for name, frame in frames.items():
         stages[f"frame {name}"] = [_frame_path(m, frame) for m in models]
         stages[f"preprocess {name}"] = [_preprocess(m, frame) for m in models]
-    timings = {stage: _interleaved(calls, runs) for stage, calls in stages.items()}
+    timings = {stage: time_interleaved(calls, runs) for stage, calls in stages.items()}
     for i, result in enumerate(results):
         result.session = timings["session"][i]
         for name in frames:
@@ -83,7 +83,7 @@ def _preprocess(model: Model, frame: np.ndarray) -> Callable[[], object]:
     return lambda: fit(frame, model.geometry, out=buffer)
 
 
-def _interleaved(calls: list[Callable[[], object]], runs: int) -> list[Timing]:
+def time_interleaved(calls: list[Callable[[], object]], runs: int) -> list[Timing]:
     samples = [[] for _ in calls]
     for call in calls:  # warm-up
         for _ in range(5):

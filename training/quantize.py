@@ -31,6 +31,7 @@ from training.export import write_with_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
            "entropy": CalibrationMethod.Entropy}
+WEIGHT_TYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
 
@@ -41,6 +42,8 @@ class QuantOptions:
     method: str = "minmax"  # minmax | percentile | entropy
     format: str = "qdq"  # qdq | qoperator
     per_channel: bool = True
+    weights: str = "s8"  # s8 | u8 (u8 avoids the u8s8 saturation of AVX2-only x86 kernels)
+    reduce_range: bool = False  # 7-bit weights: the other cure for that saturation
     keep_float: tuple[str, ...] = ("preprocess", "softmax")  # also: stem, classifier
     percentile: float = 99.999
 
@@ -59,7 +62,7 @@ class QuantReport:
 
 
 class _Images(CalibrationDataReader):
-    def __init__(self, images: np.ndarray, batch: int = 8):
+    def __init__(self, images: np.ndarray, batch: int = 1):  # histogram methods need equal batches
         self.batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -80,7 +83,8 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calibration: np.
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         raw = Path(tmp) / "int8.onnx"
         quantize_static(str(fp32_path), str(raw), _Images(calibration), quant_format=FORMATS[options.format],
-                        per_channel=options.per_channel, weight_type=QuantType.QInt8,
+                        per_channel=options.per_channel, reduce_range=options.reduce_range,
+                        weight_type=WEIGHT_TYPES[options.weights],
                         activation_type=QuantType.QUInt8, calibrate_method=METHODS[options.method],
                         nodes_to_exclude=float_nodes(onnx.load(str(fp32_path)), options.keep_float),
                         extra_options={"CalibPercentile": options.percentile})
@@ -97,6 +101,8 @@ def _validate(options: QuantOptions) -> None:
         raise EdgerecError(f"calibration method {options.method!r}; valid: {', '.join(METHODS)}")
     if options.format not in FORMATS:
         raise EdgerecError(f"quantization format {options.format!r}; valid: {', '.join(FORMATS)}")
+    if options.weights not in WEIGHT_TYPES:
+        raise EdgerecError(f"weight type {options.weights!r}; valid: {', '.join(WEIGHT_TYPES)}")
     unknown = set(options.keep_float) - {"preprocess", "softmax", "stem", "classifier"}
     if unknown:
         raise EdgerecError(f"keep_float {sorted(unknown)}; valid: preprocess, softmax, stem, classifier")
