@@ -24,7 +24,7 @@ import numpy as np
 from edge.capture import Frame, Source, SourceOptions, SourceStatus, StateCallback, open_source
 from edge.errors import EdgerecError
 from edge.overlay import Overlay, OverlayOptions
-from edge.preprocess import Geometry, fit
+from edge.preprocess import Fitter, Geometry
 from edge.result import Result
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
 from edge.smoothing import Smoother, SmoothingOptions
@@ -236,6 +236,7 @@ class FrameLoop:
         self.stop, self.on_change = stop, on_change
         geometry = model.geometry
         self.batch = np.zeros((1, geometry.height, geometry.width, 3), np.uint8)
+        self.fitter = Fitter(geometry)  # keeps its intermediate buffers between frames
         self.smoother = Smoother(model.labels, options.smoothing)
         self.raw_sinks = [s for s in sinks if not s.wants_overlay]
         self.drawing_sinks = [s for s in sinks if s.wants_overlay]
@@ -279,7 +280,7 @@ class FrameLoop:
         self.next_inference = max(self.next_inference + self.period, frame.captured)
         self.frame_age.add((time.monotonic() - frame.captured) * 1000)
         t0 = time.perf_counter()
-        fit(frame.image, self.model.geometry, out=self.batch[0])
+        self.fitter.fit(frame.image, out=self.batch[0])
         t1 = time.perf_counter()
         probs = self.model.infer(self.batch)[0]
         t2 = time.perf_counter()
