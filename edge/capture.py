@@ -39,6 +39,7 @@ sources (--source):
   /dev/video0               camera by device path
   clip.mp4                  a video file, paced at its own frame rate (--as-fast-as-possible for batch work)
   photos/                   a folder of images in name order, at --fps if given, else as fast as possible
+  photo.jpg                 one image: a single frame, or repeated with --loop (at --fps if given)
   rtsp://cam.local:554/s1   an RTSP stream (also rtsps://, rtmp://)
   http://cam.local/mjpg     an HTTP(S) MJPEG stream, e.g. an IP camera's multipart/x-mixed-replace URL
   'gst:v4l2src ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'
@@ -146,6 +147,8 @@ def open_source(options: SourceOptions, on_state: StateCallback | None = None) -
     path = Path(uri)
     if path.is_dir():
         return FolderSource(path, options, on_state)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES - {".gif"}:
+        return StillSource(_read_image(path), options, on_state)
     if path.is_file():
         return VideoFileSource(path, options, on_state)
     raise EdgerecError(
@@ -509,6 +512,36 @@ class FolderSource(_Playback):
 
     def _rewind(self) -> None:
         self._position = 0
+
+
+class StillSource(_Playback):
+    """One image as a frame: once, or over and over with `loop` (a photo; benchmarks at a frame size).
+
+    Each read hands over a fresh copy in one reused buffer, so drawing on a frame never reaches the next.
+    """
+
+    def __init__(self, image: np.ndarray, options: SourceOptions, on_state: StateCallback | None = None) -> None:
+        super().__init__(options.fps, options, on_state)
+        self.image = image
+        self._buffer = np.empty_like(image)
+        self._given = False
+
+    def _next_image(self) -> np.ndarray | None:
+        if self._given:
+            return None
+        self._given = True
+        np.copyto(self._buffer, self.image)
+        return self._buffer
+
+    def _rewind(self) -> None:
+        self._given = False
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise EdgerecError(f"cannot read image {path}: OpenCV cannot decode it")
+    return image
 
 
 def _suffix_list() -> str:

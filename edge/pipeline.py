@@ -29,7 +29,7 @@ from edge.result import Result
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
 from edge.smoothing import Smoother, SmoothingOptions
 
-STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks")
+STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame")
 POLL_S = 0.1  # the longest the loop waits for a frame before looking at the stop event again
 
 
@@ -96,7 +96,8 @@ class RunSummary:
     source: SourceStatus
     """The source's final counters: frames produced, dropped, skipped, reconnects, last error."""
     stages: dict[str, StageStats]
-    """Milliseconds per stage: wait (for the source), preprocess, infer, smooth, overlay, sinks."""
+    """Milliseconds per stage: wait (for the source), preprocess, infer, smooth, overlay, sinks, and frame:
+    everything from the frame's arrival to the last sink (so frame - infer = the cost beyond the model)."""
     frame_age: StageStats
     """Milliseconds from capture to the start of preprocessing, for the frames the model ran on."""
     latency: StageStats
@@ -118,18 +119,20 @@ def run(
     model: ModelLike | None = None,
     on_change: Callable[[Result], None] | None = None,
     on_source_state: StateCallback | None = None,
+    source: Source | None = None,
 ) -> RunSummary:
     """Recognise every frame of `options.source` until it ends, a limit is reached or `stop` is set.
 
-    `model` replaces loading `options.model` (tests, benchmarks); `on_change` is called with each
-    label change and `on_source_state` with each source state change (connected, reconnecting, ...).
+    `model` and `source` replace loading `options.model` and opening `options.source` (tests,
+    benchmarks); `run` closes `source` all the same. `on_change` is called with each label change and
+    `on_source_state` with each source state change (connected, reconnecting, ...).
     """
     stop = stop if stop is not None else threading.Event()
     if model is None:
         from edge.model import Model
 
         model = Model.load(options.model, options.device, options.threads)
-    source = open_source(options.source, on_source_state)
+    source = source if source is not None else open_source(options.source, on_source_state)
     sinks: list[Sink] = []
     try:
         open_sinks(options, source, stop, into=sinks)
@@ -261,8 +264,10 @@ class FrameLoop:
                     stopped_by = "end"
                     break
             else:
-                self.timers["wait"].add((time.perf_counter() - waited) * 1000)
+                arrived = time.perf_counter()
+                self.timers["wait"].add((arrived - waited) * 1000)
                 self._deliver(frame, self._recognize(frame))
+                self.timers["frame"].add((time.perf_counter() - arrived) * 1000)
                 if self.frames == self.options.max_frames:
                     stopped_by = "max-frames"
                     break

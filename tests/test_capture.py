@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mjpeg_server import MjpegServer
 
-from edge.capture import FolderSource, LiveSource, SourceOptions, VideoFileSource, open_source
+from edge.capture import FolderSource, LiveSource, SourceOptions, StillSource, VideoFileSource, open_source
 from edge.errors import EdgerecError
 
 LEVELS = [10 * i + 20 for i in range(12)]  # one flat grey level per frame
@@ -92,6 +92,24 @@ def test_folder_plays_images_in_name_order_and_skips_what_does_not_decode(tmp_pa
     assert [f[2] for f in frames] == LEVELS[:4]
     assert [f[3][0] for f in frames] == [30, 31, 32, 33]
     assert status.skipped == 1 and "img02b.jpg" in status.error and status.state == "ended"
+
+
+def test_an_image_file_is_one_frame_or_repeats_with_loop(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.png"), np.full((30, 40, 3), 77, np.uint8))
+    with open_source(SourceOptions(str(tmp_path / "photo.png"))) as source:
+        assert isinstance(source, StillSource)
+        assert [f[2] for f in read_all(source)] == [77]
+    with open_source(SourceOptions(str(tmp_path / "photo.png"), loop=True, paced=False)) as source:
+        first = source.read(1.0)
+        first.image[:] = 0  # drawing on one frame
+        frames = [first] + [source.read(1.0) for _ in range(3)]
+        assert [f.index for f in frames] == [0, 1, 2, 3] and frames[3].image.mean() == 77
+
+
+def test_an_image_opencv_cannot_decode_is_a_clear_error(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(EdgerecError, match="photo.jpg"):
+        open_source(SourceOptions(str(tmp_path / "photo.jpg")))
 
 
 def test_folder_loops(tmp_path):

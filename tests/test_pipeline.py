@@ -14,7 +14,7 @@ import pytest
 from conftest import make_tiny_model
 from mjpeg_server import MjpegServer
 
-from edge.capture import SourceOptions
+from edge.capture import SourceOptions, StillSource
 from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, StageTimer, install_signal_handlers, run
@@ -64,7 +64,9 @@ def test_every_frame_is_recorded_and_each_label_change_is_an_event(tmp_path, mod
     assert [e["label"] for e in lines] == [c.label for c in changes] == ["blue", "green", "red"]
     assert lines[0]["frame"] == 0 and 15 <= lines[1]["frame"] <= 20 and 30 <= lines[2]["frame"] <= 35
     assert all(e["latency_ms"] >= 0 and 0 < e["score"] <= 1 for e in lines)
-    assert set(summary.stages) == {"wait", "preprocess", "infer", "smooth", "overlay", "sinks"}
+    assert set(summary.stages) == {"wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame"}
+    parts = sum(summary.stages[name].mean_ms for name in ("preprocess", "infer", "smooth", "overlay", "sinks"))
+    assert parts <= summary.stages["frame"].mean_ms < 1.5 * parts + 5
     assert summary.stages["infer"].count == 45 and summary.stages["overlay"].count == 45
     assert summary.latency.count == 45 and summary.latency.p95_ms >= summary.stages["infer"].p50_ms
 
@@ -124,6 +126,14 @@ def test_a_failure_mid_run_still_closes_the_recording(tmp_path, model):
     with pytest.raises(RuntimeError, match="device lost"):
         run(options(clip, out=str(out)), model=Failing())
     assert count_frames(out) == 5
+
+
+def test_a_given_source_replaces_the_uri_and_is_closed(model):
+    image = np.full((480, 640, 3), COLOURS["green"], np.uint8)
+    source = StillSource(image, SourceOptions("benchmark", paced=False, loop=True))
+    summary = run(RunOptions(SourceOptions("unused"), display=False, max_frames=20), model=model, source=source)
+    assert summary.frames == summary.inferred == 20 and summary.label == "green"
+    assert source.status().state == "closed"
 
 
 def test_bad_options_are_clear_errors(tmp_path):
@@ -187,7 +197,7 @@ def test_stage_timer_keeps_a_fixed_ring():
 
 SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, threading
-    from edge.capture import SourceOptions
+    from edge.capture import SourceOptions, StillSource
     from edge.model import Model
     from edge.pipeline import RunOptions, install_signal_handlers, run
 
