@@ -29,7 +29,7 @@ from edge.result import Result
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
 from edge.smoothing import Smoother, SmoothingOptions
 
-STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame")
+STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
 POLL_S = 0.1  # the longest the loop waits for a frame before looking at the stop event again
 
 
@@ -96,8 +96,8 @@ class RunSummary:
     source: SourceStatus
     """The source's final counters: frames produced, dropped, skipped, reconnects, last error."""
     stages: dict[str, StageStats]
-    """Milliseconds per stage: wait (for the source), preprocess, infer, smooth, overlay, sinks, and frame:
-    everything from the frame's arrival to the last sink (so frame - infer = the cost beyond the model)."""
+    """Milliseconds per stage: wait (for the source), preprocess, infer, smooth, overlay, sinks; frame:
+    everything from the frame's arrival to the last sink; beyond-model: frame minus infer, per frame."""
     frame_age: StageStats
     """Milliseconds from capture to the start of preprocessing, for the frames the model ran on."""
     latency: StageStats
@@ -192,9 +192,10 @@ class StageTimer:
 
     def __init__(self) -> None:
         self._ring = np.zeros(self.capacity)
-        self.count, self.total, self.max = 0, 0.0, 0.0
+        self.count, self.total, self.max, self.latest = 0, 0.0, 0.0, 0.0
 
     def add(self, ms: float) -> None:
+        self.latest = ms
         self._ring[self.count % self.capacity] = ms
         self.count += 1
         self.total += ms
@@ -266,8 +267,11 @@ class FrameLoop:
             else:
                 arrived = time.perf_counter()
                 self.timers["wait"].add((arrived - waited) * 1000)
-                self._deliver(frame, self._recognize(frame))
-                self.timers["frame"].add((time.perf_counter() - arrived) * 1000)
+                result = self._recognize(frame)
+                self._deliver(frame, result)
+                ms = (time.perf_counter() - arrived) * 1000
+                self.timers["frame"].add(ms)
+                self.timers["beyond-model"].add(ms - (self.timers["infer"].latest if result.inferred else 0.0))
                 if self.frames == self.options.max_frames:
                     stopped_by = "max-frames"
                     break
