@@ -240,6 +240,7 @@ class FrameLoop:
         self.stop, self.on_change = stop, on_change
         geometry = model.geometry
         self.batch = np.zeros((1, geometry.height, geometry.width, 3), np.uint8)
+        self.batch_slot = self.batch[0]  # fit writes here; the model reads the batch
         self.fitter = Fitter(geometry)  # keeps its intermediate buffers between frames
         self.smoother = Smoother(model.labels, options.smoothing)
         self.raw_sinks = [s for s in sinks if not s.wants_overlay]
@@ -289,7 +290,7 @@ class FrameLoop:
         self.next_inference = max(self.next_inference + self.period, frame.captured)
         self.frame_age.add((time.monotonic() - frame.captured) * 1000)
         t0 = time.perf_counter()
-        self.fitter.fit(frame.image, out=self.batch[0])
+        self.fitter.fit(frame.image, out=self.batch_slot)
         t1 = time.perf_counter()
         probs = self.model.infer(self.batch)[0]
         t2 = time.perf_counter()
@@ -307,14 +308,14 @@ class FrameLoop:
         t0 = time.perf_counter()
         for sink in self.raw_sinks:
             sink.write(frame.image, result)
-        t1 = time.perf_counter()
+        t1 = t2 = time.perf_counter()
         if self.overlay is not None:
             self.overlay.draw(frame.image, result)
-        t2 = time.perf_counter()
+            t2 = time.perf_counter()
+            self.timers["overlay"].add((t2 - t1) * 1000)
         for sink in self.drawing_sinks:
             sink.write(frame.image, result)
         t3 = time.perf_counter()
-        self.timers["overlay"].add((t2 - t1) * 1000)
         self.timers["sinks"].add((t1 - t0 + t3 - t2) * 1000)
         self.latency.add((time.monotonic() - frame.captured) * 1000)
         self.frames += 1
