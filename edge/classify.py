@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from edge.errors import EdgerecError
-from edge.model import Model, Prediction
+from edge.model import Model, Prediction, default_model_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -20,6 +20,11 @@ class FileResult:
     file: Path
     prediction: Prediction
     ms: float  # preprocessing + inference for this file, decoding excluded
+
+
+def sample_photos_dir() -> Path:
+    """Real photos shipped inside the package, for a first run with nothing of your own."""
+    return default_model_path().parent / "samples"
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:

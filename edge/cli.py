@@ -24,11 +24,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from edge.classify import classify_files
+    from edge.classify import classify_files, sample_photos_dir
     from edge.model import Model
 
+    paths = [*args.paths, *([sample_photos_dir()] if args.samples else [])]
+    if not paths:
+        raise EdgerecError("nothing to classify: name image files or folders, or add --samples")
     model = Model.load(args.model, args.device, args.threads)
-    for result in classify_files(model, args.paths, args.top_k):
+    for result in classify_files(model, paths, args.top_k):
         if args.json:
             print(json.dumps({"file": str(result.file), "top": [asdict(c) for c in result.prediction.top],
                               "model": str(model.path), "provider": model.provider, "ms": round(result.ms, 2)}),
@@ -90,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="label image files or folders of images",
                                    description="Label image files (or every image under a folder).",
-                                   epilog="example: edgerec classify photo.jpg photos/ --top-k 3 --json")
-    classify.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR")
+                                   epilog="examples:\n  edgerec classify photo.jpg photos/ --top-k 3 --json\n"
+                                          "  edgerec classify --samples",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    classify.add_argument("paths", nargs="*", metavar="IMAGE_OR_DIR")
+    classify.add_argument("--samples", action="store_true", help="also classify the photos shipped with edgerec")
     add_model_arguments(classify)
     classify.add_argument("--top-k", "-k", type=int, default=5, help="labels per image (default: %(default)s)")
     classify.add_argument("--json", action="store_true",

@@ -50,7 +50,7 @@ def export_onnx(net: nn.Module, info: ModelInfo, path: str | Path, check_batch: 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)  # exporter notes on folding, not errors
+            warnings.simplefilter("ignore")  # the exporter's notes on folding and deprecation are not errors
             torch.onnx.export(deployable, (example,), str(raw), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
                               dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}})
