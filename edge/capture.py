@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +49,7 @@ sources (--source):
                             height=720 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert !
                             video/x-raw,format=BGR ! appsink drop=1' (one line)
   picamera2                 the Raspberry Pi camera through the picamera2 module (picamera2:1 = camera 1)
+  demo                      a 17 s clip of five real photos shipped with edgerec
 live sources (cameras, streams, GStreamer, picamera2) keep only the newest frame and reconnect on failure"""
 
 
@@ -144,6 +146,8 @@ def open_source(options: SourceOptions, on_state: StateCallback | None = None) -
         return LiveSource(uri, functools.partial(_open_gstreamer, uri[4:]), options, on_state)
     if uri == "picamera2" or uri.startswith("picamera2:"):
         return LiveSource(uri, _picamera2_opener(uri, options), options, on_state)
+    if uri == "demo":
+        return VideoFileSource(demo_clip(), options, on_state)
     path = Path(uri)
     if path.is_dir():
         return FolderSource(path, options, on_state)
@@ -152,9 +156,17 @@ def open_source(options: SourceOptions, on_state: StateCallback | None = None) -
     if path.is_file():
         return VideoFileSource(path, options, on_state)
     raise EdgerecError(
-        f"source {uri!r} is neither a camera index, /dev/videoN, an existing video file or folder, "
-        "rtsp://, rtmp://, http(s)://, gst:PIPELINE nor picamera2"
+        f"source {uri!r} is neither a camera index, /dev/videoN, an existing video file, image or folder, "
+        "rtsp://, rtmp://, http(s)://, gst:PIPELINE, picamera2 nor demo"
     )
+
+
+def demo_clip() -> Path:
+    """The short real-photo clip shipped in the package (edge/assets/demo/LICENSE-NOTE.md says what it shows)."""
+    path = Path(str(resources.files("edge") / "assets" / "demo" / "demo.mp4"))
+    if not path.is_file():
+        raise EdgerecError(f"source 'demo': {path} is missing; this installation has no demo clip")
+    return path
 
 
 # --- live sources: a grabber thread keeps only the newest frame -------------------------------------

@@ -18,7 +18,9 @@ from edge.smoothing import SmoothingOptions
 
 EXAMPLES = """\
 examples:
-  edgerec run --source 0                                   webcam, window on a desktop
+  edgerec run --source demo                                the shipped clip, window on a desktop
+  edgerec run --source demo --out demo.mp4 --events - --no-display     headless: video + events
+  edgerec run --source 0                                   webcam
   edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
   edgerec run --source rtsp://cam.local/s1 --infer-fps 5 --events - --no-display
   edgerec run --source /dev/video0 --width 1280 --height 720 --fps 30 --top-k 3"""
@@ -30,8 +32,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = f"{SOURCE_HELP}\n\n{EXAMPLES}"
     source = parser.add_argument_group("source")
     source.add_argument("--source", "-s", required=True, metavar="URI",
-                        help="camera index or /dev/videoN, video file, image folder, rtsp:// or http(s):// URL, "
-                             "gst:PIPELINE or picamera2 (examples below)")
+                        help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
+                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)")
     source.add_argument("--width", type=int, help="camera: requested frame width")
     source.add_argument("--height", type=int, help="camera: requested frame height")
     source.add_argument("--fps", type=float,

@@ -241,3 +241,20 @@ def test_signal_handlers_set_the_stop_event_and_restore():
     finally:
         restore()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_default_model_names_each_photo_of_the_demo_clip(tmp_path):
+    """The shipped clip: 5 real photos for 3 s each at 12 fps with 0.5 s cross-fades (assets/demo)."""
+    out, events = tmp_path / "demo.mp4", tmp_path / "events.jsonl"
+    options = RunOptions(SourceOptions("demo", paced=False), threads=1, display=False, out=str(out), events=str(events))
+    summary = run(options)
+
+    assert summary.frames == count_frames(out) == 204 and summary.stopped_by == "end"
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    segment_starts = [0, 42, 84, 126, 168]
+    assert [e["frame"] for e in lines] == pytest.approx(segment_starts, abs=8)  # one event per photo
+    # The INT8 default says consomme for the coffee cup and mostly lemon for the orange in this clip's
+    # zoomed frames (the float model: espresso, orange); the other three are unambiguous.
+    accepted = [{"espresso", "consomme"}, {"fox squirrel"}, {"Pekinese"}, {"orange", "lemon"},
+                {"tabby", "tiger cat", "Egyptian cat"}]  # fmt: skip
+    assert all(e["label"] in ok for e, ok in zip(lines, accepted, strict=True))

@@ -45,7 +45,8 @@ def test_defaults():
 
 def test_help_teaches_every_source_with_an_example():
     text = parser().format_help()
-    for example in ("0, 1", "/dev/video0", "clip.mp4", "photos/", "rtsp://", "http://", "gst:", "picamera2"):
+    sources = ("0, 1", "/dev/video0", "clip.mp4", "photos/", "photo.jpg", "rtsp://", "http://", "gst:", "picamera2")
+    for example in (*sources, "demo"):
         assert example in text
     assert "--as-fast-as-possible" in text and "--infer-fps" in text and "edgerec run --source" in text
 
