@@ -43,6 +43,25 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import threading
+
+    from edge.pipeline import install_signal_handlers, run
+    from edge.run_args import describe_change, describe_state, describe_summary, options_from_args
+
+    options = options_from_args(args)
+    stop = threading.Event()
+    restore = install_signal_handlers(stop)
+    try:
+        show = None if args.events == "-" else (lambda result: print(describe_change(result), flush=True))
+        summary = run(options, stop, on_change=show,
+                      on_source_state=lambda status: print(describe_state(status), file=sys.stderr, flush=True))
+    finally:
+        restore()
+    print("\n".join(describe_summary(summary)), file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from edge.model import Model
 
@@ -106,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true",
                           help="one JSON object per line: file, top [{label, index, score}], model, provider, ms")
     classify.set_defaults(func=cmd_classify)
+
+    from edge.run_args import add_run_arguments
+
+    run = commands.add_parser("run", help="recognise live: camera, stream, video file or the demo clip",
+                              description="Label every frame of a source; show, record and report label "
+                                          "changes. Ctrl-C or SIGTERM stops cleanly.")
+    add_model_arguments(run)
+    add_run_arguments(run)
+    run.set_defaults(func=cmd_run)
 
     info = commands.add_parser("info", help="show what a model file says about itself",
                                description="Print a model file's metadata: labels, input, precision, metrics.")
