@@ -376,19 +376,20 @@ def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
-_GRAY_WEIGHTS = np.array([0.114, 0.587, 0.299], np.float32)  # B, G, R (ITU-R BT.601 luma)
+_GRAY_WEIGHTS = np.array([0.114, 0.587, 0.299])  # B, G, R (ITU-R BT.601 luma)
 
 
 def colour_jitter(image: np.ndarray, options: Augment, rng: np.random.Generator) -> np.ndarray:
-    """Scale brightness, contrast (around the mean luma) and saturation (around each pixel's luma)."""
+    """Scale brightness, contrast (around the mean luma) and saturation (around each pixel's luma).
+
+    The three steps compose to one affine colour map, applied by cv2.transform with uint8 saturation:
+    x -> b*c*(s*x + (1-s)*luma(x)) + (1-c)*b*mean_luma.
+    """
     b, c, s = (rng.uniform(1 - x, 1 + x) for x in (options.brightness, options.contrast, options.saturation))
-    x = image.astype(np.float32) * b
-    mean = float((x @ _GRAY_WEIGHTS).mean())
-    x = (x - mean) * c + mean
-    gray = (x @ _GRAY_WEIGHTS)[..., None]
-    x = gray + (x - gray) * s
-    np.clip(x, 0, 255, out=x)
-    return (x + 0.5).astype(np.uint8)
+    mean_luma = float(np.dot(cv2.mean(image)[:3], _GRAY_WEIGHTS))
+    linear = b * c * (s * np.eye(3) + (1 - s) * np.outer(np.ones(3), _GRAY_WEIGHTS))
+    offset = np.full((3, 1), (1 - c) * b * mean_luma)
+    return cv2.transform(image, np.hstack([linear, offset]))
 
 
 def decode(path: Path, reduce: int = 1) -> np.ndarray:
