@@ -1,0 +1,106 @@
+"""training/features.py with small generic prefixes (no dependence on the real architecture)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from training.features import CacheOptions, cache_activations
+
+
+class ToFloat(nn.Module):
+    """uint8 NHWC -> float NCHW in [0, 1], as an in-graph preprocessing would."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.permute(0, 3, 1, 2).float() / 255
+
+
+def conv_prefix() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(ToFloat(), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5))
+
+
+def images(n: int = 5, h: int = 12, w: int = 10) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_caches_images_and_mirrors_in_eval_mode() -> None:
+    prefix, x = conv_prefix().train(), images()
+    cache = cache_activations(prefix, x, [0, 1, 2, 1, 0], CacheOptions(batch_size=2, bf16=False))
+    assert not prefix.training
+    assert cache.views == 2 and cache.n_images == 5
+    assert cache.activations.shape == (10, 4, 10, 8) and cache.activations.dtype == torch.float32
+    assert cache.activations.is_contiguous(memory_format=torch.channels_last)
+    assert cache.labels.tolist() == [0, 1, 2, 1, 0] * 2
+    with torch.no_grad():
+        expected = prefix(torch.from_numpy(x))
+        mirrored = prefix(torch.from_numpy(np.ascontiguousarray(x[:, :, ::-1])))
+    torch.testing.assert_close(cache.activations[:5], expected)
+    torch.testing.assert_close(cache.activations[5:], mirrored)
+    assert not torch.equal(cache.activations[:5], cache.activations[5:])
+
+
+def test_without_mirror_and_pooled_features() -> None:
+    prefix = nn.Sequential(conv_prefix(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    cache = cache_activations(prefix, images(3), [2, 0, 1], CacheOptions(mirror=False, bf16=False))
+    assert cache.views == 1 and cache.activations.shape == (3, 4) and cache.labels.tolist() == [2, 0, 1]
+
+
+def test_bf16_autocast_stores_bf16_close_to_fp32() -> None:
+    prefix, x = conv_prefix(), images()
+    fp32 = cache_activations(prefix, x, [0] * 5, CacheOptions(bf16=False)).activations
+    bf16 = cache_activations(prefix, x, [0] * 5, CacheOptions(bf16=True)).activations
+    assert bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16.float(), fp32, atol=0.05, rtol=0.02)
+
+
+def test_epoch_batches_cover_each_image_once_in_one_view() -> None:
+    n = 40
+    cache = cache_activations(
+        nn.Sequential(ToFloat(), nn.Flatten()), images(n, 2, 2), list(range(n)), CacheOptions(batch_size=16)
+    )
+    first = list(cache.epoch_batches(16, seed=1, epoch=0))
+    assert [len(y) for _, y in first] == [16, 16, 8]
+    labels = torch.cat([y for _, y in first])
+    assert sorted(labels.tolist()) == list(range(n)) and labels.tolist() != list(range(n))
+    rows = torch.cat([x for x, _ in first])
+    originals = cache.activations[labels]
+    mirrored = cache.activations[labels + n]
+    is_original = (rows == originals).all(1)
+    assert bool(((rows == mirrored).all(1) | is_original).all())  # each row is one of the image's views
+    assert 0 < int(is_original.sum()) < n  # both views are used
+    again = torch.cat([y for _, y in cache.epoch_batches(16, seed=1, epoch=0)])
+    other = torch.cat([y for _, y in cache.epoch_batches(16, seed=1, epoch=1)])
+    assert torch.equal(labels, again) and not torch.equal(labels, other)
+    assert torch.equal(torch.cat([y for _, y in cache.in_order(7)]), cache.labels)
+
+
+def test_a_head_trained_on_cached_features_learns() -> None:
+    """End to end on the cache: a linear head separates three colour classes from pooled features."""
+    rng = np.random.default_rng(0)
+    colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220]], np.float64)
+    labels = rng.integers(0, 3, 60)
+    x = np.clip(colours[labels][:, None, None, :] + rng.normal(0, 40, (60, 8, 8, 3)), 0, 255).astype(np.uint8)
+    prefix = nn.Sequential(ToFloat(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    cache = cache_activations(prefix, x, labels.tolist(), CacheOptions(bf16=False))
+    torch.manual_seed(0)
+    head = nn.Linear(3, 3)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=0.1)
+    for epoch in range(30):
+        for features, targets in cache.epoch_batches(16, seed=0, epoch=epoch):
+            loss = nn.functional.cross_entropy(head(features), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        accuracy = (head(cache.activations).argmax(1) == cache.labels).float().mean().item()
+    assert accuracy > 0.95
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        cache_activations(conv_prefix(), images().astype(np.float32), [0] * 5)
+    with pytest.raises(ValueError, match="4 labels for 5 images"):
+        cache_activations(conv_prefix(), images(), [0] * 4)

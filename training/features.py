@@ -1,0 +1,107 @@
+"""Run a frozen network prefix once over a set of images and keep its outputs for training the rest.
+
+Training splits a network into a frozen prefix (in-graph preprocessing, stem, the first blocks) and a
+trainable suffix. The prefix's output for an image never changes, so it is computed once per image (and
+per horizontal mirror) and the suffix trains on the cache for as many epochs as it likes: this is what
+makes fine-tuning fast on a CPU. Nothing here knows the architecture: the prefix is any module that takes
+uint8 [N, H, W, 3] BGR batches, as the model file does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (activations, int64 labels)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe is not None and torch.backends.mkldnn.is_available() and probe())
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """How to run the prefix."""
+
+    batch_size: int = 64
+    mirror: bool = True  # also cache the horizontal mirror of every image (a free augmentation)
+    bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16 (see native_bf16)
+    channels_last: bool = True  # convert the prefix's weights (in place) and keep 4-D outputs NHWC in memory
+    progress: bool = False  # tqdm bar on stderr
+
+
+@dataclass(frozen=True)
+class CachedActivations:
+    """The prefix's outputs: row v * n_images + i is view v (0 = as given, 1 = mirrored) of image i."""
+
+    activations: torch.Tensor  # [views * n_images, ...]; bf16 when computed under bf16 autocast
+    labels: torch.Tensor  # int64 [views * n_images]
+    views: int
+
+    @property
+    def n_images(self) -> int:
+        return self.activations.shape[0] // self.views
+
+    def epoch_batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
+        """Every image once, in a random order and a random one of its views; the same for the same
+        (seed, epoch). The last batch may be smaller."""
+        rng = np.random.default_rng((seed, epoch))
+        order = rng.permutation(self.n_images)
+        rows = torch.from_numpy(rng.integers(0, self.views, self.n_images)[order] * self.n_images + order)
+        for start in range(0, len(rows), batch_size):
+            index = rows[start : start + batch_size]
+            yield self.activations[index], self.labels[index]
+
+    def in_order(self, batch_size: int) -> Iterator[Batch]:
+        """All rows in stored order (for evaluation)."""
+        for start in range(0, self.activations.shape[0], batch_size):
+            yield self.activations[start : start + batch_size], self.labels[start : start + batch_size]
+
+
+def cache_activations(
+    prefix: nn.Module, images: np.ndarray, labels: Sequence[int], options: CacheOptions | None = None
+) -> CachedActivations:
+    """Run `prefix` (in eval mode, without gradients) over uint8 [N, H, W, 3] `images` and their mirrors."""
+    options = options or CacheOptions()
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+    if len(images) == 0:
+        raise ValueError("no images to cache")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    bf16 = native_bf16() if options.bf16 is None else options.bf16
+    prefix.eval()
+    if options.channels_last:
+        prefix.to(memory_format=torch.channels_last)
+    views = 2 if options.mirror else 1
+    n = len(images)
+    out = None
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    with torch.no_grad(), autocast, tqdm(total=n * views, desc="cache", unit="img",
+                                         disable=not options.progress) as bar:  # fmt: skip
+        for start in range(0, n, options.batch_size):
+            batch = torch.from_numpy(images[start : start + options.batch_size])
+            for view in range(views):
+                y = prefix(batch.flip(2) if view else batch)
+                if out is None:
+                    out = _allocate(n * views, y, options.channels_last)
+                out[view * n + start : view * n + start + len(batch)] = y
+                bar.update(len(batch))
+    targets = torch.as_tensor(np.asarray(labels, np.int64)).repeat(views)
+    return CachedActivations(out, targets, views)
+
+
+def _allocate(rows: int, first: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The cache for `rows` outputs shaped like `first` (one batch), in its dtype."""
+    shape = (rows, *first.shape[1:])
+    if channels_last and first.dim() == 4:
+        return torch.empty(shape, dtype=first.dtype, memory_format=torch.channels_last)
+    return torch.empty(shape, dtype=first.dtype)
