@@ -147,13 +147,16 @@ def load_image_folders(options: DataOptions) -> ImageFolders:
         raise EdgerecError(f"min_per_class must be at least 1, got {options.min_per_class}")
     if options.val_dir is None and not 0.0 < options.val_fraction < 1.0:
         raise EdgerecError(f"val_fraction must be between 0 and 1 (exclusive), got {options.val_fraction}")
-    train_scan = scan_folder(options.train_dir, workers=options.workers, progress=options.progress)
+    classes = list_classes(options.train_dir)
+    if options.val_dir is not None:  # before the (long) scan of the training images
+        _check_same_classes(options.val_dir, list_classes(options.val_dir, minimum=0), classes)
+    train_scan = scan_folder(options.train_dir, classes, options.workers, options.progress)
     _check_counts(train_scan, options.min_per_class)
     if options.val_dir is None:
         val_scan = None
         train, val = stratified_split(train_scan.samples, options.val_fraction, options.seed)
     else:
-        val_scan = scan_folder(options.val_dir, train_scan.classes, options.workers, options.progress)
+        val_scan = scan_folder(options.val_dir, classes, options.workers, options.progress)
         _check_counts(val_scan, 1)
         train, val = train_scan.samples, val_scan.samples
     scans = [train_scan] if val_scan is None else [train_scan, val_scan]
@@ -173,27 +176,29 @@ def load_image_folders(options: DataOptions) -> ImageFolders:
     )
 
 
+def list_classes(root: Path, minimum: int = 2) -> tuple[str, ...]:
+    """The sorted names of the visible subfolders of `root`: the classes, labelled in this order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgerecError(f"dataset folder {root} does not exist or is not a folder")
+    found = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if len(found) < minimum:
+        raise EdgerecError(f"{root} needs at least {minimum} class subfolders, found {list(found)}")
+    return found
+
+
 def scan_folder(
     root: Path,
     classes: Sequence[str] | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> FolderScan:
-    """List the class folders of `root`, then read and decode every image once.
+    """Read and decode every image below the class folders of `root` once.
 
-    With `classes` (the training classes), the folder's classes must be exactly those, and labels
-    follow their order.
+    `classes` (default: `list_classes(root)`) name the class folders and give the labels' order.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise EdgerecError(f"dataset folder {root} does not exist or is not a folder")
-    found = _class_names(root)
-    if classes is None:
-        if len(found) < 2:
-            raise EdgerecError(f"{root} needs at least 2 class subfolders, found {len(found)}: {list(found)}")
-        classes = found
-    else:
-        _check_same_classes(root, found, tuple(classes))
+    classes = list_classes(root) if classes is None else tuple(classes)
     files, ignored = _list_images(root, classes)
     results = _map_threads(_inspect, [path for path, _ in files], workers, progress, f"scan {root.name}")
     samples, unreadable = [], []
@@ -203,11 +208,7 @@ def scan_folder(
         else:
             size, sha, height, width = result
             samples.append(Sample(path, path.relative_to(root).as_posix(), label, size, sha, height, width))
-    return FolderScan(root, tuple(classes), tuple(samples), tuple(unreadable), tuple(ignored))
-
-
-def _class_names(root: Path) -> tuple[str, ...]:
-    return tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    return FolderScan(root, classes, tuple(samples), tuple(unreadable), tuple(ignored))
 
 
 def _check_same_classes(root: Path, found: tuple[str, ...], expected: tuple[str, ...]) -> None:
