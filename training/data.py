@@ -9,6 +9,9 @@ each file's content hash from the same bytes.
 Images are always handled as OpenCV gives them: uint8 HxWx3 BGR (`cv2.IMREAD_COLOR`, which also turns
 grayscale and alpha images into 3-channel BGR and applies the EXIF orientation). The model takes
 exactly that (uint8 NHWC BGR), so nothing here normalises.
+
+This module needs neither torch nor tqdm (tqdm is imported only when a progress bar is asked for), so
+evaluation can scan folders on a runtime-only install.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from edge.errors import EdgerecError
 from edge.preprocess import Geometry, fit
@@ -433,8 +434,9 @@ def view_rng(seed: int, view: int, index: int) -> np.random.Generator:
     return np.random.default_rng((seed, view, index))
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """(uint8 [H, W, 3] BGR tensor, label) pairs for a DataLoader; decoding happens in its workers.
+class ImageDataset:
+    """A map-style dataset of (uint8 [H, W, 3] BGR array, label) pairs for a torch DataLoader, whose
+    default collate makes them uint8 [B, H, W, 3] and int64 [B] tensors; decoding happens in its workers.
 
     With `augmentation`, item i of epoch e is the random view drawn from view_rng(seed, e, i), so the
     data seen do not depend on the number of workers. Call `set_epoch` before each epoch (with
@@ -461,10 +463,10 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         rng = None if self.augmentation is None else view_rng(self.seed, self.epoch, index)
         image = load_view(self.samples[index], self.geometry, self.augmentation, rng)
-        return torch.from_numpy(image), self.samples[index].label
+        return image, self.samples[index].label
 
 
 def load_images(
@@ -505,4 +507,8 @@ def _map_threads(
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(function, items)
-        return list(tqdm(results, total=len(items), desc=desc, unit="img", disable=not progress))
+        if not progress:
+            return list(results)
+        from tqdm import tqdm  # only here: the runtime (no [train] extra) scans folders without it
+
+        return list(tqdm(results, total=len(items), desc=desc, unit="img"))
