@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.features import CacheOptions, cache_activations
+from training.features import CachedActivations, CacheOptions, cache_activations
 
 
 class ToFloat(nn.Module):
@@ -104,3 +104,17 @@ def test_bad_input_is_refused() -> None:
         cache_activations(conv_prefix(), images().astype(np.float32), [0] * 5)
     with pytest.raises(ValueError, match="4 labels for 5 images"):
         cache_activations(conv_prefix(), images(), [0] * 4)
+
+
+def test_combine_views_of_the_same_images() -> None:
+    prefix, x = conv_prefix(), images()
+    labels = [0, 1, 2, 1, 0]
+    a = cache_activations(prefix, x, labels, CacheOptions(bf16=False))
+    b = cache_activations(prefix, x[:, ::-1].copy(), labels, CacheOptions(bf16=False, mirror=False))
+    both = CachedActivations.combine([a, b])
+    assert both.views == 3 and both.n_images == 5 and both.labels.tolist() == labels * 3
+    torch.testing.assert_close(both.activations[10:], b.activations)
+    rows = torch.cat([y for _, y in both.epoch_batches(4, seed=0, epoch=0)])
+    assert sorted(rows.tolist()) == sorted(labels)
+    with pytest.raises(ValueError, match="same images"):
+        CachedActivations.combine([a, cache_activations(prefix, x[:4], labels[:4], CacheOptions(bf16=False))])

@@ -46,6 +46,18 @@ class CachedActivations:
     labels: torch.Tensor  # int64 [views * n_images]
     views: int
 
+    @classmethod
+    def combine(cls, caches: Sequence[CachedActivations]) -> CachedActivations:
+        """One cache holding the views of several caches of the same images (e.g. augmented views)."""
+        first = caches[0].labels[: caches[0].n_images]
+        if any(c.n_images != len(first) or not torch.equal(c.labels[: c.n_images], first) for c in caches):
+            raise ValueError("caches to combine must hold the same images (same count and labels)")
+        return cls(
+            torch.cat([c.activations for c in caches]),
+            torch.cat([c.labels for c in caches]),
+            sum(c.views for c in caches),
+        )
+
     @property
     def n_images(self) -> int:
         return self.activations.shape[0] // self.views
