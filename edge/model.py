@@ -1,0 +1,174 @@
+"""Load a self-describing .onnx file, pick execution providers, and classify frames."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.errors import EdgerecError
+from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
+from edge.preprocess import Geometry, fit
+
+# --device name -> ONNX Runtime execution providers to request, best first (CPU is always appended).
+DEVICES: dict[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider",),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
+    "openvino": ("OpenVINOExecutionProvider",),
+    "coreml": ("CoreMLExecutionProvider",),
+    "directml": ("DmlExecutionProvider",),
+    "qnn": ("QNNExecutionProvider",),
+    "xnnpack": ("XnnpackExecutionProvider",),
+}
+# What `auto` tries, in order. OpenVINO is left out: on CPUs with AMX it runs FP32 files in bf16 by default,
+# which changes labels (docs/benchmarks.md); ask for it with --device openvino.
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+
+DEFAULT_MODEL = "efficientnet_lite0_imagenet_int8.onnx"
+
+
+@dataclass(frozen=True)
+class Category:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k categories for one frame, best first."""
+
+    top: list[Category]
+
+    @property
+    def label(self) -> str:
+        return self.top[0].label
+
+    @property
+    def score(self) -> float:
+        return self.top[0].score
+
+
+def default_model_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 INT8 file shipped inside the package."""
+    return Path(str(resources.files("edge") / "assets" / DEFAULT_MODEL))
+
+
+def resolve_providers(device: str, available: Sequence[str]) -> list[str]:
+    """Map a --device choice onto the providers this onnxruntime build has; unavailable explicit -> error."""
+    if device == "auto":
+        for name in AUTO_ORDER:
+            if all(p in available for p in DEVICES[name]):
+                return _with_cpu(DEVICES[name])
+        return ["CPUExecutionProvider"]
+    if device not in DEVICES:
+        raise EdgerecError(f"unknown device {device!r}; valid: auto, {', '.join(DEVICES)}")
+    missing = [p for p in DEVICES[device] if p not in available]
+    if missing:
+        usable = [name for name, needs in DEVICES.items() if all(p in available for p in needs)]
+        raise EdgerecError(f"device {device!r} needs {', '.join(missing)}, which this onnxruntime lacks; "
+                           f"available here: {', '.join(['auto', *usable])}")
+    return _with_cpu(DEVICES[device])
+
+
+def _with_cpu(providers: Sequence[str]) -> list[str]:
+    return [*providers, *([] if "CPUExecutionProvider" in providers else ["CPUExecutionProvider"])]
+
+
+class Model:
+    """A loaded model file: validated metadata, an ONNX Runtime session, and a reusable input buffer."""
+
+    def __init__(self, path: Path, session: ort.InferenceSession, info: ModelInfo, load_ms: float):
+        self.path = path
+        self.session = session
+        self.info = info
+        self.load_ms = load_ms
+        self.provider = session.get_providers()[0]
+        self._batch = np.zeros((1, *info.input_size, 3), np.uint8)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> Model:
+        """Open and validate a model file (None = the embedded default) and warm its session up."""
+        start = time.perf_counter()
+        path = Path(path) if path is not None else default_model_path()
+        providers = resolve_providers(device, ort.get_available_providers())
+        session = _open_session(path, providers, threads)
+        info = from_props(session.get_modelmeta().custom_metadata_map, str(path))
+        _check_io(session, info, str(path))
+        model = cls(path, session, info, 0.0)
+        model.infer(model._batch)  # warm-up: first run allocates and picks kernels
+        model.load_ms = (time.perf_counter() - start) * 1000
+        return model
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.info.geometry
+
+    @property
+    def threads(self) -> int:
+        value = self.session.get_session_options().intra_op_num_threads
+        return value or (os.cpu_count() or 1)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, 3] BGR frames already fitted to the input size -> probabilities [N, C]."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def classify(self, frames: Sequence[np.ndarray], top_k: int = 5) -> list[Prediction]:
+        """Fit any-size BGR frames, run them as one batch, and return the top-k categories of each."""
+        if len(frames) != len(self._batch):
+            self._batch = np.empty((len(frames), *self.info.input_size, 3), np.uint8)
+        for frame, slot in zip(frames, self._batch):
+            fit(frame, self.geometry, out=slot)
+        return [self.top(p, top_k) for p in self.infer(self._batch)]
+
+    def top(self, probs: np.ndarray, k: int) -> Prediction:
+        k = max(1, min(k, len(probs)))
+        best = np.argpartition(probs, -k)[-k:]
+        best = best[np.argsort(probs[best])[::-1]]
+        return Prediction([Category(self.labels[i], int(i), float(probs[i])) for i in best])
+
+
+def _open_session(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+    if not path.is_file():
+        raise EdgerecError(f"{path}: no such model file")
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise EdgerecError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
+        reason = str(exc).splitlines()[0][:160]
+        raise EdgerecError(f"{path}: not a loadable ONNX model ({reason})") from None
+
+
+def _check_io(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    want = f"input '{INPUT_NAME}' uint8 [N, {info.input_size[0]}, {info.input_size[1]}, 3]"
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
+        got = ", ".join(f"'{i.name}' {i.type}" for i in inputs)
+        raise EdgerecError(f"{source}: model input must be {want}; it has {got}")
+    if list(inputs[0].shape[1:]) != [*info.input_size, 3]:
+        raise EdgerecError(f"{source}: model input must be {want}; it has shape {inputs[0].shape}")
+    names = [o.name for o in outputs]
+    if OUTPUT_NAME not in names:
+        raise EdgerecError(f"{source}: model has no output '{OUTPUT_NAME}' (outputs: {', '.join(names)})")
+    out = outputs[names.index(OUTPUT_NAME)]
+    if out.type != "tensor(float)" or len(out.shape) != 2:
+        raise EdgerecError(f"{source}: output '{OUTPUT_NAME}' must be float32 [N, C]; it is {out.type} {out.shape}")
+    if out.shape[1] != info.num_classes:
+        raise EdgerecError(f"{source}: output '{OUTPUT_NAME}' has {out.shape[1]} classes but the metadata lists "
+                           f"{info.num_classes} labels")

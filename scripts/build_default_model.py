@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Build the embedded default model: ImageNet EfficientNet-Lite0 as FP32 and INT8 contract files.
+
+Reproduce the file shipped in edge/assets/ (needs the [train] extra and Debian's opencv-doc photos):
+
+    apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb /tmp/ocvdoc
+    python scripts/build_default_model.py --out build/ \\
+        --calibration /tmp/ocvdoc/usr/share/doc/opencv-doc/examples/data --check tests/data/photos --install
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from edge.errors import EdgerecError
+from training.default_model import IMAGENET_DIR, DefaultModelOptions, build_default_model
+from training.quantize import QuantOptions
+
+ASSETS = Path(__file__).resolve().parent.parent / "edge" / "assets"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the FP32 and INT8 .onnx files")
+    parser.add_argument("--calibration", type=Path, nargs="+", required=True,
+                        help="folders or files of real photos/videos to calibrate INT8 on (videos: every 25th frame)")
+    parser.add_argument("--check", type=Path, nargs="+", required=True,
+                        help="clear real photos on which INT8 must give FP32's top-1 label")
+    parser.add_argument("--imagenet-dir", type=Path, default=IMAGENET_DIR,
+                        help="folder with imagenet_synsets.txt and imagenet_synset_to_lemma.txt")
+    parser.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    parser.add_argument("--format", default="qdq", choices=["qdq", "qoperator"])
+    parser.add_argument("--keep-float", nargs="*", default=list(QuantOptions().keep_float),
+                        choices=["preprocess", "softmax", "stem", "classifier"],
+                        help="graph parts left in float (default: %(default)s)")
+    parser.add_argument("--install", action="store_true", help="copy the INT8 file into edge/assets/")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    quant = QuantOptions(method=args.method, format=args.format, keep_float=tuple(args.keep_float))
+    try:
+        report = build_default_model(DefaultModelOptions(args.out, args.calibration, args.check,
+                                                         args.imagenet_dir, quant=quant))
+    except EdgerecError as exc:
+        print(f"build_default_model: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"FP32 {report.fp32_path}: max |ORT - torch| = {report.export.max_abs_diff:.2e} "
+          f"on {report.export.num_images} images")
+    q = report.quant
+    print(f"INT8 {report.int8_path}: top-1 agreement with FP32 {q.top1_agreement:.1%} on {q.check_images} check "
+          f"images, max |diff| {q.max_abs_diff:.3f}, calibrated on {q.calibration_images} images")
+    for fp32, int8 in report.check_labels:
+        print(f"  {fp32:30s} {int8:30s} {'' if fp32 == int8 else 'DIFFERS'}")
+    if args.install:
+        shutil.copyfile(report.int8_path, ASSETS / report.int8_path.name)
+        print(f"installed {ASSETS / report.int8_path.name}")
+    return 0 if q.top1_agreement == 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny contract-conforming models built with onnx.helper (no torch, no training)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = REPO / "tests" / "data" / "photos"
+
+
+def make_tiny_model(path: Path, labels: list[str] | None = None, size: int = 8, input_type: str = "uint8",
+                    layout: str = "NHWC", classes: int | None = None, metadata: dict[str, str] | None = None,
+                    precision: str = "fp32") -> Path:
+    """A contract model that labels a frame by its dominant BGR channel: 'blue', 'green' or 'red'.
+
+    The keyword arguments break the contract on purpose for the refusal tests.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge.metadata import DatasetInfo, ModelInfo
+
+    labels = labels or ["blue", "green", "red"]
+    classes = classes or len(labels)
+    elem = {"uint8": TensorProto.UINT8, "float": TensorProto.FLOAT}[input_type]
+    shape = ["N", size, size, 3] if layout == "NHWC" else ["N", 3, size, size]
+    axes = [1, 2] if layout == "NHWC" else [2, 3]
+    weights = np.zeros((3, classes), np.float32)
+    weights[np.arange(3), np.arange(3) % classes] = 0.2
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["x"], ["mean"], axes=axes, keepdims=0),
+         helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "tiny",
+        [helper.make_tensor_value_info("image", elem, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])],
+        [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.flatten())])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    if metadata is None:
+        info = ModelInfo(labels=labels, input_size=(size, size), crop=1.0, arch="tiny-test", precision=precision,
+                         dataset=DatasetInfo("synthetic", "0" * 16, 3, 3))
+        metadata = info.to_props()
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    return make_tiny_model(tmp_path / "tiny.onnx")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `edgerec ARGS` the way a user does (a fresh process), capturing its output."""
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=120)

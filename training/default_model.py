@@ -1,0 +1,72 @@
+"""Build the embedded default: ImageNet EfficientNet-Lite0 as FP32 and INT8 contract files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.metadata import DatasetInfo, ModelInfo
+from edge.model import Model
+from edge.preprocess import Geometry
+from training.calibration import load_images
+from training.export import ExportCheck, export_onnx
+from training.models import CROP, create_model
+from training.quantize import QuantOptions, QuantReport, quantize_model
+
+IMAGENET_DIR = Path(__file__).resolve().parent.parent / "edge" / "assets" / "imagenet"
+
+
+@dataclass(frozen=True)
+class DefaultModelOptions:
+    out: Path
+    calibration: list[Path]  # folders/files of real photos and videos
+    check: list[Path]  # clear photos the INT8 file must label like FP32
+    imagenet_dir: Path = IMAGENET_DIR
+    arch: str = "efficientnet_lite0"
+    quant: QuantOptions = field(default_factory=QuantOptions)
+
+
+@dataclass(frozen=True)
+class DefaultModelReport:
+    fp32_path: Path
+    int8_path: Path
+    export: ExportCheck
+    quant: QuantReport
+    check_labels: list[tuple[str, str]]  # (FP32 label, INT8 label) per check image
+
+
+def imagenet_labels(folder: Path) -> tuple[list[str], list[str]]:
+    """(short names, WordNet ids) in class-index order; a name shared by two classes gets its id appended."""
+    ids = folder.joinpath("imagenet_synsets.txt").read_text().split()
+    lemmas = dict(line.split("\t", 1) for line in folder.joinpath("imagenet_synset_to_lemma.txt")
+                  .read_text().splitlines() if line)
+    names = [lemmas[i].split(",")[0].strip() for i in ids]
+    counts = Counter(names)
+    return [f"{n} ({i})" if counts[n] > 1 else n for n, i in zip(names, ids)], ids
+
+
+def build_default_model(options: DefaultModelOptions) -> DefaultModelReport:
+    labels, ids = imagenet_labels(options.imagenet_dir)
+    net = create_model(options.arch, pretrained=True)
+    size = net.arch.resolution
+    geometry = Geometry(size, size, CROP)
+    check = load_images(options.check, geometry)
+    calibration = load_images(options.calibration, geometry, min_side=160, min_contrast=25.0)
+    info = ModelInfo(labels=labels, label_ids=ids, input_size=(size, size), crop=CROP, arch=options.arch,
+                     precision="fp32", dataset=DatasetInfo("imagenet-1k", "ILSVRC2012", 1281167, 50000),
+                     training={"weights": net.arch.weights_package})
+    options.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{options.arch}_imagenet"
+    fp32_path, int8_path = options.out / f"{stem}_fp32.onnx", options.out / f"{stem}_int8.onnx"
+    export = export_onnx(net, info, fp32_path, check)
+    quant = quantize_model(fp32_path, int8_path, calibration, check, options.quant)
+    return DefaultModelReport(fp32_path, int8_path, export, quant, _labels_side_by_side(fp32_path, int8_path, check))
+
+
+def _labels_side_by_side(fp32_path: Path, int8_path: Path, images: np.ndarray) -> list[tuple[str, str]]:
+    fp32, int8 = Model.load(fp32_path, device="cpu"), Model.load(int8_path, device="cpu")
+    a, b = fp32.infer(images).argmax(1), int8.infer(images).argmax(1)
+    return [(fp32.labels[i], int8.labels[j]) for i, j in zip(a, b)]

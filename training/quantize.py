@@ -1,0 +1,138 @@
+"""Static INT8 quantization of a contract model file, checked against its FP32 source.
+
+ONNX Runtime's ``quantize_static`` with per-channel signed weights and unsigned activations (the pair with
+fused VNNI/NEON kernels), calibrated on real images that went through the same ``edge.preprocess.fit``
+as at run time. The in-graph preprocessing and the softmax stay in float: they are cheap, and quantizing
+the pixel normalisation would only add rounding before the first convolution. docs/quantization.md holds
+the variants measured and why these defaults won.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from edge.errors import EdgerecError
+from edge.metadata import INPUT_NAME, ModelInfo
+from edge.model import Model
+from training.export import write_with_metadata
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+           "entropy": CalibrationMethod.Entropy}
+WEIGHT_TYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
+FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """How to quantize; the defaults are the fastest variant that kept FP32's labels (docs/quantization.md)."""
+
+    method: str = "minmax"  # minmax | percentile | entropy
+    format: str = "qdq"  # qdq | qoperator
+    per_channel: bool = True
+    weights: str = "s8"  # s8 | u8 (u8 avoids the u8s8 saturation of AVX2-only x86 kernels)
+    reduce_range: bool = False  # 7-bit weights: the other cure for that saturation
+    keep_float: tuple[str, ...] = ("preprocess", "softmax")  # also: stem, classifier
+    percentile: float = 99.999
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """How the INT8 file compares with its FP32 source on the check images."""
+
+    options: QuantOptions
+    calibration_images: int
+    check_images: int
+    top1_agreement: float  # fraction of check images with the same top-1 label as FP32
+    max_abs_diff: float  # largest probability difference
+    mean_abs_diff: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class _Images(CalibrationDataReader):
+    def __init__(self, images: np.ndarray, batch: int = 1):  # histogram methods need equal batches
+        self.batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def quantize_model(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, check: np.ndarray,
+                   options: QuantOptions | None = None) -> QuantReport:
+    """Write an INT8 copy of ``fp32_path`` to ``out_path`` (atomically) and compare it with the FP32 file.
+
+    ``calibration`` and ``check`` are uint8 [N, H, W, 3] BGR images fitted with edge.preprocess.fit.
+    """
+    options = options or QuantOptions()
+    _validate(options)
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    source = Model.load(fp32_path, device="cpu")
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        raw = Path(tmp) / "int8.onnx"
+        quantize_static(str(fp32_path), str(raw), _Images(calibration), quant_format=FORMATS[options.format],
+                        per_channel=options.per_channel, reduce_range=options.reduce_range,
+                        weight_type=WEIGHT_TYPES[options.weights],
+                        activation_type=QuantType.QUInt8, calibrate_method=METHODS[options.method],
+                        nodes_to_exclude=float_nodes(onnx.load(str(fp32_path)), options.keep_float),
+                        extra_options={"CalibPercentile": options.percentile})
+        staged = Path(tmp) / out_path.name
+        info = int8_info(source.info, options, len(calibration))
+        write_with_metadata(onnx.load(str(raw)), info, staged)
+        report = compare(source, Model.load(staged, device="cpu"), check, options, len(calibration))
+        os.replace(staged, out_path)
+    return report
+
+
+def _validate(options: QuantOptions) -> None:
+    if options.method not in METHODS:
+        raise EdgerecError(f"calibration method {options.method!r}; valid: {', '.join(METHODS)}")
+    if options.format not in FORMATS:
+        raise EdgerecError(f"quantization format {options.format!r}; valid: {', '.join(FORMATS)}")
+    if options.weights not in WEIGHT_TYPES:
+        raise EdgerecError(f"weight type {options.weights!r}; valid: {', '.join(WEIGHT_TYPES)}")
+    unknown = set(options.keep_float) - {"preprocess", "softmax", "stem", "classifier"}
+    if unknown:
+        raise EdgerecError(f"keep_float {sorted(unknown)}; valid: preprocess, softmax, stem, classifier")
+
+
+def float_nodes(proto: onnx.ModelProto, parts: tuple[str, ...]) -> list[str]:
+    """Names of the nodes that make up the named parts of the exported graph (see training.models)."""
+    nodes = list(proto.graph.node)
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    chosen = set()
+    if "preprocess" in parts:
+        chosen |= {n.name for n in nodes if n.name.startswith("/preprocess/")}
+    if "softmax" in parts:
+        chosen |= {n.name for n in nodes if n.op_type == "Softmax"}
+    if "stem" in parts and convs:
+        chosen.add(convs[0].name)
+    if "classifier" in parts:
+        chosen |= {n.name for n in nodes if n.op_type in ("Gemm", "MatMul")}
+    return sorted(chosen)
+
+
+def int8_info(fp32: ModelInfo, options: QuantOptions, calibration_images: int) -> ModelInfo:
+    return fp32.with_updates(precision="int8",
+                             quantization={**asdict(options), "keep_float": list(options.keep_float),
+                                           "calibration_images": calibration_images})
+
+
+def compare(fp32: Model, int8: Model, images: np.ndarray, options: QuantOptions, calibrated: int) -> QuantReport:
+    a = np.concatenate([fp32.infer(images[i:i + 16]) for i in range(0, len(images), 16)])
+    b = np.concatenate([int8.infer(images[i:i + 16]) for i in range(0, len(images), 16)])
+    diff = np.abs(a - b)
+    return QuantReport(options, calibrated, len(images), float((a.argmax(1) == b.argmax(1)).mean()),
+                       float(diff.max()), float(diff.mean()))
