@@ -192,6 +192,8 @@ def test_manifest_and_metadata(data_dir: Path) -> None:
     assert len(manifest) == len(data.train) + len(data.val)
     entry = next(e for e in manifest if e["path"] == "dog/dog99.png")
     assert entry["label"] == 1 and entry["size"] == (data_dir / "dog" / "dog99.png").stat().st_size
+    info = data.dataset_info()
+    assert (info.name, info.fingerprint, info.num_train, info.num_val) == ("data", data.fingerprint, 16, 3)
     meta = data.metadata()
     assert meta["fingerprint"] == data.fingerprint and meta["classes"] == list(CLASSES)
     assert meta["seed"] == 3 and meta["unreadable_skipped"] == 2

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
+from edge.metadata import DatasetInfo
 from edge.preprocess import Geometry, fit
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -120,8 +121,12 @@ class ImageFolders:
             for s in samples
         ]
 
+    def dataset_info(self) -> DatasetInfo:
+        """The model metadata's dataset entry: the training folder's name, fingerprint and sizes."""
+        return DatasetInfo(Path(self.options.train_dir).name, self.fingerprint, len(self.train), len(self.val))
+
     def metadata(self) -> dict[str, object]:
-        """A compact summary for the model's metadata."""
+        """A compact summary of the data and split settings (e.g. for the metadata's training settings)."""
         return {
             "fingerprint": self.fingerprint,
             "fingerprint_version": FINGERPRINT_VERSION,
