@@ -230,10 +230,11 @@ def test_jpeg_reduction_keeps_enough_pixels(tmp_path: Path) -> None:
     _write(root / "a" / "big.png", _image(0, 0, size=(800, 1000)))
     _write(root / "b" / "small.jpg", _image(1, 0))
     samples = {s.relpath: s for s in scan_folder(root).samples}
-    geometry = Geometry(100, 100)
-    assert jpeg_reduction(samples["a/big.jpg"], geometry, 0.25) == 4  # 800/4 = 200 >= 100/sqrt(.25)
-    assert jpeg_reduction(samples["a/big.png"], geometry, 0.25) == 1
-    assert jpeg_reduction(samples["b/small.jpg"], geometry, 0.25) == 1
+    geometry, square = Geometry(100, 100), Augment(scale=(0.25, 1.0), ratio=(1.0, 1.0))
+    assert jpeg_reduction(samples["a/big.jpg"], geometry, square) == 4  # 800/4 = 200 >= 100/sqrt(.25)
+    assert jpeg_reduction(samples["a/big.jpg"], geometry, Augment(scale=(0.25, 1.0))) == 2  # 4:3 crops
+    assert jpeg_reduction(samples["a/big.png"], geometry, square) == 1
+    assert jpeg_reduction(samples["b/small.jpg"], geometry, square) == 1
     assert decode(samples["a/big.jpg"].path, 4).shape == (200, 250, 3)
 
 

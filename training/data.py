@@ -412,12 +412,13 @@ def decode(path: Path, reduce: int = 1) -> np.ndarray:
     return image
 
 
-def jpeg_reduction(sample: Sample, geometry: Geometry, min_scale: float) -> int:
+def jpeg_reduction(sample: Sample, geometry: Geometry, augmentation: Augment) -> int:
     """The largest JPEG decode reduction (1, 2, 4, 8) that keeps the smallest random crop at least as
     large as the network input, so reduced decoding never costs resolution. 1 for other formats."""
     if Path(sample.relpath).suffix.lower() not in (".jpg", ".jpeg"):
         return 1
-    needed = max(geometry.height, geometry.width) / math.sqrt(min_scale)
+    narrowest = min(augmentation.ratio[0], 1 / augmentation.ratio[1])  # crop side vs sqrt(area), at worst
+    needed = max(geometry.height, geometry.width) / math.sqrt(augmentation.scale[0] * narrowest)
     short_side = min(sample.height, sample.width)
     return next((k for k in (8, 4, 2) if short_side / k >= needed), 1)
 
@@ -430,7 +431,7 @@ def load_view(
         return fit(decode(sample.path), geometry)
     if rng is None:
         raise ValueError("an augmented view needs a random generator")
-    reduce = jpeg_reduction(sample, geometry, augmentation.scale[0])
+    reduce = jpeg_reduction(sample, geometry, augmentation)
     return augment(decode(sample.path, reduce), geometry, augmentation, rng)
 
 
