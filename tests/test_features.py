@@ -26,9 +26,10 @@ def images(n: int = 5, h: int = 12, w: int = 10) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
 
 
-def test_caches_images_and_mirrors_in_eval_mode() -> None:
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
+def test_caches_images_and_mirrors_in_eval_mode(engine: str) -> None:
     prefix, x = conv_prefix().train(), images()
-    cache = cache_activations(prefix, x, [0, 1, 2, 1, 0], CacheOptions(batch_size=2, bf16=False))
+    cache = cache_activations(prefix, x, [0, 1, 2, 1, 0], CacheOptions(batch_size=2, engine=engine, bf16=False))
     assert not prefix.training
     assert cache.views == 2 and cache.n_images == 5
     assert cache.activations.shape == (10, 4, 10, 8) and cache.activations.dtype == torch.float32
@@ -50,8 +51,8 @@ def test_without_mirror_and_pooled_features() -> None:
 
 def test_bf16_autocast_stores_bf16_close_to_fp32() -> None:
     prefix, x = conv_prefix(), images()
-    fp32 = cache_activations(prefix, x, [0] * 5, CacheOptions(bf16=False)).activations
-    bf16 = cache_activations(prefix, x, [0] * 5, CacheOptions(bf16=True)).activations
+    fp32 = cache_activations(prefix, x, [0] * 5, CacheOptions(engine="torch", bf16=False)).activations
+    bf16 = cache_activations(prefix, x, [0] * 5, CacheOptions(engine="torch", bf16=True)).activations
     assert bf16.dtype == torch.bfloat16
     torch.testing.assert_close(bf16.float(), fp32, atol=0.05, rtol=0.02)
 
@@ -104,6 +105,27 @@ def test_bad_input_is_refused() -> None:
         cache_activations(conv_prefix(), images().astype(np.float32), [0] * 5)
     with pytest.raises(ValueError, match="4 labels for 5 images"):
         cache_activations(conv_prefix(), images(), [0] * 4)
+    with pytest.raises(ValueError, match="engine"):
+        cache_activations(conv_prefix(), images(), [0] * 5, CacheOptions(engine="tensorrt"))
+
+
+class Drifting(nn.Module):
+    """A module whose output depends on Python state: tracing freezes it, so ONNX cannot match torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return image.float() * self.calls
+
+
+def test_onnx_export_is_checked_against_torch() -> None:
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        cache_activations(Drifting(), images(), [0] * 5)
+    cache = cache_activations(Drifting(), images(), [0] * 5, CacheOptions(engine="torch", mirror=False))
+    assert cache.activations.shape == (5, 12, 10, 3)
 
 
 def test_combine_views_of_the_same_images() -> None:

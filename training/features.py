@@ -9,7 +9,9 @@ uint8 [N, H, W, 3] BGR batches, as the model file does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import io
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -33,9 +35,15 @@ class CacheOptions:
 
     batch_size: int = 64
     mirror: bool = True  # also cache the horizontal mirror of every image (a free augmentation)
-    bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16 (see native_bf16)
-    channels_last: bool = True  # convert the prefix's weights (in place) and keep 4-D outputs NHWC in memory
+    engine: str = "onnxruntime"  # or "torch"; ORT ran the Lite0 prefix 5x faster than torch eager on a CPU
+    bf16: bool | None = None  # torch engine: bf16 autocast; None = when the CPU has native bf16 (native_bf16)
+    channels_last: bool = True  # keep 4-D outputs NHWC in memory (torch engine: also the prefix's weights)
     progress: bool = False  # tqdm bar on stderr
+
+
+ENGINES = ("onnxruntime", "torch")
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-3  # largest ORT-vs-torch difference accepted, relative to the largest activation
 
 
 @dataclass(frozen=True)
@@ -81,34 +89,80 @@ class CachedActivations:
 def cache_activations(
     prefix: nn.Module, images: np.ndarray, labels: Sequence[int], options: CacheOptions | None = None
 ) -> CachedActivations:
-    """Run `prefix` (in eval mode, without gradients) over uint8 [N, H, W, 3] `images` and their mirrors."""
+    """Run `prefix` (switched to eval mode, without gradients) over uint8 [N, H, W, 3] `images` and their
+    mirrors. With the onnxruntime engine the prefix is exported to ONNX in memory and checked against
+    torch on the first images before use."""
     options = options or CacheOptions()
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-        raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
-    if len(images) == 0:
-        raise ValueError("no images to cache")
-    if len(labels) != len(images):
-        raise ValueError(f"{len(labels)} labels for {len(images)} images")
-    bf16 = native_bf16() if options.bf16 is None else options.bf16
+    _check_inputs(images, labels, options)
     prefix.eval()
-    if options.channels_last:
-        prefix.to(memory_format=torch.channels_last)
+    run = _onnxruntime_runner(prefix, images[:2]) if options.engine == "onnxruntime" else _torch_runner(prefix, options)
     views = 2 if options.mirror else 1
     n = len(images)
     out = None
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    with torch.no_grad(), autocast, tqdm(total=n * views, desc="cache", unit="img",
-                                         disable=not options.progress) as bar:  # fmt: skip
+    with tqdm(total=n * views, desc="cache", unit="img", disable=not options.progress) as bar:
         for start in range(0, n, options.batch_size):
-            batch = torch.from_numpy(images[start : start + options.batch_size])
+            batch = images[start : start + options.batch_size]
             for view in range(views):
-                y = prefix(batch.flip(2) if view else batch)
+                y = run(np.ascontiguousarray(batch[:, :, ::-1]) if view else batch)
                 if out is None:
                     out = _allocate(n * views, y, options.channels_last)
                 out[view * n + start : view * n + start + len(batch)] = y
                 bar.update(len(batch))
     targets = torch.as_tensor(np.asarray(labels, np.int64)).repeat(views)
     return CachedActivations(out, targets, views)
+
+
+def _check_inputs(images: np.ndarray, labels: Sequence[int], options: CacheOptions) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+    if len(images) == 0:
+        raise ValueError("no images to cache")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    if options.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {options.engine!r}")
+
+
+Runner = Callable[[np.ndarray], torch.Tensor]  # uint8 [B, H, W, 3] -> the prefix's output for the batch
+
+
+def _torch_runner(prefix: nn.Module, options: CacheOptions) -> Runner:
+    bf16 = native_bf16() if options.bf16 is None else options.bf16
+    if options.channels_last:
+        prefix.to(memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> torch.Tensor:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        with torch.no_grad(), autocast:
+            return prefix(torch.from_numpy(batch))
+
+    return run
+
+
+def _onnxruntime_runner(prefix: nn.Module, check: np.ndarray) -> Runner:
+    """Export `prefix` to ONNX in memory and run it with ONNX Runtime, after checking it against torch."""
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and constant-folding notes
+        torch.onnx.export(prefix, (torch.from_numpy(check),), buffer, input_names=["image"],
+                          output_names=["activations"], opset_version=ONNX_OPSET, dynamo=False,
+                          dynamic_axes={"image": {0: "N"}, "activations": {0: "N"}})  # fmt: skip
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(buffer.getvalue(), session_options, providers=["CPUExecutionProvider"])
+
+    def run(batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": batch})[0])
+
+    with torch.no_grad():
+        expected = prefix(torch.from_numpy(check)).float()
+    difference = float((run(check) - expected).abs().max())
+    if difference > ONNX_TOLERANCE * max(1.0, float(expected.abs().max())):
+        raise RuntimeError(f"the ONNX export of the prefix differs from torch by {difference:.3g}; "
+                           "use CacheOptions(engine='torch')")  # fmt: skip
+    return run
 
 
 def _allocate(rows: int, first: torch.Tensor, channels_last: bool) -> torch.Tensor:
