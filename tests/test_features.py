@@ -76,6 +76,9 @@ def test_epoch_batches_cover_each_image_once_in_one_view() -> None:
     other = torch.cat([y for _, y in cache.epoch_batches(16, seed=1, epoch=1)])
     assert torch.equal(labels, again) and not torch.equal(labels, other)
     assert torch.equal(torch.cat([y for _, y in cache.in_order(7)]), cache.labels)
+    shards = [torch.cat([y for _, y in cache.epoch_batches(4, seed=1, epoch=0, rank=r, world=3)]) for r in range(3)]
+    assert [len(s) for s in shards] == [13, 13, 13]  # 40 images: one left out so that all ranks step together
+    assert len(set(torch.cat(shards).tolist())) == 39
 
 
 def test_a_head_trained_on_cached_features_learns() -> None:

@@ -48,7 +48,8 @@ ONNX_TOLERANCE = 1e-3  # largest ORT-vs-torch difference accepted, relative to t
 
 @dataclass(frozen=True)
 class CachedActivations:
-    """The prefix's outputs: row v * n_images + i is view v (0 = as given, 1 = mirrored) of image i."""
+    """The prefix's outputs: row v * n_images + i is view v of image i (from one `cache_activations` call,
+    view 0 is the image as given and view 1 its mirror; `combine` appends the views of further calls)."""
 
     activations: torch.Tensor  # [views * n_images, ...]; bf16 when computed under bf16 autocast
     labels: torch.Tensor  # int64 [views * n_images]
@@ -70,12 +71,15 @@ class CachedActivations:
     def n_images(self) -> int:
         return self.activations.shape[0] // self.views
 
-    def epoch_batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
+    def epoch_batches(self, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         """Every image once, in a random order and a random one of its views; the same for the same
-        (seed, epoch). The last batch may be smaller."""
+        (seed, epoch). The last batch may be smaller. With `world` > 1 (DistributedDataParallel), rank
+        `rank` gets every world-th image of the same order, all ranks the same count (a remainder of
+        fewer than `world` images is left out of this epoch)."""
         rng = np.random.default_rng((seed, epoch))
         order = rng.permutation(self.n_images)
-        rows = torch.from_numpy(rng.integers(0, self.views, self.n_images)[order] * self.n_images + order)
+        rows = rng.integers(0, self.views, self.n_images) * self.n_images + order
+        rows = torch.from_numpy(rows[: len(rows) - len(rows) % world][rank::world])
         for start in range(0, len(rows), batch_size):
             index = rows[start : start + batch_size]
             yield self.activations[index], self.labels[index]
