@@ -75,13 +75,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     base = results[0].session.median_ms
     print(f"{'model':40s} {'prec':5s} {'provider':24s} thr {'load ms':>8s} {'session ms':>11s} {'p95':>6s} "
-          f"{'vs first':>8s} {'640x480':>8s} {'1080p':>8s}")
+          f"{'vs first':>8s} {'640x480':>8s} {'1080p':>8s} {'cpu 1thr':>8s} {'vs first':>8s}")
+    cpu_base = results[0].session_cpu_1thread.median_ms
     for r in results:
         print(f"{Path(r.model).name[:40]:40s} {r.precision:5s} {r.provider:24s} {r.threads:3d} {r.load_ms:8.0f} "
               f"{r.session.median_ms:11.2f} {r.session.p95_ms:6.2f} {base / r.session.median_ms:7.2f}x "
-              f"{r.frame['640x480'].median_ms:8.2f} {r.frame['1920x1080'].median_ms:8.2f}")
-    print(f"(median of {args.runs} interleaved runs; 640x480/1080p = preprocess + session from a camera-size "
-          f"frame; peak RSS {results[-1].rss_mb:.0f} MB)")
+              f"{r.frame['640x480'].median_ms:8.2f} {r.frame['1920x1080'].median_ms:8.2f} "
+              f"{r.session_cpu_1thread.median_ms:8.2f} {cpu_base / r.session_cpu_1thread.median_ms:7.2f}x")
+    print(f"(median ms of {args.runs} interleaved runs; 640x480/1080p = preprocess + session from a camera-size "
+          f"frame; cpu 1thr = CPU time of a one-thread session, steady on a busy machine; "
+          f"peak RSS {results[-1].rss_mb:.0f} MB)")
     return 0
 
 

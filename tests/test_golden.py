@@ -31,12 +31,11 @@ def top1_ids(model: Model) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Model:
     pytest.importorskip("torch", reason="the FP32 reference is exported from torch ([train] extra)")
+    from edge.metadata import DatasetInfo, ModelInfo
+    from edge.preprocess import Geometry, fit
     from training.default_model import IMAGENET_DIR, imagenet_labels
     from training.export import export_onnx
     from training.models import CROP, create_model
-
-    from edge.metadata import DatasetInfo, ModelInfo
-    from edge.preprocess import Geometry, fit
 
     labels, ids = imagenet_labels(IMAGENET_DIR)
     info = ModelInfo(labels=labels, label_ids=ids, input_size=(224, 224), crop=CROP, arch="efficientnet_lite0",

@@ -31,6 +31,7 @@ from training.export import write_with_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
            "entropy": CalibrationMethod.Entropy}
+FLOAT_PARTS = ("preprocess", "softmax", "stem", "classifier", "depthwise")
 WEIGHT_TYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
@@ -44,7 +45,7 @@ class QuantOptions:
     per_channel: bool = True
     weights: str = "s8"  # s8 | u8 (u8 avoids the u8s8 saturation of AVX2-only x86 kernels)
     reduce_range: bool = False  # 7-bit weights: the other cure for that saturation
-    keep_float: tuple[str, ...] = ("preprocess", "softmax")  # also: stem, classifier
+    keep_float: tuple[str, ...] = ("preprocess", "softmax")  # also: stem, classifier, depthwise
     percentile: float = 99.999
 
 
@@ -103,9 +104,9 @@ def _validate(options: QuantOptions) -> None:
         raise EdgerecError(f"quantization format {options.format!r}; valid: {', '.join(FORMATS)}")
     if options.weights not in WEIGHT_TYPES:
         raise EdgerecError(f"weight type {options.weights!r}; valid: {', '.join(WEIGHT_TYPES)}")
-    unknown = set(options.keep_float) - {"preprocess", "softmax", "stem", "classifier"}
+    unknown = set(options.keep_float) - set(FLOAT_PARTS)
     if unknown:
-        raise EdgerecError(f"keep_float {sorted(unknown)}; valid: preprocess, softmax, stem, classifier")
+        raise EdgerecError(f"keep_float {sorted(unknown)}; valid: {', '.join(FLOAT_PARTS)}")
 
 
 def float_nodes(proto: onnx.ModelProto, parts: tuple[str, ...]) -> list[str]:
@@ -119,6 +120,8 @@ def float_nodes(proto: onnx.ModelProto, parts: tuple[str, ...]) -> list[str]:
         chosen |= {n.name for n in nodes if n.op_type == "Softmax"}
     if "stem" in parts and convs:
         chosen.add(convs[0].name)
+    if "depthwise" in parts:
+        chosen |= {n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)}
     if "classifier" in parts:
         chosen |= {n.name for n in nodes if n.op_type in ("Gemm", "MatMul")}
     return sorted(chosen)
