@@ -189,3 +189,11 @@ def test_real_systemctl_and_sysusers_in_root_mode(env: dict[str, str], root: Pat
     assert any(line.startswith("video:") and "edgerec" in line for line in groups)
     install(env, "--root", str(root), "--uninstall")
     assert not wants.exists() and not wants.is_symlink()
+
+
+def test_script_parses_and_is_shellcheck_clean() -> None:
+    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (Debian package: shellcheck)")
+    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -3,6 +3,7 @@ runtime (numpy, OpenCV, onnxruntime, the embedded model) works under the unit's 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 import shutil
@@ -75,9 +76,16 @@ def test_unit_shape() -> None:
 # The runtime under the unit's seccomp filters (SystemCallFilter=, SystemCallArchitectures=,
 # MemoryDenyWriteExecute=, RestrictAddressFamilies=), applied by tests/unit_sandbox.py through libseccomp.
 
-needs_libseccomp = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import ctypes; ctypes.CDLL('libseccomp.so.2')"]).returncode != 0,
-    reason="libseccomp.so.2 not found (Debian package: libseccomp2)")
+def have_libseccomp() -> bool:
+    try:
+        ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return False
+    return True
+
+
+needs_libseccomp = pytest.mark.skipif(not have_libseccomp(),
+                                      reason="libseccomp.so.2 not found (Debian package: libseccomp2)")
 
 LABEL_DEMO_FRAMES = """
 import json, cv2, numpy as np
