@@ -35,6 +35,7 @@ class BenchResult:
     threads: int
     load_ms: float
     session: Timing | None = None
+    session_cpu_1thread: Timing | None = None  # CPU time of a 1-thread session: steady on a busy machine
     frame: dict[str, Timing] = field(default_factory=dict)  # preprocess + session from a camera-size frame
     preprocess: dict[str, Timing] = field(default_factory=dict)
     rss_mb: float = 0.0
@@ -60,8 +61,11 @@ def bench(paths: Sequence[str | Path | None], device: str = "auto", threads: int
         stages[f"frame {name}"] = [_frame_path(m, frame) for m in models]
         stages[f"preprocess {name}"] = [_preprocess(m, frame) for m in models]
     timings = {stage: time_interleaved(calls, runs) for stage, calls in stages.items()}
+    single = [Model.load(p, device, 1) for p in paths]
+    cpu = time_interleaved([(lambda m=m, x=x: m.infer(x)) for m, x in zip(single, inputs)], runs, time.thread_time)
     for i, result in enumerate(results):
         result.session = timings["session"][i]
+        result.session_cpu_1thread = cpu[i]
         for name in frames:
             result.frame[name] = timings[f"frame {name}"][i]
             result.preprocess[name] = timings[f"preprocess {name}"][i]
@@ -83,14 +87,20 @@ def _preprocess(model: Model, frame: np.ndarray) -> Callable[[], object]:
     return lambda: fit(frame, model.geometry, out=buffer)
 
 
-def time_interleaved(calls: list[Callable[[], object]], runs: int) -> list[Timing]:
+def time_interleaved(calls: list[Callable[[], object]], runs: int,
+                     clock: Callable[[], float] = time.perf_counter) -> list[Timing]:
+    """Median/p95 of each call over ``runs`` rounds, one call of each per round.
+
+    With ``clock=time.thread_time`` and single-threaded sessions (which run in the calling thread) this is
+    CPU time, which other processes on a busy machine barely disturb.
+    """
     samples = [[] for _ in calls]
     for call in calls:  # warm-up
         for _ in range(5):
             call()
     for _ in range(runs):
         for call, sample in zip(calls, samples):
-            start = time.perf_counter()
+            start = clock()
             call()
-            sample.append((time.perf_counter() - start) * 1000)
+            sample.append((clock() - start) * 1000)
     return [Timing(float(np.median(s)), float(np.percentile(s, 95))) for s in samples]

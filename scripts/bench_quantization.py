@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,13 @@ VARIANTS = {
     "s8, stem+classifier float": replace(BASE, keep_float=("preprocess", "softmax", "stem", "classifier")),
     "u8, stem+classifier float": replace(BASE, weights="u8", keep_float=("preprocess", "softmax", "stem",
                                                                           "classifier")),
+    "s8, stem float": replace(BASE, keep_float=("preprocess", "softmax", "stem")),
+    "s8, reduce_range, stem+classifier float": replace(BASE, reduce_range=True, keep_float=(
+        "preprocess", "softmax", "stem", "classifier")),
     "s8, QOperator": replace(BASE, format="qoperator"),
+    "s8, QOperator, stem float": replace(BASE, format="qoperator", keep_float=("preprocess", "softmax", "stem")),
+    "s8, stem+depthwise float": replace(BASE, keep_float=("preprocess", "softmax", "stem", "depthwise")),
+    "s8, reduce_range, stem float": replace(BASE, reduce_range=True, keep_float=("preprocess", "softmax", "stem")),
     "s8, per-tensor": replace(BASE, per_channel=False),
     "s8, percentile 99.999": replace(BASE, method="percentile"),
 }
@@ -65,14 +72,18 @@ def main() -> None:
                                   f"{confident[s].sum()})" for s in sets])
         x = np.ascontiguousarray(sets[next(iter(sets))][:1])
         timings = time_interleaved([(lambda m=m: m.infer(x)) for m in models], args.runs)
-    base = timings[0].median_ms
+        single = [Model.load(m.path, "cpu", threads=1) for m in models]
+        cpu = time_interleaved([(lambda m=m: m.infer(x)) for m in single], args.runs, time.thread_time)
+    base, cpu_base = timings[0].median_ms, cpu[0].median_ms
     print(f"calibration: {len(calibration)} images; sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
     print("Agreement: images whose INT8 top-1 equals FP32's (in brackets: of those FP32 labels with p >= 0.5)")
-    print("| variant | ms | vs FP32 | " + " | ".join(f"top-1 = FP32 on {s}" for s in sets) + " |")
-    print("|---|---|---|" + "---|" * len(sets))
-    print(f"| FP32 | {base:.2f} | 1.00x | " + " | ".join("—" for _ in sets) + " |")
-    for row, timing in zip(rows, timings[1:]):
-        print(f"| {row[0]} | {timing.median_ms:.2f} | {base / timing.median_ms:.2f}x | " + " | ".join(row[1:]) + " |")
+    print(f"ms = median wall time at {models[0].threads} threads; cpu ms = CPU time of a one-thread session")
+    print("| variant | ms | vs FP32 | cpu ms | vs FP32 | " + " | ".join(f"top-1 = FP32 on {s}" for s in sets) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(sets))
+    print(f"| FP32 | {base:.2f} | 1.00x | {cpu_base:.2f} | 1.00x | " + " | ".join("—" for _ in sets) + " |")
+    for row, timing, c in zip(rows, timings[1:], cpu[1:]):
+        print(f"| {row[0]} | {timing.median_ms:.2f} | {base / timing.median_ms:.2f}x | {c.median_ms:.2f} | "
+              f"{cpu_base / c.median_ms:.2f}x | " + " | ".join(row[1:]) + " |")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="export needs the [train] extra (torch)")
 
+from edge.errors import EdgerecError  # noqa: E402
+from edge.metadata import DatasetInfo, ModelInfo  # noqa: E402
+from edge.model import Model  # noqa: E402
 from training import export as export_module  # noqa: E402
 from training.export import export_onnx  # noqa: E402
 from training.models import create_model  # noqa: E402
 from training.quantize import QuantOptions, quantize_model  # noqa: E402
-
-from edge.errors import EdgerecError  # noqa: E402
-from edge.metadata import DatasetInfo, ModelInfo  # noqa: E402
-from edge.model import Model  # noqa: E402
 
 
 def small_info(classes: int) -> ModelInfo:

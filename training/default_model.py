@@ -11,7 +11,7 @@ import numpy as np
 from edge.metadata import DatasetInfo, ModelInfo
 from edge.model import Model
 from edge.preprocess import Geometry
-from training.calibration import load_images
+from training.calibration import load_images, media_files
 from training.export import ExportCheck, export_onnx
 from training.models import CROP, create_model
 from training.quantize import QuantOptions, QuantReport, quantize_model
@@ -54,7 +54,9 @@ def build_default_model(options: DefaultModelOptions) -> DefaultModelReport:
     size = net.arch.resolution
     geometry = Geometry(size, size, CROP)
     check = load_images(options.check, geometry)
-    calibration = load_images(options.calibration, geometry, min_side=160, min_contrast=25.0)
+    held_out = {p.name for p in media_files(options.check)}  # never calibrate on the photos we check with
+    calibration_files = [p for p in media_files(options.calibration) if p.name not in held_out]
+    calibration = load_images(calibration_files, geometry, min_side=160, min_contrast=25.0)
     info = ModelInfo(labels=labels, label_ids=ids, input_size=(size, size), crop=CROP, arch=options.arch,
                      precision="fp32", dataset=DatasetInfo("imagenet-1k", "ILSVRC2012", 1281167, 50000),
                      training={"weights": net.arch.weights_package})

@@ -1,0 +1,134 @@
+"""`edgerec run` flags -> RunOptions, and the lines the CLI prints while it runs.
+
+The CLI wires it as:
+    run = commands.add_parser("run", ...); add_model_arguments(run); add_run_arguments(run)
+    options = options_from_args(args)   # then edge.pipeline.run(options, stop, on_change=..., ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.capture import SOURCE_HELP, SourceOptions, SourceStatus
+from edge.overlay import OverlayOptions
+from edge.pipeline import RunOptions, RunSummary
+from edge.result import Result
+from edge.sinks.events import wall_clock
+from edge.smoothing import SmoothingOptions
+
+EXAMPLES = """\
+examples:
+  edgerec run --source demo                                the shipped clip, window on a desktop
+  edgerec run --source demo --out demo.mp4 --events - --no-display     headless: video + events
+  edgerec run --source 0                                   webcam
+  edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
+  edgerec run --source rtsp://cam.local/s1 --infer-fps 5 --events - --no-display
+  edgerec run --source /dev/video0 --width 1280 --height 720 --fps 30 --top-k 3"""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every `edgerec run` flag except --model/--device/--threads (the CLI's add_model_arguments)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = f"{SOURCE_HELP}\n\n{EXAMPLES}"
+    source = parser.add_argument_group("source")
+    source.add_argument("--source", "-s", required=True, metavar="URI",
+                        help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
+                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)")
+    source.add_argument("--width", type=int, help="camera: requested frame width")
+    source.add_argument("--height", type=int, help="camera: requested frame height")
+    source.add_argument("--fps", type=float,
+                        help="camera: requested frame rate; video file or folder: playback rate")
+    source.add_argument("--no-mjpg", dest="mjpg", action="store_false",
+                        help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
+    source.add_argument("--loop", action="store_true", help="video file or folder: start again at the end")
+    source.add_argument("--as-fast-as-possible", action="store_true",
+                        help="video file or folder: do not pace at the frame rate (batch work)")
+    source.add_argument("--read-timeout", type=float, default=5.0, metavar="S",
+                        help="live source: seconds without a frame before reconnecting (default: %(default)s)")
+    source.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
+                        help="network stream: seconds to wait for a connection (default: %(default)s)")
+
+    recognise = parser.add_argument_group("recognition")
+    recognise.add_argument("--infer-fps", type=float, metavar="FPS",
+                           help="run the model at most this often (default: every frame); display and "
+                                "recording keep the source's frame rate")
+    smoothing = SmoothingOptions()
+    recognise.add_argument("--ema", type=float, default=smoothing.alpha, metavar="ALPHA",
+                           help="weight of the newest frame in the moving average of probabilities, "
+                                "1 = no averaging (default: %(default)s)")
+    recognise.add_argument("--switch-margin", type=float, default=smoothing.margin, metavar="P",
+                           help="a new label must lead the shown one by this probability... (default: %(default)s)")
+    recognise.add_argument("--switch-frames", type=int, default=smoothing.frames, metavar="K",
+                           help="...for K frames in a row before it is shown (default: %(default)s)")
+    recognise.add_argument("--min-score", type=float, default=smoothing.min_score, metavar="P",
+                           help='show "unknown" below this smoothed score (default: %(default)s, never)')
+
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
+                         help="show a window (q or Esc quits); default: when OpenCV has a GUI and a display")
+    outputs.add_argument("--out", metavar="VIDEO", help="write the annotated frames to a video (.mp4, .avi, .mkv)")
+    outputs.add_argument("--events", metavar="FILE",
+                         help="append one JSON line per label change (time, frame, label, score, latency_ms); "
+                              "- for standard output")
+    outputs.add_argument("--snapshots", metavar="DIR", help="save a JPEG of the frame at each label change")
+    outputs.add_argument("--top-k", type=int, default=0, metavar="K",
+                         help="draw bars for the K most probable labels (default: none)")
+    outputs.add_argument("--no-stats", dest="stats", action="store_false",
+                         help="do not draw frames per second and latency")
+
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    limits.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """RunOptions from parsed `edgerec run` arguments; a bad value raises EdgerecError naming it."""
+    source = SourceOptions(
+        args.source, width=args.width, height=args.height, fps=args.fps, mjpg=args.mjpg,
+        paced=not args.as_fast_as_possible, loop=args.loop,
+        open_timeout=args.open_timeout, read_timeout=args.read_timeout,
+    )  # fmt: skip
+    smoothing = SmoothingOptions(args.ema, args.switch_margin, args.switch_frames, args.min_score)
+    return RunOptions(
+        source=source,
+        model=str(args.model) if args.model is not None else None,
+        device=args.device,
+        threads=args.threads,
+        infer_fps=args.infer_fps,
+        max_frames=args.max_frames,
+        duration=args.duration,
+        smoothing=smoothing,
+        overlay=OverlayOptions(top_k=args.top_k, stats=args.stats),
+        display=args.display,
+        out=args.out,
+        events=args.events,
+        snapshots=args.snapshots,
+    )
+
+
+def describe_change(result: Result) -> str:
+    """One line per label change, e.g. `12:00:01.234  frame 42  tabby cat 87%  (35 ms)`."""
+    when = wall_clock(result.captured).strftime("%H:%M:%S.%f")[:-3]
+    return f"{when}  frame {result.frame_index}  {result.label} {result.score:.0%}  ({result.latency_ms:.0f} ms)"
+
+
+def describe_state(status: SourceStatus) -> str:
+    """One line per source state change, e.g. `source: reconnecting (http://...: ...; retrying in 2 s)`."""
+    return f"source: {status.state}" + (f" ({status.error})" if status.error else "")
+
+
+def describe_summary(summary: RunSummary) -> list[str]:
+    """A few lines for the end of a run: counts, rates, and where the milliseconds went."""
+    source = summary.source
+    lines = [
+        f"{summary.frames} frames in {summary.elapsed_s:.1f} s ({summary.fps:.1f} fps), model on "
+        f"{summary.inferred}, {summary.label_changes} label changes, stopped by {summary.stopped_by}",
+        f"source: {source.frames} frames, {source.dropped} dropped (newer frame waiting), "
+        f"{source.reconnects} reconnects, {source.skipped} skipped",
+        "ms per frame    mean    p50    p95",
+    ]
+    for name, stats in summary.stages.items():
+        lines.append(f"  {name:11s} {stats.mean_ms:7.2f} {stats.p50_ms:6.2f} {stats.p95_ms:6.2f}")
+    for name, stats in (("frame age", summary.frame_age), ("latency", summary.latency)):
+        lines.append(f"  {name:11s} {stats.mean_ms:7.2f} {stats.p50_ms:6.2f} {stats.p95_ms:6.2f}")
+    return lines

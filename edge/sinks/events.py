@@ -1,0 +1,60 @@
+"""JSON lines, one per label change: {"time", "frame", "label", "score", "latency_ms"}; flushed at once.
+
+The file is appended to, so a restarted service keeps its history; "-" writes to standard output.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from edge.errors import EdgerecError
+from edge.result import Result
+
+
+class EventsSink:
+    wants_overlay = False
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.events = 0
+        if self.path == "-":
+            self._file: TextIO = sys.stdout
+            return
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")
+        except OSError as error:
+            raise EdgerecError(f"--events {self.path}: cannot open for writing ({error.strerror})") from None
+
+    def write(self, frame: np.ndarray, result: Result) -> None:
+        if not result.changed:
+            return
+        event = {
+            "time": wall_clock(result.captured).isoformat(timespec="milliseconds"),
+            "frame": result.frame_index,
+            "label": result.label,
+            "score": round(result.score, 4),
+            "latency_ms": round(result.latency_ms, 1),
+        }
+        try:
+            self._file.write(json.dumps(event) + "\n")
+            self._file.flush()
+        except OSError as error:
+            raise EdgerecError(f"--events {self.path}: cannot write ({error.strerror})") from None
+        self.events += 1
+
+    def close(self) -> None:
+        if self._file is not sys.stdout:
+            self._file.close()
+
+
+def wall_clock(monotonic: float) -> datetime.datetime:
+    """The local date and time (with UTC offset) at which time.monotonic() read `monotonic`."""
+    seconds = time.time() - (time.monotonic() - monotonic)
+    return datetime.datetime.fromtimestamp(seconds).astimezone()

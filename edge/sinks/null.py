@@ -1,0 +1,17 @@
+"""A sink that drops everything: for headless runs that only want the summary or callbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.result import Result
+
+
+class NullSink:
+    wants_overlay = False
+
+    def write(self, frame: np.ndarray, result: Result) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,94 @@
+import argparse
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import make_tiny_model
+
+from edge.cli import add_model_arguments
+from edge.errors import EdgerecError
+from edge.pipeline import run
+from edge.run_args import add_run_arguments, describe_change, describe_state, describe_summary, options_from_args
+
+
+def parser() -> argparse.ArgumentParser:
+    run_parser = argparse.ArgumentParser(prog="edgerec run")
+    add_model_arguments(run_parser)
+    add_run_arguments(run_parser)
+    return run_parser
+
+
+def test_flags_become_run_options():
+    args = parser().parse_args(
+        "--source /dev/video0 --width 1280 --height 720 --fps 30 --no-mjpg --infer-fps 5 --ema 0.3 "
+        "--switch-margin 0.2 --switch-frames 4 --min-score 0.4 --no-display --out a.mp4 --events - "
+        "--snapshots snaps --top-k 3 --no-stats --max-frames 100 --duration 60 --read-timeout 2".split()
+    )
+    options = options_from_args(args)
+    source = options.source
+    assert (source.uri, source.width, source.height, source.fps, source.mjpg) == ("/dev/video0", 1280, 720, 30, False)
+    assert source.paced and not source.loop and source.read_timeout == 2.0
+    assert options.infer_fps == 5 and options.max_frames == 100 and options.duration == 60
+    assert (options.smoothing.alpha, options.smoothing.margin, options.smoothing.frames) == (0.3, 0.2, 4)
+    assert options.smoothing.min_score == 0.4
+    assert (options.display, options.out, options.events, options.snapshots) == (False, "a.mp4", "-", "snaps")
+    assert options.overlay.top_k == 3 and not options.overlay.stats
+    assert options.model is None and options.device == "auto"
+
+
+def test_defaults():
+    options = options_from_args(parser().parse_args(["--source", "clip.mp4", "--as-fast-as-possible", "--loop"]))
+    assert options.display is None and options.infer_fps is None and not options.source.paced
+    assert options.source.loop and options.source.mjpg and options.overlay.top_k == 0
+
+
+def test_help_teaches_every_source_with_an_example():
+    text = parser().format_help()
+    sources = ("0, 1", "/dev/video0", "clip.mp4", "photos/", "photo.jpg", "rtsp://", "http://", "gst:", "picamera2")
+    for example in (*sources, "demo"):
+        assert example in text
+    assert "--as-fast-as-possible" in text and "--infer-fps" in text and "edgerec run --source" in text
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [("--ema 0", "alpha"), ("--infer-fps 0", "infer-fps"), ("--switch-frames 0", "frames"), ("--width -5", "width")],
+)
+def test_bad_values_are_clear_errors(flags, message):
+    args = parser().parse_args(["--source", "0", *flags.split()])
+    with pytest.raises(EdgerecError, match=message):
+        options_from_args(args)
+
+
+def test_parsed_options_run_end_to_end(tmp_path):
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 48))
+    for colour in [(200, 30, 30)] * 8 + [(30, 30, 200)] * 8:
+        writer.write(np.full((48, 64, 3), colour, np.uint8))
+    writer.release()
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    args = parser().parse_args(
+        [
+            "--source",
+            str(clip),
+            "--model",
+            str(model),
+            "--as-fast-as-possible",
+            "--no-display",
+            "--events",
+            str(tmp_path / "e.jsonl"),
+            "--switch-frames",
+            "1",
+        ]
+    )
+    changes = []
+    summary = run(options_from_args(args), on_change=changes.append)
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["label"] for e in events] == ["blue", "red"] and summary.frames == 16
+
+    line = describe_change(changes[1])
+    assert f"frame {changes[1].frame_index}  red " in line and line.endswith(" ms)")
+    text = "\n".join(describe_summary(summary))
+    assert "16 frames" in text and "stopped by end" in text and "infer" in text and "latency" in text
+    assert describe_state(summary.source) == "source: ended"
