@@ -5,9 +5,10 @@ abstract namespace) and, with WatchdogSec=, the keep-alive deadline in $WATCHDOG
 process in $WATCHDOG_PID when that is set (sd_notify(3), sd_watchdog_enabled(3)). Outside systemd
 NOTIFY_SOCKET is unset and every method is a no-op, so `edgerec run` behaves the same when started by hand.
 
-The pipeline calls `ready()` once the first frame is labelled and `watchdog()` from the frame loop, so the
-pings stop when frames stop and systemd restarts a hung camera. `watchdog()` is cheap enough for every
-frame: one clock read and one comparison until half the watchdog interval has passed.
+`ServiceSink` is the pipeline's side: as a sink it sees every labelled frame, so it sends READY=1 with the
+first, WATCHDOG=1 while frames flow (the pings stop when frames stop, and systemd restarts a hung
+camera), a STATUS= line about once a second and STOPPING=1 when closed. `Notifier.watchdog()` is cheap
+enough for every frame: one clock read and one comparison until half the watchdog interval has passed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from edge.errors import EdgerecError
+from edge.result import Result
 
 
 def socket_address(value: str) -> bytes | None:
@@ -107,3 +111,28 @@ class Notifier:
         except OSError:  # manager gone, queue full: nothing to do but carry on
             return False
         return True
+
+
+class ServiceSink:
+    """Tells systemd how the frame loop is doing; a sink like the others (edge.sinks.base.Sink)."""
+
+    wants_overlay = False
+
+    def __init__(self, notifier: Notifier, status_every: float = 1.0) -> None:
+        self.notifier = notifier
+        self.status_every = status_every
+        self.ready = False
+        self._next_status = -math.inf
+
+    def write(self, frame: np.ndarray, result: Result) -> None:
+        if not self.ready:
+            self.ready = self.notifier.ready()
+        self.notifier.watchdog()
+        if result.captured >= self._next_status:  # the frame's own timestamp: no clock read per frame
+            self._next_status = result.captured + self.status_every
+            self.notifier.status(f"{result.fps:.1f} fps, {result.label} {result.score:.0%}, "
+                                 f"latency {result.latency_ms:.0f} ms")
+
+    def close(self) -> None:
+        self.notifier.stopping()
+        self.notifier.close()

@@ -1,19 +1,27 @@
-"""edge.service.Notifier against a real AF_UNIX datagram socket standing in for systemd's notify socket."""
+"""edge.service against a real AF_UNIX datagram socket standing in for systemd's notify socket: the Notifier
+alone, then ServiceSink inside the real frame loop."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import make_tiny_model
 
+from edge.capture import Frame, SourceOptions
 from edge.errors import EdgerecError
-from edge.service import Notifier
+from edge.model import Model
+from edge.pipeline import FrameLoop, RunOptions
+from edge.service import Notifier, ServiceSink
 
 
 class FakeClock:
@@ -148,3 +156,68 @@ def test_manager_gone_is_not_an_error(tmp_path: Path) -> None:
 def test_malformed_environment_is_named(environ: dict[str, str], key: str) -> None:
     with pytest.raises(EdgerecError, match=key):
         Notifier(environ)
+
+
+# ServiceSink in the real frame loop (edge.pipeline.FrameLoop) with a tiny model and a scripted source.
+
+class ScriptedSource:
+    """`frames` frames 10 ms apart, then either the end (playback) or silence (a hung camera)."""
+
+    live, fps = True, 100.0
+
+    def __init__(self, frames: int, hangs: bool, on_hang: Callable[[], object] = lambda: None) -> None:
+        self.frames, self.hangs, self.on_hang = frames, hangs, on_hang
+        self.index, self.hung = 0, False
+        self.image = np.full((48, 64, 3), (40, 40, 200), np.uint8)
+
+    def read(self, timeout: float) -> Frame | None:
+        if self.index < self.frames:
+            time.sleep(0.01)
+            self.index += 1
+            return Frame(self.image, self.index - 1, time.monotonic())
+        if self.hangs and not self.hung:
+            self.hung = True
+            self.on_hang()
+        time.sleep(min(timeout, 0.02))
+        return None
+
+    @property
+    def ended(self) -> bool:
+        return not self.hangs and self.index >= self.frames
+
+    def status(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return Model.load(make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx"), "cpu", threads=1)
+
+
+def frame_loop(model: Model, source: ScriptedSource, sink: ServiceSink, duration: float | None = None) -> str:
+    options = RunOptions(SourceOptions("scripted"), display=False, duration=duration)
+    return FrameLoop(model, source, [sink], options, threading.Event(), None).run().stopped_by
+
+
+def test_service_sink_tells_systemd_ready_status_and_stopping(manager: tuple[socket.socket, str],
+                                                              tiny: Model) -> None:
+    receiver, path = manager
+    sink = ServiceSink(Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"}))
+    assert frame_loop(tiny, ScriptedSource(5, hangs=False), sink) == "end"
+    sink.close()
+    messages = received(receiver)
+    assert messages[:2] == ["READY=1", "WATCHDOG=1"] and messages[-1] == "STOPPING=1"
+    status = [m for m in messages if m.startswith("STATUS=")]
+    assert len(status) == 1 and re.fullmatch(r"STATUS=\d+\.\d fps, red 100%, latency \d+ ms", status[0])
+
+
+def test_pings_stop_when_frames_stop(manager: tuple[socket.socket, str], tiny: Model) -> None:
+    """A camera that delivers 20 frames and then nothing: pings every 10 ms while frames flow, none after."""
+    receiver, path = manager
+    sink = ServiceSink(Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000"}))
+    while_flowing: list[str] = []
+    source = ScriptedSource(20, hangs=True, on_hang=lambda: while_flowing.extend(received(receiver)))
+    assert frame_loop(tiny, source, sink, duration=0.5) == "duration"
+    assert while_flowing[0] == "READY=1" and while_flowing.count("WATCHDOG=1") >= 2
+    assert "WATCHDOG=1" not in received(receiver)

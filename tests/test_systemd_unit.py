@@ -144,3 +144,17 @@ def test_filters_are_live() -> None:
     assert probe.stdout.split() == ["wx-denied", "netlink-denied", "tcp-ok"], probe.stderr
     killed = run_python("import os; os.chroot('/'); print('chroot ran')", sandboxed=True)
     assert killed.returncode == -signal.SIGSYS and "chroot ran" not in killed.stdout
+
+
+@needs_libseccomp
+def test_live_pipeline_runs_under_the_units_filters(tmp_path: Path) -> None:
+    """`edgerec run` itself (grabber thread, video decoding, inference, events, snapshots, an mp4 recording)."""
+    events, snapshots, video = tmp_path / "events.jsonl", tmp_path / "snapshots", tmp_path / "out.mp4"
+    command = [sys.executable, str(SANDBOX), str(UNIT), "--", sys.executable, "-m", "edge.cli", "run",
+               "--source", "demo", "--as-fast-as-possible", "--max-frames", "40", "--no-display", "--threads", "2",
+               "--events", str(events), "--snapshots", str(snapshots), "--out", str(video)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert "40 frames" in result.stderr
+    lines = events.read_text().splitlines()
+    assert lines and len(list(snapshots.iterdir())) == len(lines) and video.stat().st_size > 0
