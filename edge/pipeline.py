@@ -26,7 +26,7 @@ from edge.errors import EdgerecError
 from edge.overlay import Overlay, OverlayOptions
 from edge.preprocess import Fitter, Geometry
 from edge.result import Result
-from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
+from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WebOptions, WebSink, WindowSink, window_possible
 from edge.smoothing import Smoother, SmoothingOptions
 
 STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
@@ -59,6 +59,8 @@ class RunOptions:
     """JSON-lines file, one line per label change; "-" for standard output."""
     snapshots: str | None = None
     """Folder for a JPEG of the frame at each label change."""
+    web: WebOptions | None = None
+    """Web preview, status, health and metrics over HTTP; None: no web server."""
 
     def __post_init__(self) -> None:
         for name in ("infer_fps", "duration"):
@@ -151,6 +153,8 @@ def open_sinks(options: RunOptions, source: Source, stop: threading.Event, into:
         into.append(EventsSink(options.events))
     if options.snapshots:
         into.append(SnapshotSink(options.snapshots))
+    if options.web:
+        into.append(WebSink(options.web, source.status))
 
 
 def close_all(sinks: Sequence[Sink], source: Source) -> None:
@@ -301,7 +305,8 @@ class FrameLoop:
         self.timers["smooth"].add((t3 - t2) * 1000)
         latency_ms = (time.monotonic() - frame.captured) * 1000
         self.last = Result(frame.index, frame.captured, shown.label, shown.index, shown.score, shown.probs,
-                           changed=shown.changed, inferred=True, latency_ms=latency_ms, fps=fps)  # fmt: skip
+                           changed=shown.changed, inferred=True, latency_ms=latency_ms, fps=fps,
+                           infer_ms=(t2 - t1) * 1000)  # fmt: skip
         return self.last
 
     def _deliver(self, frame: Frame, result: Result) -> None:
@@ -309,7 +314,7 @@ class FrameLoop:
         for sink in self.raw_sinks:
             sink.write(frame.image, result)
         t1 = t2 = time.perf_counter()
-        if self.overlay is not None:
+        if self.overlay is not None and self._pixels_shown():
             self.overlay.draw(frame.image, result)
             t2 = time.perf_counter()
             self.timers["overlay"].add((t2 - t1) * 1000)
@@ -323,6 +328,13 @@ class FrameLoop:
             self.changes += 1
             if self.on_change is not None:
                 self.on_change(result)
+
+    def _pixels_shown(self) -> bool:
+        """Whether a drawing sink shows this frame (a web preview does only while someone watches)."""
+        for sink in self.drawing_sinks:
+            if getattr(sink, "shows_pixels", True):
+                return True
+        return False
 
     def _summary(self, elapsed: float, stopped_by: str) -> RunSummary:
         return RunSummary(

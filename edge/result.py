@@ -29,3 +29,5 @@ class Result:
     """Milliseconds from capture to this result (of the frame the model last ran on)."""
     fps: float
     """Frames per second reaching the sinks, over about the last second."""
+    infer_ms: float = 0.0
+    """Milliseconds the model took on this frame; 0.0 when the result is carried over."""

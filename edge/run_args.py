@@ -14,6 +14,7 @@ from edge.overlay import OverlayOptions
 from edge.pipeline import RunOptions, RunSummary
 from edge.result import Result
 from edge.sinks.events import wall_clock
+from edge.sinks.web import TOKEN_ENV, WebOptions
 from edge.smoothing import SmoothingOptions
 
 EXAMPLES = """\
@@ -23,7 +24,8 @@ examples:
   edgerec run --source 0                                   webcam
   edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
   edgerec run --source rtsp://cam.local/s1 --infer-fps 5 --events - --no-display
-  edgerec run --source /dev/video0 --width 1280 --height 720 --fps 30 --top-k 3"""
+  edgerec run --source /dev/video0 --width 1280 --height 720 --fps 30 --top-k 3
+  edgerec run --source 0 --web 127.0.0.1:8080 --no-display       preview at http://127.0.0.1:8080/"""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +78,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--no-stats", dest="stats", action="store_false",
                          help="do not draw frames per second and latency")
 
+    add_web_arguments(parser.add_argument_group("web preview"))
+
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     limits.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
+
+def add_web_arguments(web: argparse._ArgumentGroup) -> None:
+    defaults = WebOptions()
+    web.add_argument("--web", metavar="HOST:PORT",
+                     help="serve a live preview page, /stream.mjpg, /api/status, /healthz and /metrics, e.g. "
+                          "127.0.0.1:8080; any address but loopback needs a token")
+    web.add_argument("--web-token", metavar="TOKEN",
+                     help=f"token every web route asks for (header Authorization: Bearer TOKEN or ?token=TOKEN); "
+                          f"default: ${TOKEN_ENV}, which keeps it out of the process list")
+    web.add_argument("--web-fps", type=float, default=defaults.jpeg_fps, metavar="FPS",
+                     help="JPEGs per second at most for the preview, made only while someone watches "
+                          "(default: %(default)s)")
+    web.add_argument("--web-max-clients", type=int, default=defaults.max_clients, metavar="N",
+                     help="preview viewers at once; more get 503 (default: %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -103,6 +122,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         out=args.out,
         events=args.events,
         snapshots=args.snapshots,
+        web=WebOptions(args.web, args.web_token, args.web_max_clients, args.web_fps) if args.web else None,
     )
 
 

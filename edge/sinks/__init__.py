@@ -5,6 +5,8 @@ from edge.sinks.events import EventsSink
 from edge.sinks.null import NullSink
 from edge.sinks.snapshots import SnapshotSink
 from edge.sinks.video import VideoFileSink
+from edge.sinks.web import WebOptions, WebSink
 from edge.sinks.window import WindowSink, window_possible
 
-__all__ = ["EventsSink", "NullSink", "Sink", "SnapshotSink", "VideoFileSink", "WindowSink", "window_possible"]
+__all__ = ["EventsSink", "NullSink", "Sink", "SnapshotSink", "VideoFileSink", "WebOptions", "WebSink", "WindowSink",
+           "window_possible"]
