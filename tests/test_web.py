@@ -133,12 +133,13 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def test_status_health_metrics_and_the_annotated_stream_while_frames_flow(clip, model):
-    with serving(clip, model, WebOptions("127.0.0.1:0", jpeg_fps=20)) as (sink, _loop):
+    with serving(clip, model, WebOptions("127.0.0.1:0", jpeg_fps=20)) as (sink, loop):
         wait_healthy(sink)
+        wait_until(lambda: loop.frames >= 5)  # the frame rate needs two frames
         code, headers, body = get(sink, "/api/status")
         status = json.loads(body)
         assert code == 200 and headers["content-type"] == "application/json"
-        assert status["label"] in LABELS and 0.33 < status["score"] <= 1.0
+        assert status["label"] in LABELS and 0 < status["score"] <= 1  # smoothed: low while a label switches
         assert status["frames"] > 0 and status["healthy"] and status["fps"] > 0
         assert status["latency_ms"] > 0 and status["inference_ms"] > 0 and status["uptime_s"] >= 0
         assert status["source"]["state"] == "streaming" and status["source"]["reconnects"] == 0
@@ -178,7 +179,7 @@ def test_no_jpeg_and_no_overlay_while_nobody_watches_then_a_capped_rate(clip, mo
             watched = time.monotonic() - started
             encodes = sink.feed.encodes
         assert 4 <= encodes <= 5 * watched + 2  # 5 per second at most (and the first at once)
-        assert loop.timers["overlay"].count > 0 and len(set(parts)) >= 3
+        assert loop.timers["overlay"].count > 0 and len(parts) == 4
 
         wait_until(lambda: sink.feed.viewers == 0)  # noticed at the next send after the viewer left
         frames, encodes = loop.frames, sink.feed.encodes
@@ -198,7 +199,7 @@ def test_viewers_share_each_jpeg_and_the_limit_answers_503(clip, model):
                 a += mjpeg_parts(first, 1)
                 b += mjpeg_parts(second, 1)
             made = sink.feed.encodes - before
-            assert len(set(a) & set(b)) >= 4  # the same pictures
+            assert sum(part in b for part in a) >= 4  # the same pictures
             assert made < 1.5 * len(a) + 3  # made once for both, not once per viewer
             assert first.status == second.status == 200 and get(sink, "/api/status")[0] == 200
 

@@ -193,10 +193,11 @@ class JpegFeed:
         if now < self._due or self._has_pending:
             return
         self._due = max(self._due + self.period, now)
+        # The encoder touches `_pending` only while `_has_pending` is set, so the copy needs no lock.
+        if self._pending is None or self._pending.shape != frame.shape:
+            self._pending = np.empty_like(frame)  # once, and again only when the frame size changes
+        np.copyto(self._pending, frame)
         with self._handover:
-            if self._pending is None or self._pending.shape != frame.shape:
-                self._pending = np.empty_like(frame)  # once, and again only when the frame size changes
-            np.copyto(self._pending, frame)
             self._has_pending = True
             self._handover.notify()
 
