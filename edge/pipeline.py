@@ -26,7 +26,9 @@ from edge.errors import EdgerecError
 from edge.overlay import Overlay, OverlayOptions
 from edge.preprocess import Fitter, Geometry
 from edge.result import Result
-from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WebOptions, WebSink, WindowSink, window_possible
+from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
+from edge.sinks.mqtt import MqttOptions, MqttSink
+from edge.sinks.web import WebOptions, WebSink
 from edge.smoothing import Smoother, SmoothingOptions
 
 STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
@@ -61,6 +63,8 @@ class RunOptions:
     """Folder for a JPEG of the frame at each label change."""
     web: WebOptions | None = None
     """Web preview, status, health and metrics over HTTP; None: no web server."""
+    mqtt: MqttOptions | None = None
+    """Label changes and availability to an MQTT broker; None: no MQTT."""
 
     def __post_init__(self) -> None:
         for name in ("infer_fps", "duration"):
@@ -155,6 +159,8 @@ def open_sinks(options: RunOptions, source: Source, stop: threading.Event, into:
         into.append(SnapshotSink(options.snapshots))
     if options.web:
         into.append(WebSink(options.web, source.status))
+    if options.mqtt:
+        into.append(MqttSink(options.mqtt))
 
 
 def close_all(sinks: Sequence[Sink], source: Source) -> None:

@@ -14,6 +14,7 @@ from edge.overlay import OverlayOptions
 from edge.pipeline import RunOptions, RunSummary
 from edge.result import Result
 from edge.sinks.events import wall_clock
+from edge.sinks.mqtt import PASSWORD_ENV, MqttOptions, parse_broker
 from edge.sinks.web import TOKEN_ENV, WebOptions
 from edge.smoothing import SmoothingOptions
 
@@ -79,6 +80,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                          help="do not draw frames per second and latency")
 
     add_web_arguments(parser.add_argument_group("web preview"))
+    add_mqtt_arguments(parser.add_argument_group("MQTT"))
 
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -98,6 +100,24 @@ def add_web_arguments(web: argparse._ArgumentGroup) -> None:
                           "(default: %(default)s)")
     web.add_argument("--web-max-clients", type=int, default=defaults.max_clients, metavar="N",
                      help="preview viewers at once; more get 503 (default: %(default)s)")
+
+
+def add_mqtt_arguments(mqtt: argparse._ArgumentGroup) -> None:
+    defaults = MqttOptions()
+    mqtt.add_argument("--mqtt", metavar="HOST[:PORT]",
+                      help="publish label changes and availability to this MQTT broker, with Home Assistant "
+                           "discovery (needs the [mqtt] extra)")
+    mqtt.add_argument("--mqtt-topic-prefix", default=defaults.topic_prefix, metavar="PREFIX",
+                      help="topics PREFIX/state and PREFIX/availability (default: %(default)s)")
+    mqtt.add_argument("--mqtt-username", default="", metavar="USER",
+                      help=f"broker user name; the password comes from ${PASSWORD_ENV}")
+
+
+def mqtt_options(args: argparse.Namespace) -> MqttOptions | None:
+    if not args.mqtt:
+        return None
+    host, port = parse_broker(args.mqtt)
+    return MqttOptions(host, port, args.mqtt_topic_prefix, args.mqtt_username)
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -123,6 +143,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         events=args.events,
         snapshots=args.snapshots,
         web=WebOptions(args.web, args.web_token, args.web_max_clients, args.web_fps) if args.web else None,
+        mqtt=mqtt_options(args),
     )
 
 

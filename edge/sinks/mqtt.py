@@ -1,0 +1,208 @@
+"""Label changes to an MQTT broker, with availability (last will) and Home Assistant discovery.
+
+    PREFIX/availability   "online" (retained) once connected; "offline" when closed, or from the broker as
+                          the last will when the process dies or the connection is lost
+    PREFIX/state          one JSON object per label change (retained, so a new subscriber sees the label now):
+                          {"label", "score", "time", "frame", "latency_ms"}
+    DISCOVERY/sensor/NODE/label/config
+                          Home Assistant MQTT discovery for a sensor showing the label, with the rest of the
+                          state as attributes (retained; sent again on each connect and when Home Assistant
+                          announces "online" on DISCOVERY/status)
+
+paho-mqtt (the `[mqtt]` extra) runs the connection on its own thread (loop_start) and reconnects with a
+growing delay; `write` only calls `publish`, which queues the message for that thread, and only when the
+label changed, so a slow or absent broker never holds up the frame loop. Messages published while the
+broker is away (QoS 1) go out after the reconnect.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.errors import EdgerecError
+from edge.result import Result
+from edge.sinks.events import wall_clock
+
+PASSWORD_ENV = "EDGEREC_MQTT_PASSWORD"
+QOS = 1
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    host: str = "localhost"
+    """Broker host name or address."""
+    port: int = 1883
+    """Broker port."""
+    topic_prefix: str = "edgerec"
+    """Topics are PREFIX/state and PREFIX/availability; give each device its own."""
+    username: str = ""
+    """Empty: connect without credentials."""
+    password: str | None = None
+    """Used with `username`; None: $EDGEREC_MQTT_PASSWORD."""
+    client_id: str = ""
+    """MQTT client id, also the Home Assistant device id; empty: edgerec-HOSTNAME."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant discovery topic prefix; empty: no discovery messages."""
+    keepalive: int = 30
+    """Seconds between pings; the broker sends the last will after 1.5 times this without a word."""
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise EdgerecError("mqtt host is empty; valid: a broker host name or address")
+        if not 0 < self.port < 65536:
+            raise EdgerecError(f"mqtt port {self.port} is out of range; valid: 1-65535")
+        for name in ("topic_prefix", "discovery_prefix"):
+            value = getattr(self, name)
+            if re.search(r"[#+\x00]", value) or value.startswith("/") or value.endswith("/"):
+                raise EdgerecError(f"mqtt {name.replace('_', '-')} {value!r} is not a topic prefix; valid: "
+                                   "levels separated by /, without + # or a leading or trailing /")
+        if not self.topic_prefix:
+            raise EdgerecError("mqtt topic-prefix is empty; valid: e.g. edgerec/kitchen")
+        if self.keepalive < 5:
+            raise EdgerecError(f"mqtt keepalive {self.keepalive} is too short; valid: 5 seconds or more")
+
+
+def parse_broker(value: str) -> tuple[str, int]:
+    """`HOST` or `HOST:PORT` (`[IPv6]:PORT`) -> (host, port); the port defaults to 1883."""
+    host, sep, port = value.rpartition(":")
+    if not sep or (":" in host and not host.startswith("[")):  # no port, or a bare IPv6 address
+        host, port = value, "1883"
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise EdgerecError(f"--mqtt {value!r} is not HOST or HOST:PORT; valid: e.g. localhost, broker.lan:1883")
+    return host, int(port)
+
+
+class MqttSink:
+    wants_overlay = False
+
+    def __init__(self, options: MqttOptions, environ: Mapping[str, str] | None = None,
+                 on_state: Callable[[str], None] | None = None) -> None:
+        """Starts connecting in the background; `on_state` hears "connected ..." and "disconnected ..."."""
+        mqtt = _import_paho()
+        environ = os.environ if environ is None else environ
+        self.options = options
+        self.client_id = options.client_id or f"edgerec-{socket.gethostname()}"
+        self.node = re.sub(r"[^A-Za-z0-9_-]", "_", self.client_id)
+        self.state_topic = f"{options.topic_prefix}/state"
+        self.availability_topic = f"{options.topic_prefix}/availability"
+        self.connected = threading.Event()
+        self.events = 0
+        self._on_state = on_state
+        self._last_state: bytes | None = None
+        self._closing = False
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        if options.username:
+            password = options.password if options.password is not None else environ.get(PASSWORD_ENV)
+            self._client.username_pw_set(options.username, password or None)
+        self._client.will_set(self.availability_topic, "offline", qos=QOS, retain=True)
+        self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self._client.max_queued_messages_set(1000)  # while the broker is away; older label changes go first
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._client.on_message = self._message
+        self._client.connect_timeout = 5.0  # also the longest `close` waits for a connection attempt
+        self._client.connect_async(options.host, options.port, keepalive=options.keepalive)
+        self._client.loop_start()
+
+    def write(self, frame: np.ndarray, result: Result) -> None:
+        if not result.changed:
+            return
+        event = {
+            "label": result.label,
+            "score": round(result.score, 4),
+            "time": wall_clock(result.captured).isoformat(timespec="milliseconds"),
+            "frame": result.frame_index,
+            "latency_ms": round(result.latency_ms, 1),
+        }
+        self._last_state = json.dumps(event).encode()
+        self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True)
+        self.events += 1
+
+    def close(self) -> None:
+        self._closing = True
+        if self.connected.is_set():
+            info = self._client.publish(self.availability_topic, "offline", qos=QOS, retain=True)
+            info.wait_for_publish(timeout=2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def discovery(self) -> tuple[str, bytes]:
+        """The Home Assistant discovery topic and config for the label sensor."""
+        config = {
+            "name": "Label",
+            "unique_id": f"{self.node}_label",
+            "state_topic": self.state_topic,
+            "value_template": "{{ value_json.label }}",
+            "json_attributes_topic": self.state_topic,
+            "availability_topic": self.availability_topic,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "icon": "mdi:cctv",
+            "device": {"identifiers": [self.node], "name": f"edgerec {self.node}", "manufacturer": "edgerec",
+                       "model": "edgerec image recognition", "sw_version": _version()},
+        }
+        topic = f"{self.options.discovery_prefix}/sensor/{self.node}/label/config"
+        return topic, json.dumps(config).encode()
+
+    # --- on paho's network thread ---
+
+    def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._tell(f"mqtt: {self.options.host}:{self.options.port} refused the connection ({reason_code})")
+            return
+        self._announce()
+        if self.options.discovery_prefix:
+            client.subscribe(f"{self.options.discovery_prefix}/status", qos=QOS)
+        self.connected.set()
+        self._tell(f"mqtt: connected to {self.options.host}:{self.options.port} as {self.client_id}")
+
+    def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and not self._closing:
+            self._tell(f"mqtt: disconnected from {self.options.host}:{self.options.port} ({reason_code}); "
+                       f"reconnecting")
+
+    def _message(self, client, userdata, message) -> None:
+        if message.payload == b"online":  # Home Assistant restarted: it wants the discovery config again
+            self._announce()
+
+    def _announce(self) -> None:
+        """Discovery config, then availability, then the label now (a broker without persistence forgot them)."""
+        if self.options.discovery_prefix:
+            self._client.publish(*self.discovery(), qos=QOS, retain=True)
+        self._client.publish(self.availability_topic, "online", qos=QOS, retain=True)
+        if self._last_state is not None:
+            self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True)
+
+    def _tell(self, line: str) -> None:
+        if self._on_state is not None:
+            self._on_state(line)
+
+
+def _import_paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise EdgerecError("MQTT needs paho-mqtt 2 or newer: pip install 'edgerec[mqtt]'") from None
+    if not hasattr(mqtt, "CallbackAPIVersion"):
+        raise EdgerecError("MQTT needs paho-mqtt 2 or newer (this one is 1.x): pip install 'paho-mqtt>=2'")
+    return mqtt
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("edgerec")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
