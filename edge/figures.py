@@ -57,7 +57,7 @@ def vertical_text(text: str, length: int, breadth: int, scale: float, colour=INK
 @dataclass(frozen=True)
 class ConfusionStyle:
     label_scale: float = 0.45
-    max_label_chars: int = 28
+    max_label_width: int = 200  # pixels; longer labels are cut and end in ".."
 
 
 def render_confusion(counts: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: Sequence[str],
@@ -70,9 +70,9 @@ def render_confusion(counts: np.ndarray, rows: Sequence[str], columns: Sequence[
     cell = 56 if max(n_rows, n_cols) <= 8 else 44 if max(n_rows, n_cols) <= 15 else 30 if n_cols <= 30 else 18
     count_scale = 0.55 if cell >= 44 else 0.38
     scale = style.label_scale
-    row_names = [shorten(r, 10_000, scale)[: style.max_label_chars] for r in rows]
+    row_names = [shorten(r, style.max_label_width, scale) for r in rows]
     label_w = max(text_width(r, scale) for r in [*row_names, "precision"]) + 16
-    col_label_h = min(max(text_width(c, scale) for c in columns) + 12, 12 + 7 * style.max_label_chars)
+    col_label_h = min(max(text_width(c, scale) for c in columns), style.max_label_width) + 12
     title_h = 12 + 22 * len(title)
     row_sums = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
@@ -102,7 +102,8 @@ def render_confusion(counts: np.ndarray, rows: Sequence[str], columns: Sequence[
             _cell(image, left + j * cell, y, cell, int(counts[i, j]), share[i, j], count_scale)
         put(image, stats[i], left + grid_w + 10, y + (cell + 9) // 2, scale, MUTED)
     cv2.rectangle(image, (left, top), (left + grid_w, top + grid_h), FAINT, 1)
-    _precision_row(image, counts, left, top + grid_h, cell, min(n_rows, n_cols), scale)
+    if cell >= 30:  # narrower columns cannot hold "100%"; the numbers are in the text report and metrics.json
+        _precision_row(image, counts, left, top + grid_h, cell, min(n_rows, n_cols), scale)
     _colour_bar(image, left + grid_w + stats_w, top, min(max(grid_h, 120), height - top - 10), scale)
     return image
 
