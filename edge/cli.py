@@ -213,10 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("image", type=Path, metavar="IMAGE")
     explain.add_argument("--out", "-o", type=Path, required=True, help="PNG (or .jpg) to write, the image's size")
     explain.add_argument("--label", "-l", default=None, help="label to explain (default: the top-1)")
-    explain.add_argument("--window", type=int, default=32,
-                         help="side of the grey square in network-input pixels (default: %(default)s)")
-    explain.add_argument("--stride", type=int, default=16,
-                         help="step between square positions in network-input pixels (default: %(default)s)")
+    explain.add_argument("--window", type=int, default=None,
+                         help="side of the grey square in network-input pixels (default: 1/7 of the input, "
+                              "32 at 224 px)")
+    explain.add_argument("--stride", type=int, default=None,
+                         help="step between square positions in network-input pixels (default: half the window)")
     explain.add_argument("--batch", type=int, default=32, help="occluded copies per inference call")
     explain.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
     explain.add_argument("--threads", type=int, default=None, help="inference threads")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -27,10 +27,10 @@ from edge.preprocess import Plan, fit, plan
 class ExplainOptions:
     label: str | None = None
     """The label to explain; None = the model's top-1 for this image."""
-    window: int = 32
-    """Side of the grey square, in network-input pixels."""
-    stride: int = 16
-    """Step between square positions, in network-input pixels."""
+    window: int | None = None
+    """Side of the grey square, in network-input pixels; None = 1/7 of the input's shorter side (32 at 224)."""
+    stride: int | None = None
+    """Step between square positions, in network-input pixels; None = half the window."""
     batch: int = 32
     """Occluded copies per inference call."""
     fill: int = 128
@@ -64,9 +64,8 @@ class Explanation:
 
 def explain(model: Model, image: np.ndarray, options: ExplainOptions | None = None) -> Explanation:
     """Occlusion-sensitivity map of `options.label` (default: the top-1) for one BGR image."""
-    options = options or ExplainOptions()
     net_h, net_w = model.info.input_size
-    _check(options, net_h, net_w)
+    options = _resolve(options or ExplainOptions(), net_h, net_w)
     start = time.perf_counter()
     fitted = fit(image, model.geometry)
     probs = model.infer(fitted[None])[0]
@@ -81,6 +80,14 @@ def explain(model: Model, image: np.ndarray, options: ExplainOptions | None = No
         top_score=float(probs[top]), heat=heat, crop=plan(image.shape[0], image.shape[1], model.geometry),
         image_shape=(image.shape[0], image.shape[1]), stride=options.stride, variants=len(boxes),
         ms=(time.perf_counter() - start) * 1000)
+
+
+def _resolve(options: ExplainOptions, net_h: int, net_w: int) -> ExplainOptions:
+    """The options with the default window and stride filled in for this input size, checked."""
+    window = options.window or max(1, round(min(net_h, net_w) / 7))
+    options = replace(options, window=window, stride=options.stride or max(1, window // 2))
+    _check(options, net_h, net_w)
+    return options
 
 
 def _check(options: ExplainOptions, net_h: int, net_w: int) -> None:
