@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from edge.errors import EdgerecError
 from edge.evaluate import OTHER, EvalOptions, evaluate, write_report
 from edge.figures import render_confusion
 from edge.model import Model
+from edge.progress import progress
 
 BGR = {"blue": (200, 40, 30), "green": (30, 190, 50), "red": (20, 60, 210)}
 
@@ -151,3 +153,21 @@ def test_evaluate_runs_without_torch(tiny_model: Path, colour_folder: Path, tmp_
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["top1"] == pytest.approx(0.9)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tqdm_installed", [True, False])
+def test_progress_draws_only_on_a_terminal(monkeypatch, tqdm_installed: bool):
+    if not tqdm_installed:
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    with progress("evaluate", io.StringIO()) as on_progress:
+        assert on_progress is None
+    terminal = _Terminal()
+    with progress("evaluate", terminal) as on_progress:
+        on_progress(3, 10)
+        on_progress(10, 10)
+    assert "evaluate" in terminal.getvalue() and "/10" in terminal.getvalue()
