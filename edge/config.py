@@ -45,7 +45,7 @@ _SOURCE, _SMOOTHING, _OVERLAY = SourceOptions("0"), SmoothingOptions(), OverlayO
 class Section(BaseModel):
     """A table of the file: unknown keys are errors, values keep their TOML type (no "5" for 5)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class SourceSection(Section):
@@ -273,7 +273,7 @@ def _what_is_valid(problem: Mapping[str, Any], loc: list[str]) -> str:
         return f"must be a table ([{'.'.join(loc)}] with keys {', '.join(_model_at(loc).model_fields)})"
     if kind == "value_error":
         return str(ctx["error"])
-    types = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string in quotes"}
+    types = {"finite": "a finite number", "int": "an integer", "float": "a number", "bool": "true or false", "string": "a string in quotes"}
     for name, words in types.items():
         if kind.startswith(name):
             return f"must be {words}"
