@@ -273,7 +273,8 @@ def _what_is_valid(problem: Mapping[str, Any], loc: list[str]) -> str:
         return f"must be a table ([{'.'.join(loc)}] with keys {', '.join(_model_at(loc).model_fields)})"
     if kind == "value_error":
         return str(ctx["error"])
-    types = {"finite": "a finite number", "int": "an integer", "float": "a number", "bool": "true or false", "string": "a string in quotes"}
+    types = {"finite": "a finite number", "int": "an integer", "float": "a number", "bool": "true or false",
+             "string": "a string in quotes"}
     for name, words in types.items():
         if kind.startswith(name):
             return f"must be {words}"
