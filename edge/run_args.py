@@ -57,7 +57,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--source", "-s", metavar="URI",
                         help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
                              "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below); "
-                             "needed unless --config names one")
+                             "needed unless --config is given")
     source.add_argument("--width", type=int, help="camera: requested frame width")
     source.add_argument("--height", type=int, help="camera: requested frame height")
     source.add_argument("--fps", type=float,
