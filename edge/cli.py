@@ -46,19 +46,37 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
+    from edge.logs import setup_logging
     from edge.pipeline import install_signal_handlers, run
-    from edge.run_args import describe_change, describe_state, describe_summary, options_from_args
+    from edge.run_args import describe_change, describe_summary, log_state, options_from_args
 
     options = options_from_args(args)
+    setup_logging()
     stop = threading.Event()
     restore = install_signal_handlers(stop)
     try:
-        show = None if args.events == "-" else (lambda result: print(describe_change(result), flush=True))
-        summary = run(options, stop, on_change=show,
-                      on_source_state=lambda status: print(describe_state(status), file=sys.stderr, flush=True))
+        show = None if options.events == "-" else (lambda result: print(describe_change(result), flush=True))
+        summary = run(options, stop, on_change=show, on_source_state=log_state)
     finally:
         restore()
     print("\n".join(describe_summary(summary)), file=sys.stderr)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge.config import describe_config, load_config, run_options
+
+    config = load_config(args.file)
+    run_options(config)  # what `edgerec run --config` would refuse, refused here too
+    print(f"{args.file}: ok")
+    print("\n".join("  " + line for line in describe_config(config)))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from edge.config import defaults_toml
+
+    print(defaults_toml(), end="")
     return 0
 
 
@@ -176,6 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(run)
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser("check-config", help="check a config file without running anything",
+                                description="Validate a TOML config file: prints 'FILE: ok' and what it sets "
+                                            "up, or one line naming the bad key and what is valid (exit 2).")
+    from edge.config import DEFAULT_PATH
+
+    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_PATH, metavar="FILE",
+                       help="the file to check (default: %(default)s)")
+    check.set_defaults(func=cmd_check_config)
+
+    config = commands.add_parser("config", help="print an example config file with every setting",
+                                 description="Print the config schema as TOML: every setting with its "
+                                             "description and default.",
+                                 epilog="example: edgerec config --defaults > config.toml")
+    config.add_argument("--defaults", action="store_true", required=True,
+                        help="every setting at its default value, commented")
+    config.set_defaults(func=cmd_config)
 
     info = commands.add_parser("info", help="show what a model file says about itself",
                                description="Print a model file's metadata: labels, input, precision, metrics.")
