@@ -27,19 +27,19 @@ from training.quantize import QuantOptions, quantize_model
 PLAIN = QuantOptions(reduce_range=False, keep_float=("preprocess", "softmax"))  # onnxruntime's usual recipe
 STEM = ("preprocess", "softmax", "stem")
 VARIANTS = {
-    "default (7-bit weights, stem float)": QuantOptions(),
+    "stem float (shipped)": QuantOptions(),
+    "7-bit weights, stem float": QuantOptions(reduce_range=True),
     "plain: s8 per-channel QDQ, MinMax": PLAIN,
     "plain, QOperator": replace(PLAIN, format="qoperator"),
     "plain, per-tensor weights": replace(PLAIN, per_channel=False),
     "plain, percentile 99.999": replace(PLAIN, method="percentile"),
     "plain, 7-bit weights": replace(PLAIN, reduce_range=True),
-    "stem float": replace(PLAIN, keep_float=STEM),
     "stem + classifier float": replace(PLAIN, keep_float=(*STEM, "classifier")),
     "stem + depthwise float": replace(PLAIN, keep_float=(*STEM, "depthwise")),
     "stem float, QOperator": replace(PLAIN, keep_float=STEM, format="qoperator"),
     "u8 weights, stem float": replace(PLAIN, weights="u8", keep_float=STEM),
-    "default, percentile 99.999": QuantOptions(method="percentile"),
-    "default, entropy": QuantOptions(method="entropy"),
+    "7-bit weights, stem float, percentile 99.999": QuantOptions(reduce_range=True, method="percentile"),
+    "7-bit weights, stem float, entropy": QuantOptions(reduce_range=True, method="entropy"),
 }
 
 

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cli
 
 SCRIPT = REPO / "scripts" / "install-service.sh"
 UNIT_SOURCE = REPO / "systemd" / "edgerec.service"
@@ -112,6 +112,17 @@ def test_install_into_root(env: dict[str, str], root: Path) -> None:
 def test_config_comes_from_edgerec_config_defaults_when_it_exists(env: dict[str, str], root: Path) -> None:
     install({**env, "FAKE_DEFAULTS": "# every setting\nsource = 0"}, "--root", str(root))
     assert (root / "etc/edgerec/config.toml").read_text() == "# every setting\nsource = 0\n"
+
+
+def test_installed_config_is_the_real_printed_defaults_and_passes_check_config(env: dict[str, str],
+                                                                               root: Path) -> None:
+    printed = run_cli("config", "--defaults")
+    assert printed.returncode == 0
+    install({**env, "FAKE_DEFAULTS": printed.stdout.rstrip("\n")}, "--root", str(root))
+    config = root / "etc/edgerec/config.toml"
+    assert config.read_text() == printed.stdout
+    checked = run_cli("check-config", str(config))
+    assert checked.returncode == 0 and checked.stdout.startswith(f"{config}: ok\n"), checked.stderr
 
 
 def test_second_run_keeps_the_config_and_the_venv_and_restores_the_unit(env: dict[str, str], root: Path) -> None:

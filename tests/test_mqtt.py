@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, make_tiny_model
 
 from edge.capture import SourceOptions
+from edge.cli import add_model_arguments
 from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, run
@@ -239,9 +240,7 @@ def test_options_and_flags():
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int)
+    add_model_arguments(parser)
     add_run_arguments(parser)
     args = parser.parse_args("--source 0 --mqtt broker.lan:1884 --mqtt-topic-prefix edgerec/door".split())
     assert options_from_args(args).mqtt == MqttOptions("broker.lan", 1884, "edgerec/door")

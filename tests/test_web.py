@@ -280,7 +280,7 @@ def refused(sink: WebSink) -> bool:
     return False
 
 
-def test_healthz_answers_503_before_the_first_frame_and_when_frames_stop():
+def test_healthz_answers_503_before_the_first_frame_and_when_frames_stop_and_metrics_can_be_off():
     sink = WebSink(WebOptions("127.0.0.1:0", stale_after=0.3))
     try:
         code, _, body = get(sink, "/healthz")
@@ -296,6 +296,12 @@ def test_healthz_answers_503_before_the_first_frame_and_when_frames_stop():
         assert status["source"] is None
     finally:
         sink.close()
+    quiet = WebSink(WebOptions("127.0.0.1:0", metrics=False))
+    try:
+        code, _, body = get(quiet, "/metrics")
+        assert code == 404 and b"/metrics" not in body and get(quiet, "/api/status")[0] == 200
+    finally:
+        quiet.close()
 
 
 def test_beyond_loopback_a_token_is_required_and_checked_on_every_route(monkeypatch):
@@ -371,13 +377,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_run_flags():
-    args = parser().parse_args("--source 0 --web 127.0.0.1:0 --web-fps 4 --web-max-clients 2".split())
-    assert options_from_args(args).web == WebOptions("127.0.0.1:0", None, 2, 4.0)
+    args = parser().parse_args("--source 0 --web 127.0.0.1:8080 --web-fps 4 --web-max-clients 2".split())
+    assert options_from_args(args).web == WebOptions("127.0.0.1:8080", None, 2, 4.0)
     args = parser().parse_args(f"--source 0 --web 0.0.0.0:8080 --web-token {TOKEN}".split())
     assert options_from_args(args).web == WebOptions("0.0.0.0:8080", TOKEN)
     assert options_from_args(parser().parse_args(["--source", "0"])).web is None
-    with pytest.raises(EdgerecError, match="jpeg-fps"):
-        options_from_args(parser().parse_args("--source 0 --web 8080 --web-fps 0".split()))
+    with pytest.raises(EdgerecError, match="--web-fps"):
+        options_from_args(parser().parse_args("--source 0 --web 127.0.0.1:8080 --web-fps 0".split()))
 
 
 def chromium(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:

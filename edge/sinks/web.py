@@ -56,12 +56,14 @@ class WebOptions:
     """Required on every route when `listen` is not a loopback address; None: $EDGEREC_WEB_TOKEN."""
     max_clients: int = 4
     """MJPEG viewers at once; more get 503."""
-    jpeg_fps: float = 10.0
+    jpeg_fps: float = 5.0
     """JPEGs per second at most, made only while someone watches (a 1080p JPEG costs ~10 ms of CPU)."""
     jpeg_quality: int = 80
     """JPEG quality, 1-100."""
     stale_after: float = 5.0
     """Seconds without a frame after which /healthz answers 503."""
+    metrics: bool = True
+    """Serve /metrics (Prometheus text format); False: 404 there."""
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
@@ -445,10 +447,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/healthz":
             healthy, text = sink.health()
             self._send(200 if healthy else 503, "text/plain", f"{text}\n".encode())
-        elif url.path == "/metrics":
+        elif url.path == "/metrics" and sink.options.metrics:
             self._send(200, "text/plain; version=0.0.4; charset=utf-8", sink.metrics().encode())
         else:
-            self._send(404, "text/plain", b"404: routes: / /stream.mjpg /api/status /healthz /metrics\n")
+            routes = "/ /stream.mjpg /api/status /healthz" + " /metrics" * sink.options.metrics
+            self._send(404, "text/plain", f"404: routes: {routes}\n".encode())
 
     def _send(self, code: int, content_type: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.send_response(code)
