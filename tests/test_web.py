@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_tiny_model
+from conftest import make_tiny_model, run_cli
 
 from edge.capture import SourceOptions, open_source
 from edge.cli import add_model_arguments
@@ -306,10 +306,10 @@ def test_healthz_answers_503_before_the_first_frame_and_when_frames_stop_and_met
 
 def test_beyond_loopback_a_token_is_required_and_checked_on_every_route(monkeypatch):
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    with pytest.raises(EdgerecError, match=f"needs a token: pass --web-token or set \\${TOKEN_ENV}"):
-        WebSink(WebOptions("0.0.0.0:0"))
+    with pytest.raises(EdgerecError, match=f"needs a token \\(--web-token, web.token or \\${TOKEN_ENV}"):
+        WebOptions("0.0.0.0:0")
     with pytest.raises(EdgerecError, match="at least 16"):
-        WebSink(WebOptions("0.0.0.0:0", token="short"))
+        WebOptions("0.0.0.0:0", token="short")
 
     sink = WebSink(WebOptions("0.0.0.0:0", token=TOKEN))
     try:
@@ -326,6 +326,18 @@ def test_beyond_loopback_a_token_is_required_and_checked_on_every_route(monkeypa
             assert response.status == 200
     finally:
         sink.close()
+
+
+def test_check_config_refuses_a_web_address_beyond_loopback_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text('[source]\nuri = "demo"\n[web]\nlisten = "0.0.0.0:8080"\n')
+    done = run_cli("check-config", str(config))
+    assert done.returncode != 0 and "web address 0.0.0.0:8080: serving beyond loopback needs a token" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    config.write_text(f'[source]\nuri = "demo"\n[web]\nlisten = "0.0.0.0:8080"\ntoken = "{TOKEN}"\n')
+    done = run_cli("check-config", str(config))
+    assert done.returncode == 0 and "web 0.0.0.0:8080 (token set)" in done.stdout
 
 
 def test_the_token_may_come_from_the_environment_and_guards_loopback_too(monkeypatch):

@@ -66,7 +66,8 @@ class WebOptions:
     """Serve /metrics (Prometheus text format); False: 404 there."""
 
     def __post_init__(self) -> None:
-        parse_listen(self.listen)
+        host, _ = parse_listen(self.listen)
+        check_token(self.token if self.token is not None else os.environ.get(TOKEN_ENV, ""), host, self.listen)
         if self.max_clients < 1:
             raise EdgerecError(f"web max-clients {self.max_clients} is not positive; valid: an integer >= 1")
         if not self.jpeg_fps > 0:
@@ -87,8 +88,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
     elif ":" in host:
         host = ""  # an IPv6 address needs brackets to be told from its port
     if not host or not port.isdigit() or int(port) > 65535:
-        raise EdgerecError(f"--web {listen!r} is not HOST:PORT; valid: e.g. 127.0.0.1:8080, [::1]:8080, "
-                           "8080 (loopback) or 0.0.0.0:8080 (every interface, needs a token)")
+        raise EdgerecError(f"web address {listen!r} (--web, web.listen) is not HOST:PORT; valid: e.g. "
+                           "127.0.0.1:8080, [::1]:8080, 8080 (loopback) or 0.0.0.0:8080 (every interface, needs a "
+                           "token)")
     return host, int(port)
 
 
@@ -274,7 +276,7 @@ class WebSink:
             self.server = _Server(host, port, self)
         except OSError as error:
             self.feed.close()
-            raise EdgerecError(f"--web {options.listen}: cannot listen ({error.strerror or error})") from None
+            raise EdgerecError(f"web address {options.listen}: cannot listen ({error.strerror or error})") from None
         self.address: tuple[str, int] = self.server.server_address[:2]
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="edgerec-web", daemon=True)  # fmt: skip
@@ -351,9 +353,9 @@ class WebSink:
 
 def check_token(token: str, host: str, listen: str) -> None:
     if not token and not is_loopback(host):
-        raise EdgerecError(f"--web {listen}: serving beyond loopback needs a token: pass --web-token or set "
-                           f"${TOKEN_ENV} (e.g. to the output of: python3 -c 'import secrets; "
-                           "print(secrets.token_urlsafe())'), or listen on 127.0.0.1")
+        raise EdgerecError(f"web address {listen}: serving beyond loopback needs a token (--web-token, web.token "
+                           f"or ${TOKEN_ENV}; python3 -c 'import secrets; print(secrets.token_urlsafe())' makes "
+                           "one), or listen on 127.0.0.1")
     if token and len(token) < MIN_TOKEN_CHARS:
         raise EdgerecError(f"web token is {len(token)} characters; valid: at least {MIN_TOKEN_CHARS} "
                            "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)")
