@@ -85,8 +85,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge.bench import bench
+    from edge.bench import bench, bench_pipeline, pipeline_table
 
+    if args.pipeline:
+        if len(args.models) > 1:
+            raise EdgerecError("--pipeline times one model; name at most one MODEL")
+        result = bench_pipeline(args.models[0] if args.models else None, args.device, args.threads, args.runs,
+                                args.opencv_threads, args.spinning)
+        print(json.dumps(asdict(result)) if args.json else "\n".join(pipeline_table(result)))
+        return 0
     results = bench(args.models or [None], args.device, args.threads, args.runs)
     if args.json:
         for result in results:
@@ -144,12 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time model files side by side",
                                 description="Load time, session latency (median/p95), preprocess + session "
                                             "from 640x480 and 1920x1080 frames, provider, threads, RSS.",
-                                epilog="example: edgerec bench build/model_fp32.onnx build/model_int8.onnx")
+                                epilog="examples:\n  edgerec bench build/model_fp32.onnx build/model_int8.onnx\n"
+                                       "  edgerec bench --pipeline --runs 300",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("models", type=Path, nargs="*", metavar="MODEL", help=MODEL_HELP)
     bench.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
     bench.add_argument("--threads", type=int, default=None, help="inference threads")
     bench.add_argument("--runs", type=int, default=200, help="timed runs per stage (default: %(default)s)")
     bench.add_argument("--json", action="store_true", help="one JSON object per model")
+    pipeline = bench.add_argument_group("the whole per-frame path (--pipeline)")
+    pipeline.add_argument("--pipeline", action="store_true",
+                          help="time session.run alone against the whole per-frame path (preprocess, infer, "
+                               "smoothing, overlay, sinks) from 640x480 and 1920x1080 frames of a real photo, "
+                               "in wall time and in CPU time of a one-thread session")
+    pipeline.add_argument("--opencv-threads", type=int, default=1, metavar="N",
+                          help="OpenCV threads for preprocessing and overlay (default: %(default)s, as edgerec run)")
+    pipeline.add_argument("--no-spinning", dest="spinning", action="store_false",
+                          help="ONNX Runtime pool threads sleep between runs (session.intra_op.allow_spinning=0)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
