@@ -47,9 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from edge.pipeline import install_signal_handlers, run
-    from edge.run_args import describe_change, describe_state, describe_summary, options_from_args
+    from edge.run_args import demo_defaults, describe_change, describe_state, describe_summary, options_from_args
 
-    options = options_from_args(args)
+    options, note = demo_defaults(options_from_args(args))
+    if note:
+        print(note, file=sys.stderr, flush=True)
     stop = threading.Event()
     restore = install_signal_handlers(stop)
     try:
@@ -59,6 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         restore()
     print("\n".join(describe_summary(summary)), file=sys.stderr)
+    if options.out:
+        print(f"annotated video: {options.out}", file=sys.stderr)
     return 0
 
 

@@ -8,17 +8,21 @@ The CLI wires it as:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from edge.capture import SOURCE_HELP, SourceOptions, SourceStatus
 from edge.overlay import OverlayOptions
 from edge.pipeline import RunOptions, RunSummary
 from edge.result import Result
 from edge.sinks.events import wall_clock
+from edge.sinks.window import opencv_gui, window_possible
 from edge.smoothing import SmoothingOptions
 
-EXAMPLES = """\
+DEMO_VIDEO = "edgerec-demo.mp4"
+
+EXAMPLES = f"""\
 examples:
-  edgerec run --source demo                                the shipped clip, window on a desktop
+  edgerec run --source demo          the shipped clip: a window on a desktop, else {DEMO_VIDEO} here
   edgerec run --source demo --out demo.mp4 --events - --no-display     headless: video + events
   edgerec run --source 0                                   webcam
   edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
@@ -104,6 +108,22 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         events=args.events,
         snapshots=args.snapshots,
     )
+
+
+def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunOptions, str]:
+    """`--source demo` with no output asked for: a window where one can open, else the annotated video
+    DEMO_VIDEO in the current folder. Returns the options and a line saying so ("" when unchanged).
+
+    `window`: whether a window can open (None: ask OpenCV and the environment).
+    """
+    asked = options.display is not None or options.out or options.events or options.snapshots
+    if options.source.uri != "demo" or asked:
+        return options, ""
+    if window if window is not None else window_possible():
+        return dataclasses.replace(options, display=True), "showing the demo in a window (q or Esc quits)"
+    why = "this OpenCV has no GUI (opencv-python-headless)" if not opencv_gui() else "there is no display"
+    return (dataclasses.replace(options, display=False, out=DEMO_VIDEO),
+            f"{why}, so the annotated video goes to {DEMO_VIDEO}")
 
 
 def describe_change(result: Result) -> str:
