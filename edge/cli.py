@@ -66,6 +66,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    import threading
+
+    from edge.dataset_capture import CaptureOptions, capture
+    from edge.pipeline import install_signal_handlers
+    from edge.run_args import describe_state, source_options_from_args
+
+    options = CaptureOptions(source_options_from_args(args), args.out, args.label, args.every, args.max, args.quality)
+    of_max = f"/{args.max}" if args.max else ""
+    stop = threading.Event()
+    restore = install_signal_handlers(stop)
+    try:
+        summary = capture(options, stop, on_saved=lambda s: print(f"{s.count}{of_max}  {s.path}", flush=True),
+                          on_source_state=lambda status: print(describe_state(status), file=sys.stderr, flush=True))
+    finally:
+        restore()
+    print(f"{summary.saved} images in {summary.folder} ({summary.frames} frames read, stopped by "
+          f"{summary.stopped_by})", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from edge.model import Model
 
@@ -137,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one JSON object per line: file, top [{label, index, score}], model, provider, ms")
     classify.set_defaults(func=cmd_classify)
 
-    from edge.run_args import add_run_arguments
+    from edge.run_args import add_run_arguments, add_source_arguments
 
     run = commands.add_parser("run", help="recognise live: camera, stream, video file or the demo clip",
                               description="Label every frame of a source; show, record and report label "
@@ -145,6 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(run)
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    from edge.capture import SOURCE_HELP
+
+    capture = commands.add_parser(
+        "capture", help="save frames of a camera or video into a training folder (DIR/LABEL/*.jpg)",
+        description="Save a frame every --every seconds as JPEG into DIR/LABEL/, the image-folder layout "
+                    "training reads. Files are written atomically and never replace an existing one. "
+                    "Ctrl-C or SIGTERM stops cleanly.",
+        epilog=f"{SOURCE_HELP}\n\nexamples:\n"
+               "  edgerec capture --source 0 --out data --label mug --every 0.5 --max 200\n"
+               "  edgerec capture --source walk.mp4 --as-fast-as-possible --out data --label hallway --every 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(capture)
+    saving = capture.add_argument_group("saving")
+    saving.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
+                        help="dataset folder; images go into DIR/LABEL/")
+    saving.add_argument("--label", "-l", required=True, metavar="NAME", help="class name: the subfolder of DIR")
+    saving.add_argument("--every", type=float, default=0.5, metavar="S",
+                        help="seconds between saved frames; a video file's own time, a camera's clock "
+                             "(default: %(default)s)")
+    saving.add_argument("--max", type=int, default=None, metavar="N", help="stop after saving N images")
+    saving.add_argument("--quality", type=int, default=95, metavar="Q",
+                        help="JPEG quality 1-100 (default: %(default)s)")
+    capture.set_defaults(func=cmd_capture)
 
     info = commands.add_parser("info", help="show what a model file says about itself",
                                description="Print a model file's metadata: labels, input, precision, metrics.")

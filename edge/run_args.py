@@ -34,23 +34,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every `edgerec run` flag except --model/--device/--threads (the CLI's add_model_arguments)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = f"{SOURCE_HELP}\n\n{EXAMPLES}"
-    source = parser.add_argument_group("source")
-    source.add_argument("--source", "-s", required=True, metavar="URI",
-                        help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
-                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)")
-    source.add_argument("--width", type=int, help="camera: requested frame width")
-    source.add_argument("--height", type=int, help="camera: requested frame height")
-    source.add_argument("--fps", type=float,
-                        help="camera: requested frame rate; video file or folder: playback rate")
-    source.add_argument("--no-mjpg", dest="mjpg", action="store_false",
-                        help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
-    source.add_argument("--loop", action="store_true", help="video file or folder: start again at the end")
-    source.add_argument("--as-fast-as-possible", action="store_true",
-                        help="video file or folder: do not pace at the frame rate (batch work)")
-    source.add_argument("--read-timeout", type=float, default=5.0, metavar="S",
-                        help="live source: seconds without a frame before reconnecting (default: %(default)s)")
-    source.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
-                        help="network stream: seconds to wait for a connection (default: %(default)s)")
+    add_source_arguments(parser)
 
     recognise = parser.add_argument_group("recognition")
     recognise.add_argument("--infer-fps", type=float, metavar="FPS",
@@ -85,13 +69,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--source and the flags that shape how it is read (for `edgerec run` and `edgerec capture`)."""
+    source = parser.add_argument_group("source")
+    source.add_argument("--source", "-s", required=True, metavar="URI",
+                        help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
+                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)")
+    source.add_argument("--width", type=int, help="camera: requested frame width")
+    source.add_argument("--height", type=int, help="camera: requested frame height")
+    source.add_argument("--fps", type=float,
+                        help="camera: requested frame rate; video file or folder: playback rate")
+    source.add_argument("--no-mjpg", dest="mjpg", action="store_false",
+                        help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
+    source.add_argument("--loop", action="store_true", help="video file or folder: start again at the end")
+    source.add_argument("--as-fast-as-possible", action="store_true",
+                        help="video file or folder: do not pace at the frame rate (batch work)")
+    source.add_argument("--read-timeout", type=float, default=5.0, metavar="S",
+                        help="live source: seconds without a frame before reconnecting (default: %(default)s)")
+    source.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
+                        help="network stream: seconds to wait for a connection (default: %(default)s)")
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """RunOptions from parsed `edgerec run` arguments; a bad value raises EdgerecError naming it."""
-    source = SourceOptions(
-        args.source, width=args.width, height=args.height, fps=args.fps, mjpg=args.mjpg,
-        paced=not args.as_fast_as_possible, loop=args.loop,
-        open_timeout=args.open_timeout, read_timeout=args.read_timeout,
-    )  # fmt: skip
+    source = source_options_from_args(args)
     smoothing = SmoothingOptions(args.ema, args.switch_margin, args.switch_frames, args.min_score)
     return RunOptions(
         source=source,
@@ -109,6 +110,15 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         snapshots=args.snapshots,
     )
 
+
+
+def source_options_from_args(args: argparse.Namespace) -> SourceOptions:
+    """SourceOptions from the flags of add_source_arguments; a bad value raises EdgerecError naming it."""
+    return SourceOptions(
+        args.source, width=args.width, height=args.height, fps=args.fps, mjpg=args.mjpg,
+        paced=not args.as_fast_as_possible, loop=args.loop,
+        open_timeout=args.open_timeout, read_timeout=args.read_timeout,
+    )  # fmt: skip
 
 def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunOptions, str]:
     """`--source demo` with no output asked for: a window where one can open, else the annotated video
