@@ -174,12 +174,12 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
     clocks in the same rounds: wall time with a `threads`-thread session (None: ONNX Runtime's choice)
     and CPU time with a one-thread session.
     """
-    wall_model = _load(path, device, threads, spinning)
-    cpu_model = _load(path, device, 1, spinning)
+    wall_model = load_model(path, device, threads, spinning)
+    cpu_model = load_model(path, device, 1, spinning)
     result = PipelineBenchResult(str(wall_model.path), wall_model.info.precision, wall_model.provider, runs,
                                  opencv_threads, spinning, wall_model.threads)
     with using_opencv_threads(opencv_threads):
-        benches = [_PathBench(model, size, sink, clock)
+        benches = [PathBench(model, size, sink, clock)
                    for model, clock in ((wall_model, time.perf_counter), (cpu_model, time.thread_time))
                    for size in FRAME_SIZES for sink in SINKS]
         for _ in range(5):  # warm-up: buffers, kernels, caches
@@ -195,7 +195,8 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
     return result
 
 
-def _load(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
+def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
+    """Model.load, with ONNX Runtime's pool threads sleeping between runs when not `spinning`."""
     model = Model.load(path, device, threads)
     if not spinning:  # reopen the session with its pool threads sleeping instead of spinning between runs
         options = model.session.get_session_options()
@@ -205,8 +206,10 @@ def _load(path: str | Path | None, device: str, threads: int | None, spinning: b
     return model
 
 
-class _PathBench:
-    """One frame size and sink on one model and clock: a FrameLoop on a looping still, plus session alone."""
+class PathBench:
+    """One frame size and sink on one model and clock: a FrameLoop on a looping still, plus session alone.
+
+    Each `round()` times session.run alone, then one frame through the loop; `timing()` summarises."""
 
     def __init__(self, model: Model, size: str, sink: str, clock: Callable[[], float]) -> None:
         self.model, self.size, self.sink, self.clock = model, size, sink, clock
