@@ -2,6 +2,9 @@
 
 Rounds are interleaved across models so that a noisy neighbour slows every model alike; compare the
 ratios printed in one run, not absolute figures across runs.
+
+`edgerec bench --pipeline` (`bench_pipeline`) times one model's session.run alone against the whole
+per-frame path of `edgerec run` (edge.pipeline.FrameLoop) in the same interleaved rounds.
 """
 
 from __future__ import annotations
