@@ -22,7 +22,7 @@ DEMO_VIDEO = "edgerec-demo.mp4"
 
 EXAMPLES = f"""\
 examples:
-  edgerec run --source demo          the shipped clip: a window on a desktop, else {DEMO_VIDEO} here
+  edgerec run --source demo                                demo clip: a window, else {DEMO_VIDEO} here
   edgerec run --source demo --out demo.mp4 --events - --no-display     headless: video + events
   edgerec run --source 0                                   webcam
   edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
