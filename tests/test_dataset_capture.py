@@ -1,9 +1,14 @@
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 
 from edge.capture import SourceOptions
 from edge.cli import main
@@ -117,3 +122,21 @@ def test_training_reads_what_capture_wrote(tmp_path):
     scan = scan_folder(tmp_path / "data", workers=1)
     assert scan.classes == ("cup", "mug") and len(scan.samples) == 8 and not scan.unreadable and not scan.ignored
     assert {(s.height, s.width) for s in scan.samples} == {(48, 64)}
+
+
+def test_ctrl_c_stops_edgerec_capture_cleanly(tmp_path):
+    clip = write_video(tmp_path / "clip.avi", 10)
+    command = [sys.executable, "-m", "edge.cli", "capture", "--source", str(clip), "--loop", "--out",
+               str(tmp_path / "data"), "--label", "mug", "--every", "0.1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    try:
+        assert process.stdout.readline().startswith("1  ")  # the first image is saved
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "stopped by stop" in err
+    saved = sorted((tmp_path / "data" / "mug").iterdir())
+    assert len(saved) == 1 + len(out.splitlines()) and all(cv2.imread(str(p)) is not None for p in saved)
