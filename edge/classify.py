@@ -9,10 +9,11 @@ from pathlib import Path
 
 import cv2
 
+from edge.datasets import IMAGE_EXTENSIONS
 from edge.errors import EdgerecError
 from edge.model import Model, Prediction, default_model_path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS | {".tif", ".tiff"}  # classify also reads single TIFFs
 
 
 @dataclass(frozen=True)

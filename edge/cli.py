@@ -46,18 +46,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
+    from edge.logs import setup_logging
     from edge.pipeline import install_signal_handlers, run
-    from edge.run_args import demo_defaults, describe_change, describe_state, describe_summary, options_from_args
+    from edge.run_args import LOG, demo_defaults, describe_change, describe_summary, log_state, options_from_args
 
     options, note = demo_defaults(options_from_args(args))
+    setup_logging()
     if note:
-        print(note, file=sys.stderr, flush=True)
+        LOG.info(note)
     stop = threading.Event()
     restore = install_signal_handlers(stop)
     try:
-        show = None if args.events == "-" else (lambda result: print(describe_change(result), flush=True))
-        summary = run(options, stop, on_change=show,
-                      on_source_state=lambda status: print(describe_state(status), file=sys.stderr, flush=True))
+        show = None if options.events == "-" else (lambda result: print(describe_change(result), flush=True))
+        summary = run(options, stop, on_change=show, on_source_state=log_state)
     finally:
         restore()
     print("\n".join(describe_summary(summary)), file=sys.stderr)
@@ -70,20 +71,39 @@ def cmd_capture(args: argparse.Namespace) -> int:
     import threading
 
     from edge.dataset_capture import CaptureOptions, capture
+    from edge.logs import setup_logging
     from edge.pipeline import install_signal_handlers
-    from edge.run_args import describe_state, source_options_from_args
+    from edge.run_args import log_state, source_options_from_args
 
     options = CaptureOptions(source_options_from_args(args), args.out, args.label, args.every, args.max, args.quality)
     of_max = f"/{args.max}" if args.max else ""
+    setup_logging()
     stop = threading.Event()
     restore = install_signal_handlers(stop)
     try:
         summary = capture(options, stop, on_saved=lambda s: print(f"{s.count}{of_max}  {s.path}", flush=True),
-                          on_source_state=lambda status: print(describe_state(status), file=sys.stderr, flush=True))
+                          on_source_state=log_state)
     finally:
         restore()
     print(f"{summary.saved} images in {summary.folder} ({summary.frames} frames read, stopped by "
           f"{summary.stopped_by})", file=sys.stderr)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge.config import describe_config, load_config, run_options
+
+    config = load_config(args.file)
+    run_options(config)  # what `edgerec run --config` would refuse, refused here too
+    print(f"{args.file}: ok")
+    print("\n".join("  " + line for line in describe_config(config)))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from edge.config import defaults_toml
+
+    print(defaults_toml(), end="")
     return 0
 
 
@@ -106,6 +126,48 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows += [(f"training {k}", str(v)) for k, v in info.training.items()]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from edge.evaluate import EvalOptions, describe, evaluate, write_report
+    from edge.model import Model
+    from edge.progress import progress
+
+    model = Model.load(args.model, args.device, args.threads)
+    with progress("evaluate") as on_progress:
+        report = evaluate(model, args.data_dir, EvalOptions(batch=args.batch, on_progress=on_progress))
+    if report.warning():
+        print(f"edgerec: warning: {report.warning()}", file=sys.stderr)
+    files = write_report(report, args.out) if args.out else None
+    if args.json:
+        print(json.dumps({**report.summary(), "files": {k: str(v) for k, v in asdict(files).items()} if files else {}}))
+        return 0
+    print("\n".join(describe(report)))
+    print(f"\nwrote {files.confusion}, {files.misclassified.name}, {files.metrics.name}" if files
+          else "\n(add --out DIR for the confusion matrix and misclassified-images PNGs and metrics.json)")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from edge.classify import read_image
+    from edge.explain import ExplainOptions, check_output, explain, write_overlay
+    from edge.model import Model
+
+    check_output(args.out)  # before the work, not after
+    model = Model.load(args.model, args.device, args.threads)
+    image = read_image(args.image)
+    options = ExplainOptions(label=args.label, window=args.window, stride=args.stride, batch=args.batch)
+    explanation = explain(model, image, options)
+    write_overlay(args.out, image, explanation)
+    if args.json:
+        print(json.dumps({"file": str(args.image), "label": explanation.label, "score": explanation.score,
+                          "top_label": explanation.top_label, "top_score": explanation.top_score,
+                          "peak_drop": float(explanation.heat.max()), "variants": explanation.variants,
+                          "ms": round(explanation.ms, 1), "out": str(args.out)}))
+    else:
+        print(f"{args.image}: {explanation.label} {explanation.score:.1%}; {explanation.variants} occluded copies "
+              f"in {explanation.ms / 1000:.1f} s; wrote {args.out}")
     return 0
 
 
@@ -178,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  edgerec capture --source 0 --out data --label mug --every 0.5 --max 200\n"
                "  edgerec capture --source walk.mp4 --as-fast-as-possible --out data --label hallway --every 1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_source_arguments(capture)
+    add_source_arguments(capture, required=True)
     saving = capture.add_argument_group("saving")
     saving.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
                         help="dataset folder; images go into DIR/LABEL/")
@@ -191,11 +253,69 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JPEG quality 1-100 (default: %(default)s)")
     capture.set_defaults(func=cmd_capture)
 
+    check = commands.add_parser("check-config", help="check a config file without running anything",
+                                description="Validate a TOML config file: prints 'FILE: ok' and what it sets "
+                                            "up, or one line naming the bad key and what is valid (exit 2).")
+    from edge.config import DEFAULT_PATH
+
+    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_PATH, metavar="FILE",
+                       help="the file to check (default: %(default)s)")
+    check.set_defaults(func=cmd_check_config)
+
+    config = commands.add_parser("config", help="print an example config file with every setting",
+                                 description="Print the config schema as TOML: every setting with its "
+                                             "description and default.",
+                                 epilog="example: edgerec config --defaults > config.toml")
+    config.add_argument("--defaults", action="store_true", required=True,
+                        help="every setting at its default value, commented")
+    config.set_defaults(func=cmd_config)
+
     info = commands.add_parser("info", help="show what a model file says about itself",
                                description="Print a model file's metadata: labels, input, precision, metrics.")
     info.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL", help=MODEL_HELP)
     info.add_argument("--json", action="store_true", help="the metadata as one JSON object")
     info.set_defaults(func=cmd_info)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy of a model file on a folder of labelled images",
+        description="Classify every image below DATA_DIR's class folders (each named after one of the model's "
+                    "labels) and report top-1/top-5, per-class precision/recall/F1 and latency; with --out, also "
+                    "a confusion matrix PNG, a contact sheet of misclassified images and metrics.json.",
+        epilog="examples:\n  edgerec evaluate build/model.onnx photos/val --out build/eval\n"
+               "  edgerec evaluate build/model.onnx photos/val --json | tail -n 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("model", type=Path, metavar="MODEL", help="model file (.onnx written by edgerec)")
+    evaluate.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder with one subfolder per class")
+    evaluate.add_argument("--out", "-o", type=Path, default=None, metavar="REPORT_DIR",
+                          help="write confusion.png, misclassified.png and metrics.json here (created if needed)")
+    evaluate.add_argument("--batch", type=int, default=1,
+                          help="images per inference call (default: %(default)s, the live per-frame latency)")
+    evaluate.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument("--threads", type=int, default=None, help="inference threads")
+    evaluate.add_argument("--json", action="store_true",
+                          help="the report as one JSON object on the last line: top1, top5, precision, n, per_class, "
+                               "confusion, latency_ms, misclassified, unreadable, files")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    explain = commands.add_parser(
+        "explain", help="heatmap of what drove a prediction (occlusion sensitivity)",
+        description="Slide a grey square over the model's input and map how much each position lowers the "
+                    "label's probability; writes the heatmap over the image. Works for FP32 and INT8 files.",
+        epilog="example: edgerec explain build/model.onnx photo.jpg --out heat.png --label stocked")
+    explain.add_argument("model", type=Path, metavar="MODEL", help="model file (.onnx written by edgerec)")
+    explain.add_argument("image", type=Path, metavar="IMAGE")
+    explain.add_argument("--out", "-o", type=Path, required=True, help="PNG (or .jpg) to write, the image's size")
+    explain.add_argument("--label", "-l", default=None, help="label to explain (default: the top-1)")
+    explain.add_argument("--window", type=int, default=None,
+                         help="side of the grey square in network-input pixels (default: 1/7 of the input, "
+                              "32 at 224 px)")
+    explain.add_argument("--stride", type=int, default=None,
+                         help="step between square positions in network-input pixels (default: half the window)")
+    explain.add_argument("--batch", type=int, default=32, help="occluded copies per inference call")
+    explain.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
+    explain.add_argument("--threads", type=int, default=None, help="inference threads")
+    explain.add_argument("--json", action="store_true", help="one JSON object: label, score, peak_drop, ms, out")
+    explain.set_defaults(func=cmd_explain)
 
     bench = commands.add_parser("bench", help="time model files side by side",
                                 description="Load time, session latency (median/p95), preprocess + session "

@@ -12,6 +12,7 @@ Signal handling belongs to the program (`install_signal_handlers`, called by the
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
@@ -28,11 +29,13 @@ from edge.errors import EdgerecError
 from edge.overlay import Overlay, OverlayOptions
 from edge.preprocess import Fitter, Geometry
 from edge.result import Result
+from edge.service import Notifier, ServiceSink
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
 from edge.smoothing import Smoother, SmoothingOptions
 
 STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
 POLL_S = 0.1  # the longest the loop waits for a frame before looking at the stop event again
+LOG = logging.getLogger("edgerec.pipeline")
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def run(
         from edge.model import Model
 
         model = Model.load(options.model, options.device, options.threads)
+        LOG.info("model %s (%s %s, %d labels) on %s", model.path, model.info.arch, model.info.precision,
+                 len(model.labels), model.provider)
     source = source if source is not None else open_source(options.source, on_source_state)
     sinks: list[Sink] = []
     try:
@@ -160,6 +165,9 @@ def open_sinks(options: RunOptions, source: Source, stop: threading.Event, into:
         into.append(EventsSink(options.events))
     if options.snapshots:
         into.append(SnapshotSink(options.snapshots))
+    notifier = Notifier()  # under systemd ($NOTIFY_SOCKET): READY at the first frame, then the watchdog
+    if notifier.enabled:
+        into.append(ServiceSink(notifier))
 
 
 def close_all(sinks: Sequence[Sink], source: Source) -> None:

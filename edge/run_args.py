@@ -3,21 +3,38 @@
 The CLI wires it as:
     run = commands.add_parser("run", ...); add_model_arguments(run); add_run_arguments(run)
     options = options_from_args(args)   # then edge.pipeline.run(options, stop, on_change=..., ...)
+
+Settings come from `--config FILE` (edge.config), or its defaults; each flag the user gave replaces one
+key of it (FLAG_KEYS). Flags therefore default to None, which means "not given".
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+from pathlib import Path
 
 from edge.capture import SOURCE_HELP, SourceOptions, SourceStatus
-from edge.overlay import OverlayOptions
+from edge.config import Config, load_config, run_options, with_overrides
+from edge.errors import EdgerecError
 from edge.pipeline import RunOptions, RunSummary
 from edge.result import Result
 from edge.sinks.events import wall_clock
 from edge.sinks.window import opencv_gui, window_possible
-from edge.smoothing import SmoothingOptions
 
+LOG = logging.getLogger("edgerec.run")
+FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
+    "source": "source.uri", "width": "source.width", "height": "source.height", "fps": "source.fps",
+    "mjpg": "source.mjpg", "paced": "source.paced", "loop": "source.loop",
+    "read_timeout": "source.read_timeout", "open_timeout": "source.open_timeout",
+    "model": "model.path", "device": "model.device", "threads": "model.threads",
+    "infer_fps": "recognition.infer_fps", "ema": "recognition.ema", "switch_margin": "recognition.switch_margin",
+    "switch_frames": "recognition.switch_frames", "min_score": "recognition.min_score",
+    "top_k": "overlay.top_k", "stats": "overlay.stats",
+    "display": "display.window", "out": "recording.path", "events": "events.path", "snapshots": "snapshots.dir",
+}  # fmt: skip
+SOURCE_KEYS = {dest: key for dest, key in FLAG_KEYS.items() if key.startswith("source.")}
 DEMO_VIDEO = "edgerec-demo.mp4"
 
 EXAMPLES = f"""\
@@ -34,22 +51,28 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every `edgerec run` flag except --model/--device/--threads (the CLI's add_model_arguments)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = f"{SOURCE_HELP}\n\n{EXAMPLES}"
+    defaults = Config()
+    parser.add_argument("--config", "-c", type=Path, metavar="FILE",
+                        help="read the settings from this TOML file (`edgerec config --defaults` prints every "
+                             "setting); the flags given here override it")
+    parser.set_defaults(device=None)  # add_model_arguments' default would hide whether --device was given
     add_source_arguments(parser)
 
     recognise = parser.add_argument_group("recognition")
     recognise.add_argument("--infer-fps", type=float, metavar="FPS",
                            help="run the model at most this often (default: every frame); display and "
                                 "recording keep the source's frame rate")
-    smoothing = SmoothingOptions()
-    recognise.add_argument("--ema", type=float, default=smoothing.alpha, metavar="ALPHA",
+    smoothing = defaults.recognition
+    recognise.add_argument("--ema", type=float, metavar="ALPHA",
                            help="weight of the newest frame in the moving average of probabilities, "
-                                "1 = no averaging (default: %(default)s)")
-    recognise.add_argument("--switch-margin", type=float, default=smoothing.margin, metavar="P",
-                           help="a new label must lead the shown one by this probability... (default: %(default)s)")
-    recognise.add_argument("--switch-frames", type=int, default=smoothing.frames, metavar="K",
-                           help="...for K frames in a row before it is shown (default: %(default)s)")
-    recognise.add_argument("--min-score", type=float, default=smoothing.min_score, metavar="P",
-                           help='show "unknown" below this smoothed score (default: %(default)s, never)')
+                                f"1 = no averaging (default: {smoothing.ema:g})")
+    recognise.add_argument("--switch-margin", type=float, metavar="P",
+                           help=f"a new label must lead the shown one by this probability... "
+                                f"(default: {smoothing.switch_margin:g})")
+    recognise.add_argument("--switch-frames", type=int, metavar="K",
+                           help=f"...for K frames in a row before it is shown (default: {smoothing.switch_frames})")
+    recognise.add_argument("--min-score", type=float, metavar="P",
+                           help=f'show "unknown" below this smoothed score (default: {smoothing.min_score:g}, never)')
 
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
@@ -59,9 +82,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                          help="append one JSON line per label change (time, frame, label, score, latency_ms); "
                               "- for standard output")
     outputs.add_argument("--snapshots", metavar="DIR", help="save a JPEG of the frame at each label change")
-    outputs.add_argument("--top-k", type=int, default=0, metavar="K",
+    outputs.add_argument("--top-k", type=int, metavar="K",
                          help="draw bars for the K most probable labels (default: none)")
-    outputs.add_argument("--no-stats", dest="stats", action="store_false",
+    outputs.add_argument("--no-stats", dest="stats", action="store_false", default=None,
                          help="do not draw frames per second and latency")
 
     limits = parser.add_argument_group("limits")
@@ -69,56 +92,55 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """--source and the flags that shape how it is read (for `edgerec run` and `edgerec capture`)."""
+def add_source_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """--source and the flags that shape how it is read, defaulting to None ("not given"); for `edgerec run`
+    (where --config may name the source instead) and `edgerec capture` (`required`)."""
+    defaults = Config()
     source = parser.add_argument_group("source")
-    source.add_argument("--source", "-s", required=True, metavar="URI",
+    source.add_argument("--source", "-s", metavar="URI", required=required,
                         help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
-                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)")
+                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)"
+                             + ("" if required else "; needed unless --config is given"))
     source.add_argument("--width", type=int, help="camera: requested frame width")
     source.add_argument("--height", type=int, help="camera: requested frame height")
     source.add_argument("--fps", type=float,
                         help="camera: requested frame rate; video file or folder: playback rate")
-    source.add_argument("--no-mjpg", dest="mjpg", action="store_false",
+    source.add_argument("--no-mjpg", dest="mjpg", action="store_false", default=None,
                         help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
-    source.add_argument("--loop", action="store_true", help="video file or folder: start again at the end")
-    source.add_argument("--as-fast-as-possible", action="store_true",
+    source.add_argument("--loop", action="store_true", default=None,
+                        help="video file or folder: start again at the end")
+    source.add_argument("--as-fast-as-possible", dest="paced", action="store_false", default=None,
                         help="video file or folder: do not pace at the frame rate (batch work)")
-    source.add_argument("--read-timeout", type=float, default=5.0, metavar="S",
-                        help="live source: seconds without a frame before reconnecting (default: %(default)s)")
-    source.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
-                        help="network stream: seconds to wait for a connection (default: %(default)s)")
+    source.add_argument("--read-timeout", type=float, metavar="S",
+                        help="live source: seconds without a frame before reconnecting "
+                             f"(default: {defaults.source.read_timeout:g})")
+    source.add_argument("--open-timeout", type=float, metavar="S",
+                        help=f"network stream: seconds to wait for a connection "
+                             f"(default: {defaults.source.open_timeout:g})")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
-    """RunOptions from parsed `edgerec run` arguments; a bad value raises EdgerecError naming it."""
-    source = source_options_from_args(args)
-    smoothing = SmoothingOptions(args.ema, args.switch_margin, args.switch_frames, args.min_score)
-    return RunOptions(
-        source=source,
-        model=str(args.model) if args.model is not None else None,
-        device=args.device,
-        threads=args.threads,
-        infer_fps=args.infer_fps,
-        max_frames=args.max_frames,
-        duration=args.duration,
-        smoothing=smoothing,
-        overlay=OverlayOptions(top_k=args.top_k, stats=args.stats),
-        display=args.display,
-        out=args.out,
-        events=args.events,
-        snapshots=args.snapshots,
-    )
+    """RunOptions from `--config` (or the defaults) with the flags the user gave on top.
+
+    A bad value raises EdgerecError naming the file and key, or the flag.
+    """
+    config = load_config(args.config) if getattr(args, "config", None) else None
+    if config is None and args.source is None:
+        raise EdgerecError("edgerec run needs --source URI or --config FILE")
+    given = {key: str(value) if isinstance(value, Path) else value
+             for dest, key in FLAG_KEYS.items() if (value := getattr(args, dest)) is not None}  # fmt: skip
+    names = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
+    config = with_overrides(config or Config(), given, names)
+    return dataclasses.replace(run_options(config), max_frames=args.max_frames, duration=args.duration)
 
 
 
 def source_options_from_args(args: argparse.Namespace) -> SourceOptions:
-    """SourceOptions from the flags of add_source_arguments; a bad value raises EdgerecError naming it."""
-    return SourceOptions(
-        args.source, width=args.width, height=args.height, fps=args.fps, mjpg=args.mjpg,
-        paced=not args.as_fast_as_possible, loop=args.loop,
-        open_timeout=args.open_timeout, read_timeout=args.read_timeout,
-    )  # fmt: skip
+    """SourceOptions from the flags of add_source_arguments, the config's defaults for those not given."""
+    given = {key: value for dest, key in SOURCE_KEYS.items() if (value := getattr(args, dest)) is not None}
+    names = {key: "--" + dest.replace("_", "-") for dest, key in SOURCE_KEYS.items()}
+    return run_options(with_overrides(Config(), given, names)).source
+
 
 def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunOptions, str]:
     """`--source demo` with no output asked for: a window where one can open, else the annotated video
@@ -135,7 +157,6 @@ def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunO
     return (dataclasses.replace(options, display=False, out=DEMO_VIDEO),
             f"{why}, so the annotated video goes to {DEMO_VIDEO}")
 
-
 def describe_change(result: Result) -> str:
     """One line per label change, e.g. `12:00:01.234  frame 42  tabby cat 87%  (35 ms)`."""
     when = wall_clock(result.captured).strftime("%H:%M:%S.%f")[:-3]
@@ -145,6 +166,11 @@ def describe_change(result: Result) -> str:
 def describe_state(status: SourceStatus) -> str:
     """One line per source state change, e.g. `source: reconnecting (http://...: ...; retrying in 2 s)`."""
     return f"source: {status.state}" + (f" ({status.error})" if status.error else "")
+
+
+def log_state(status: SourceStatus) -> None:
+    """Log one line per source state change: a warning while it reconnects, else information."""
+    LOG.log(logging.WARNING if status.state == "reconnecting" else logging.INFO, describe_state(status))
 
 
 def describe_summary(summary: RunSummary) -> list[str]:

@@ -21,26 +21,25 @@ import numpy as np
 
 from edge.bench import time_interleaved
 from edge.model import Model
-from training.calibration import load_images
+from training.calibration import load_images, media_files
 from training.quantize import QuantOptions, quantize_model
 
-BASE = QuantOptions()
+PLAIN = QuantOptions(reduce_range=False, keep_float=("preprocess", "softmax"))  # onnxruntime's usual recipe
+STEM = ("preprocess", "softmax", "stem")
 VARIANTS = {
-    "s8 weights (default op types)": BASE,
-    "s8, reduce_range": replace(BASE, reduce_range=True),
-    "u8 weights": replace(BASE, weights="u8"),
-    "s8, stem+classifier float": replace(BASE, keep_float=("preprocess", "softmax", "stem", "classifier")),
-    "u8, stem+classifier float": replace(BASE, weights="u8", keep_float=("preprocess", "softmax", "stem",
-                                                                          "classifier")),
-    "s8, stem float": replace(BASE, keep_float=("preprocess", "softmax", "stem")),
-    "s8, reduce_range, stem+classifier float": replace(BASE, reduce_range=True, keep_float=(
-        "preprocess", "softmax", "stem", "classifier")),
-    "s8, QOperator": replace(BASE, format="qoperator"),
-    "s8, QOperator, stem float": replace(BASE, format="qoperator", keep_float=("preprocess", "softmax", "stem")),
-    "s8, stem+depthwise float": replace(BASE, keep_float=("preprocess", "softmax", "stem", "depthwise")),
-    "s8, reduce_range, stem float": replace(BASE, reduce_range=True, keep_float=("preprocess", "softmax", "stem")),
-    "s8, per-tensor": replace(BASE, per_channel=False),
-    "s8, percentile 99.999": replace(BASE, method="percentile"),
+    "stem float (shipped)": QuantOptions(),
+    "7-bit weights, stem float": QuantOptions(reduce_range=True),
+    "plain: s8 per-channel QDQ, MinMax": PLAIN,
+    "plain, QOperator": replace(PLAIN, format="qoperator"),
+    "plain, per-tensor weights": replace(PLAIN, per_channel=False),
+    "plain, percentile 99.999": replace(PLAIN, method="percentile"),
+    "plain, 7-bit weights": replace(PLAIN, reduce_range=True),
+    "stem + classifier float": replace(PLAIN, keep_float=(*STEM, "classifier")),
+    "stem + depthwise float": replace(PLAIN, keep_float=(*STEM, "depthwise")),
+    "stem float, QOperator": replace(PLAIN, keep_float=STEM, format="qoperator"),
+    "u8 weights, stem float": replace(PLAIN, weights="u8", keep_float=STEM),
+    "7-bit weights, stem float, percentile 99.999": QuantOptions(reduce_range=True, method="percentile"),
+    "7-bit weights, stem float, entropy": QuantOptions(reduce_range=True, method="entropy"),
 }
 
 
@@ -53,9 +52,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     fp32 = Model.load(args.fp32, "cpu")
-    calibration = load_images(args.calibration, fp32.geometry, min_side=160, min_contrast=25.0)
-    sets = {name: load_images([path], fp32.geometry, video_every=25) for name, path in
-            (item.split("=", 1) for item in args.set)}
+    sets = {name: Path(path) for name, path in (item.split("=", 1) for item in args.set)}
+    held_out = {p.name for p in media_files(list(sets.values()))}  # never calibrate on a checked image
+    calibration = load_images([p for p in media_files(args.calibration) if p.name not in held_out], fp32.geometry,
+                              min_side=160, min_contrast=25.0)
+    sets = {name: load_images([path], fp32.geometry, video_every=5) for name, path in sets.items()}
     probs = {name: fp32.infer(images) for name, images in sets.items()}
     reference = {name: p.argmax(1) for name, p in probs.items()}
     confident = {name: p.max(1) >= 0.5 for name, p in probs.items()}

@@ -61,12 +61,20 @@ def test_help_teaches_every_source_with_an_example():
 
 @pytest.mark.parametrize(
     "flags,message",
-    [("--ema 0", "alpha"), ("--infer-fps 0", "infer-fps"), ("--switch-frames 0", "frames"), ("--width -5", "width")],
+    [("--ema 0", "--ema: must be > 0, got 0.0"), ("--infer-fps 0", "--infer-fps: must be > 0, got 0.0"),
+     ("--switch-frames 0", "--switch-frames: must be >= 1, got 0"), ("--width -5", "--width: must be > 0, got -5"),
+     ("--device gpu", '--device: must be one of "auto", "cpu", '), ("--max-frames 0", "max-frames 0")],
 )
 def test_bad_values_are_clear_errors(flags, message):
     args = parser().parse_args(["--source", "0", *flags.split()])
-    with pytest.raises(EdgerecError, match=message):
+    with pytest.raises(EdgerecError) as error:
         options_from_args(args)
+    assert str(error.value).startswith(message)
+
+
+def test_source_comes_from_the_flag_or_the_config():
+    with pytest.raises(EdgerecError, match="needs --source URI or --config FILE"):
+        options_from_args(parser().parse_args([]))
 
 
 def test_parsed_options_run_end_to_end(tmp_path):

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.datasets import IMAGE_EXTENSIONS
 from edge.errors import EdgerecError
 from edge.preprocess import Geometry, fit
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm"}
 
 
@@ -20,7 +20,7 @@ def media_files(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_SUFFIXES)
         elif path.is_file():
             files.append(path)
         else:
@@ -30,7 +30,7 @@ def media_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def read_frames(path: Path, every: int) -> Iterator[np.ndarray]:
     """One frame every ``every`` frames of a video, or the single image of an image file."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is not None:
             yield image

@@ -2,7 +2,8 @@
 
 A dataset is a folder with one subfolder per class (class index = position in the sorted names).
 Images are .jpg/.jpeg/.png/.webp/.bmp (any case, any size, colour or grayscale) anywhere below a
-class folder; names starting with "." are ignored. Every image is read and decoded once by the scan,
+class folder; names starting with "." are ignored (that listing lives in `edge/datasets.py`, shared with
+`edgerec evaluate`). Every image is read and decoded once by the scan,
 which is how corrupt files are found (listed in one warning and skipped) and how the fingerprint gets
 each file's content hash from the same bytes.
 
@@ -10,8 +11,7 @@ Images are always handled as OpenCV gives them: uint8 HxWx3 BGR (`cv2.IMREAD_COL
 grayscale and alpha images into 3-channel BGR and applies the EXIF orientation). The model takes
 exactly that (uint8 NHWC BGR), so nothing here normalises.
 
-This module needs neither torch nor tqdm (tqdm is imported only when a progress bar is asked for), so
-evaluation can scan folders on a runtime-only install.
+This module needs neither torch nor tqdm (tqdm is imported only when a progress bar is asked for).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +28,11 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from edge.datasets import IMAGE_EXTENSIONS, list_classes, list_images  # noqa: F401 (re-exported)
 from edge.errors import EdgerecError
 from edge.metadata import DatasetInfo
 from edge.preprocess import Geometry, fit
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 FINGERPRINT_VERSION = "edgerec-data-v1"
 WARNING_LIST_LIMIT = 20  # unreadable files named in the warning; the result holds all of them
 
@@ -182,17 +182,6 @@ def load_image_folders(options: DataOptions) -> ImageFolders:
     )
 
 
-def list_classes(root: Path, minimum: int = 2) -> tuple[str, ...]:
-    """The sorted names of the visible subfolders of `root`: the classes, labelled in this order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise EdgerecError(f"dataset folder {root} does not exist or is not a folder")
-    found = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    if len(found) < minimum:
-        raise EdgerecError(f"{root} needs at least {minimum} class subfolders, found {list(found)}")
-    return found
-
-
 def scan_folder(
     root: Path,
     classes: Sequence[str] | None = None,
@@ -205,7 +194,7 @@ def scan_folder(
     """
     root = Path(root)
     classes = list_classes(root) if classes is None else tuple(classes)
-    files, ignored = _list_images(root, classes)
+    files, ignored = list_images(root, classes)
     results = _map_threads(_inspect, [path for path, _ in files], workers, progress, f"scan {root.name}")
     samples, unreadable = [], []
     for (path, label), result in zip(files, results, strict=True):
@@ -225,29 +214,6 @@ def _check_same_classes(root: Path, found: tuple[str, ...], expected: tuple[str,
             f"validation folder {root} must have the same class subfolders as the training folder: "
             f"missing {missing}, extra {extra}"
         )
-
-
-def _list_images(root: Path, classes: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
-    """(path, label) of every image file below the class folders, sorted; and the ignored files."""
-    images: list[tuple[Path, int]] = []
-    ignored = [p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
-    for label, name in enumerate(classes):
-        for path in _walk_visible(root / name):
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                images.append((path, label))
-            else:
-                ignored.append(path.relative_to(root).as_posix())
-    images.sort(key=lambda item: item[0].relative_to(root).as_posix())
-    return images, sorted(ignored)
-
-
-def _walk_visible(folder: Path) -> Iterator[Path]:
-    """Files below `folder`, skipping any file or folder whose name starts with '.'."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath, name)
 
 
 def _inspect(path: Path) -> tuple[int, str, int, int] | str:

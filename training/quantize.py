@@ -47,7 +47,7 @@ class QuantOptions:
     format: str = "qdq"  # qdq | qoperator
     per_channel: bool = True
     weights: str = "s8"  # s8 | u8 (u8 avoids the u8s8 saturation of AVX2-only x86 kernels, but is slow there)
-    reduce_range: bool = True  # 7-bit weights: no u8s8 saturation on AVX2 x86 without VNNI
+    reduce_range: bool = False  # 7-bit weights: less u8s8 saturation on AVX2 x86 (docs/quantization.md)
     keep_float: tuple[str, ...] = ("preprocess", "softmax", "stem")  # also: classifier, depthwise
     percentile: float = 99.999
 

@@ -1,0 +1,388 @@
+"""The service's settings: one TOML file, typed and validated, mapped onto the pipeline's RunOptions.
+
+    [source]                      what to read          [recognition]   model rate, smoothing
+    [model]                       file, device, threads [overlay]       what is drawn on frames
+    [display] [events] [snapshots] [recording] [web] [mqtt]             where results go
+
+Every field has a default and a description; `defaults_toml()` prints them as a commented example
+(`edgerec config --defaults`), so the example cannot drift from the schema. Unknown keys and bad values
+are one-line errors naming the key's path and what is valid. Command-line flags override single keys
+(`with_overrides`); the file itself is only ever read.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.capture import SourceOptions
+from edge.errors import EdgerecError
+from edge.overlay import OverlayOptions
+from edge.pipeline import RunOptions
+from edge.smoothing import SmoothingOptions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_PATH = Path("/etc/edgerec/config.toml")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "tensorrt", "openvino", "coreml", "directml", "qnn", "xnnpack")
+"""--device choices; tests check them against edge.model.DEVICES (importing it here would load onnxruntime)."""
+
+SECRETS = frozenset({"web.token", "mqtt.password"})
+"""Keys whose values error messages never repeat (they end up in the journal)."""
+
+_SOURCE, _SMOOTHING, _OVERLAY = SourceOptions("0"), SmoothingOptions(), OverlayOptions()
+
+
+class Section(BaseModel):
+    """A table of the file: unknown keys are errors, values keep their TOML type (no "5" for 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class SourceSection(Section):
+    """What to read: a camera, a network stream, a video file, a folder of images or the demo clip.
+    A line source = "rtsp://..." (or source = 0) in place of this table sets only uri."""
+
+    uri: str = Field("0", description="camera index (0, 1, ...) or /dev/videoN, a video file, an image or a "
+                     "folder of images, rtsp:// or http(s):// URL, gst:PIPELINE, picamera2, or demo "
+                     "(the shipped clip); `edgerec run --help` shows an example of each",
+                     examples=["rtsp://cam.local:554/stream1"])
+    width: int | None = Field(None, gt=0, description="camera: requested frame width (the camera picks the "
+                              "nearest it supports); unset: the camera's own", examples=[1280])
+    height: int | None = Field(None, gt=0, description="camera: requested frame height", examples=[720])
+    fps: float | None = Field(None, gt=0, description="camera: requested frame rate; video file or folder: "
+                              "playback rate; unset: the source's own", examples=[15])
+    mjpg: bool = Field(_SOURCE.mjpg, description="V4L2 camera: ask for MJPG, which gives USB cameras their "
+                       "full frame rate at high resolutions")
+    paced: bool = Field(_SOURCE.paced, description="video file or folder: play at its frame rate; false: as "
+                        "fast as possible (batch work)")
+    loop: bool = Field(_SOURCE.loop, description="video file or folder: start again at the end")
+    read_timeout: float = Field(_SOURCE.read_timeout, gt=0, description="live source: seconds without a "
+                                "frame before it counts as stalled and reconnects")
+    open_timeout: float = Field(_SOURCE.open_timeout, gt=0, description="network stream: seconds to wait "
+                                "for a connection")
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _camera_number(cls, value: object) -> object:
+        return str(value) if type(value) is int and value >= 0 else value  # uri = 0 means camera 0
+
+
+class ModelSection(Section):
+    """The model and where it runs."""
+
+    path: str = Field("", description="model file (.onnx written by edgerec); empty: the embedded ImageNet "
+                      "EfficientNet-Lite0 INT8 model", examples=["/var/lib/edgerec/model.onnx"])
+    device: Literal[DEVICE_NAMES] = Field("auto", description="execution device: auto (TensorRT, CUDA, else "
+                                          "CPU, whichever this onnxruntime has), or one of the names; an "
+                                          "explicit one this onnxruntime lacks is an error at start")
+    threads: int | None = Field(None, gt=0, description="inference threads; unset: onnxruntime's choice "
+                                "(one per physical core)", examples=[2])
+
+
+class RecognitionSection(Section):
+    """How often the model runs and how its labels are smoothed so they do not flicker."""
+
+    infer_fps: float | None = Field(None, gt=0, description="run the model at most this often; frames in "
+                                    "between carry the last label; unset: every frame", examples=[5])
+    ema: float = Field(_SMOOTHING.alpha, gt=0, le=1, description="weight of the newest frame in the moving "
+                       "average of probabilities; 1: no averaging")
+    switch_margin: float = Field(_SMOOTHING.margin, ge=0, lt=1, description="a new label must lead the shown "
+                                 "one by this much probability...")
+    switch_frames: int = Field(_SMOOTHING.frames, ge=1, description="...for this many frames in a row "
+                               "before it is shown; 1: at once")
+    min_score: float = Field(_SMOOTHING.min_score, ge=0, le=1, description='show "unknown" below this '
+                             "smoothed score; 0: never")
+
+
+class OverlaySection(Section):
+    """What is drawn on frames that are shown or recorded (the window, the recording, the web preview)."""
+
+    top_k: int = Field(_OVERLAY.top_k, ge=0, description="bars for the k most probable labels under the "
+                       "label; 0: none")
+    stats: bool = Field(_OVERLAY.stats, description="draw frames per second and latency")
+
+
+class DisplaySection(Section):
+    """A window on the device's own screen (q or Esc quits)."""
+
+    window: bool | str = Field("auto", description='true, false, or "auto": when OpenCV has a GUI and there '
+                               "is a display (never under systemd)")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError('must be true, false or "auto"')
+
+
+class EventsSection(Section):
+    """One JSON line per label change: time, frame, label, score, latency_ms."""
+
+    path: str = Field("", description='file the lines are appended to, "-" for standard output; empty: off',
+                      examples=["/var/lib/edgerec/events.jsonl"])
+
+
+class SnapshotsSection(Section):
+    """A JPEG of the frame at each label change."""
+
+    dir: str = Field("", description="folder for the JPEGs; empty: off", examples=["/var/lib/edgerec/snapshots"])
+
+
+class RecordingSection(Section):
+    """The annotated frames as a video file."""
+
+    path: str = Field("", description="video file (.mp4, .avi, .mkv); empty: off",
+                      examples=["/var/lib/edgerec/recording.mp4"])
+
+
+class WebSection(Section):
+    """Live preview in a browser (MJPEG page, /api/status, /healthz) and Prometheus /metrics."""
+
+    listen: str = Field("", description="address:port to serve on; loopback (127.0.0.1) unless a token is "
+                        "set; empty: off", examples=["127.0.0.1:8080"])
+    token: str = Field("", description="secret every request must carry when listen is not a loopback "
+                       "address; empty: none", examples=["a-long-random-string"])
+    max_clients: int = Field(4, ge=1, description="most preview streams at once; more are refused")
+    jpeg_fps: float = Field(5.0, gt=0, description="most preview frames per second; frames are encoded only "
+                            "while someone watches")
+    metrics: bool = Field(True, description="serve /metrics in Prometheus text format")
+
+    @field_validator("listen")
+    @classmethod
+    def _address_and_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if value and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("must be ADDRESS:PORT with a port from 1 to 65535, e.g. \"127.0.0.1:8080\"")
+        return value
+
+
+class MqttSection(Section):
+    """Label changes and availability to an MQTT broker, with Home Assistant discovery."""
+
+    enabled: bool = Field(False, description="connect to the broker")
+    host: str = Field("localhost", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    topic_prefix: str = Field("edgerec", description="topics are PREFIX/label, PREFIX/availability, ...")
+    username: str = Field("", description="empty: connect without credentials")
+    password: str = Field("", description="used with username")
+    client_id: str = Field("", description="MQTT client id; empty: edgerec-HOSTNAME")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery topic prefix; "
+                                  "empty: no discovery messages")
+
+
+class Config(Section):
+    """Everything `edgerec run --config FILE` reads."""
+
+    source: SourceSection = Field(default_factory=SourceSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    recognition: RecognitionSection = Field(default_factory=RecognitionSection)
+    overlay: OverlaySection = Field(default_factory=OverlaySection)
+    display: DisplaySection = Field(default_factory=DisplaySection)
+    events: EventsSection = Field(default_factory=EventsSection)
+    snapshots: SnapshotsSection = Field(default_factory=SnapshotsSection)
+    recording: RecordingSection = Field(default_factory=RecordingSection)
+    web: WebSection = Field(default_factory=WebSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_shorthand(cls, value: object) -> object:
+        return {"uri": value} if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file; every problem is an EdgerecError starting with the file's name."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EdgerecError(f"{path}: no such file (`edgerec config --defaults` prints an example)") from None
+    except UnicodeDecodeError:
+        raise EdgerecError(f"{path}: not UTF-8 text, which TOML requires") from None
+    except OSError as error:
+        raise EdgerecError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise EdgerecError(f"{path}: invalid TOML: {error}") from None
+    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
+    """Validate parsed TOML; a problem raises EdgerecError("ORIGIN: KEY.PATH: what is wrong and valid")."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise EdgerecError(f"{origin}: {describe_error(error)}") from None
+
+
+def with_overrides(config: Config, values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> Config:
+    """`config` with keys replaced, e.g. {"source.fps": 5}, validated like the file.
+
+    An invalid value raises EdgerecError naming it as `names` does (e.g. "--fps"), else by its key.
+    """
+    data = config.model_dump()
+    for key, value in values.items():
+        section, field = key.split(".")
+        data[section][field] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise EdgerecError(describe_error(error, names or {})) from None
+
+
+def describe_error(error: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """The first problem of `error` on one line: `KEY.PATH: what is wrong (what is valid)`."""
+    problems = error.errors()
+    first = problems[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc)
+    label = (names or {}).get(key, key)
+    more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        where = f" in [{'.'.join(loc[:-1])}]" if len(loc) > 1 else ""
+        return f"unknown key '{label}' (valid keys{where}: {', '.join(parent.model_fields)}){more}"
+    got = "(hidden)" if key in SECRETS else toml_value(first["input"])
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return f"{label}: {_what_is_valid(first, loc)}, got {got}{more}"
+
+
+def _what_is_valid(problem: Mapping[str, Any], loc: list[str]) -> str:
+    kind, ctx = problem["type"], problem.get("ctx") or {}
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        return f"must be {bounds[kind]} {_bound(ctx)}"
+    if kind == "literal_error":
+        choices = typing.get_args(_field_at(loc).annotation)
+        return "must be one of " + ", ".join(toml_value(c) for c in choices)
+    if kind == "model_type":
+        return f"must be a table ([{'.'.join(loc)}] with keys {', '.join(_model_at(loc).model_fields)})"
+    if kind == "value_error":
+        return str(ctx["error"])
+    types = {"finite": "a finite number", "int": "an integer", "float": "a number", "bool": "true or false",
+             "string": "a string in quotes"}
+    for name, words in types.items():
+        if kind.startswith(name):
+            return f"must be {words}"
+    return problem["msg"][0].lower() + problem["msg"][1:]
+
+
+def _bound(ctx: Mapping[str, Any]) -> str:
+    value = next(iter(ctx.values()))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _field_at(loc: list[str]) -> Any:
+    return _model_at(loc[:-1]).model_fields[loc[-1]]
+
+
+def _model_at(loc: list[str]) -> type[BaseModel]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        model = model.model_fields[part].annotation
+    return model
+
+
+# --- using ------------------------------------------------------------------------------------------
+
+
+def run_options(config: Config) -> RunOptions:
+    """The pipeline's options for `config` (limits such as max_frames are the command line's business)."""
+    if config.web.listen:
+        raise EdgerecError(f"web.listen = {toml_value(config.web.listen)}: this edgerec has no web preview yet; "
+                           'valid here: "" (off)')
+    if config.mqtt.enabled:
+        raise EdgerecError("mqtt.enabled = true: this edgerec has no MQTT client yet; valid here: false")
+    source, model, recognition = config.source, config.model, config.recognition
+    return RunOptions(
+        source=SourceOptions(source.uri, width=source.width, height=source.height, fps=source.fps,
+                             mjpg=source.mjpg, paced=source.paced, loop=source.loop,
+                             open_timeout=source.open_timeout, read_timeout=source.read_timeout),
+        model=model.path or None,
+        device=model.device,
+        threads=model.threads,
+        infer_fps=recognition.infer_fps,
+        smoothing=SmoothingOptions(recognition.ema, recognition.switch_margin, recognition.switch_frames,
+                                   recognition.min_score),
+        overlay=OverlayOptions(top_k=config.overlay.top_k, stats=config.overlay.stats),
+        display=None if config.display.window == "auto" else config.display.window,
+        out=config.recording.path or None,
+        events=config.events.path or None,
+        snapshots=config.snapshots.dir or None,
+    )  # fmt: skip
+
+
+def describe_config(config: Config) -> list[str]:
+    """A few lines for `edgerec check-config`: what will be read, with what, and where results go."""
+    source, model, recognition = config.source, config.model, config.recognition
+    camera = ", ".join(part for part in (
+        f"{source.width or '?'}x{source.height or '?'}" if source.width or source.height else "",
+        f"{source.fps:g} fps" if source.fps else "", "loop" if source.loop else "") if part)  # fmt: skip
+    outputs = [f"display {str(config.display.window).lower()}"]
+    outputs += [f"{name} {value}" for name, value in (
+        ("events", config.events.path), ("snapshots", config.snapshots.dir), ("recording", config.recording.path),
+        ("web", config.web.listen + (" (token set)" if config.web.token else "")),
+        ("mqtt", f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.enabled else "")) if value]  # fmt: skip
+    return [
+        f"source       {source.uri}" + (f" ({camera})" if camera else ""),
+        f"model        {model.path or 'embedded ImageNet EfficientNet-Lite0 INT8'}, device {model.device}, "
+        f"threads {model.threads or 'auto'}",
+        f"recognition  {'every frame' if not recognition.infer_fps else f'{recognition.infer_fps:g} fps'}, "
+        f"ema {recognition.ema:g}, switch after {recognition.switch_frames} frames "
+        f"{recognition.switch_margin:g} ahead, min score {recognition.min_score:g}",
+        f"outputs      {', '.join(outputs)}",
+    ]
+
+
+# --- writing the example ----------------------------------------------------------------------------
+
+HEADER = """\
+# edgerec configuration: `edgerec run --config FILE`; check it with `edgerec check-config FILE`.
+# Every setting is shown with its default value; a line `# key = value` is unset, with an example.
+# Flags given to `edgerec run` override this file. edgerec never rewrites it.
+"""
+
+
+def defaults_toml() -> str:
+    """Every section and key with its description and default, as TOML that loads to `Config()`."""
+    defaults = Config()
+    parts = [HEADER]
+    for name, section_field in Config.model_fields.items():
+        section = section_field.annotation
+        parts.append("\n" + _comment(section.__doc__ or "") + f"[{name}]\n")
+        for key, field in section.model_fields.items():
+            value = getattr(getattr(defaults, name), key)
+            line = f"{key} = {toml_value(value)}" if value is not None else f"# {key} = {toml_value(field.examples[0])}"
+            parts.append(_comment(field.description or "") + line + "\n")
+    return "".join(parts)
+
+
+def _comment(text: str) -> str:
+    text = " ".join(text.split())
+    return "".join(f"# {line}\n" for line in textwrap.wrap(text, 100)) if text else ""
+
+
+def toml_value(value: object) -> str:
+    """A scalar as TOML writes it: true, 5, 0.5, "text"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
+    return repr(value)

@@ -1,0 +1,54 @@
+"""The image-folder layout shared by training and evaluation: one subfolder per class.
+
+A dataset is a folder with one subfolder per class (class index = position in the sorted names).
+Images are .jpg/.jpeg/.png/.webp/.bmp (any case) anywhere below a class folder; files and folders whose
+names start with "." are ignored. Only listing lives here (no decoding, no torch): `training/data.py`
+scans and splits with it, and `edge/evaluate.py` walks an evaluation folder with it on a runtime-only
+install.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from edge.errors import EdgerecError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+def list_classes(root: Path, minimum: int = 2) -> tuple[str, ...]:
+    """The sorted names of the visible subfolders of `root`: the classes, labelled in this order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgerecError(f"dataset folder {root} does not exist or is not a folder")
+    found = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if len(found) < minimum:
+        raise EdgerecError(f"{root} needs at least {minimum} class subfolders, found {list(found)}")
+    return found
+
+
+def list_images(root: Path, classes: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, index in `classes`) of every image file below the class folders, sorted by relative path;
+    and the relative paths of the files ignored (non-images, and files directly in `root`)."""
+    root = Path(root)
+    images: list[tuple[Path, int]] = []
+    ignored = [p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for label, name in enumerate(classes):
+        for path in walk_visible(root / name):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                images.append((path, label))
+            else:
+                ignored.append(path.relative_to(root).as_posix())
+    images.sort(key=lambda item: item[0].relative_to(root).as_posix())
+    return images, sorted(ignored)
+
+
+def walk_visible(folder: Path) -> Iterator[Path]:
+    """Files below `folder`, skipping any file or folder whose name starts with '.'."""
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath, name)

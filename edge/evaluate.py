@@ -1,0 +1,289 @@
+"""Evaluate a model file on an image-folder dataset: what `edgerec evaluate` runs.
+
+Works on any contract model file (FP32 or INT8) with the runtime alone: no torch, no matplotlib. Each
+class folder must be named after one of the model's labels (matched by name, so the folder order does
+not matter and a folder set may cover only some of the labels, e.g. a few ImageNet classes). Images
+are decoded as training decodes them (`cv2.IMREAD_COLOR`) and fitted with `edge.preprocess.fit`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.datasets import list_classes, list_images
+from edge.errors import EdgerecError
+from edge.figures import MUTED, TRUE_INK, WRONG_INK, SheetItem, render_confusion, render_contact_sheet
+from edge.files import write_bytes_atomic
+from edge.model import Model
+from edge.preprocess import fit
+
+WARNING_LIST_LIMIT = 20  # unreadable files named in the warning; the report holds all of them
+OTHER = "(other)"  # confusion-matrix column for predictions of labels that have no folder
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    batch: int = 1
+    """Images per inference call. 1 measures the per-frame latency the live runtime sees."""
+    top_k: int = 5
+    """The k of top-k accuracy (capped at the number of labels)."""
+    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    """Called after each batch with (images done, images in all); the CLI draws a progress bar with it."""
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    precision: float  # of the images predicted as this class, the share that are (0.0 when none are)
+    recall: float  # of this class's images, the share predicted as it (0.0 when it has none)
+    f1: float
+    support: int  # readable images of this class
+
+
+@dataclass(frozen=True)
+class Mistake:
+    path: Path
+    true_label: str
+    predicted_label: str
+    score: float  # probability of the predicted label
+    true_score: float  # probability the model gave the true label
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    model: str
+    precision: str  # the model's fp32 / int8
+    provider: str
+    data_dir: str
+    classes: list[str]  # the folder classes, in the model's label order: the confusion matrix rows
+    columns: list[str]  # confusion matrix columns: the classes, then OTHER if the model has more labels
+    confusion: np.ndarray  # int64 [len(classes), len(columns)]: rows true, columns predicted
+    per_class: dict[str, ClassMetrics]
+    n: int  # images evaluated (readable ones)
+    top1: float
+    top5: float
+    top_k: int  # the k actually used for `top5` (fewer when the model has fewer labels)
+    latency_ms: float  # median per image of fit + inference, decoding excluded
+    latency_p95_ms: float
+    batch: int
+    mistakes: list[Mistake]  # most confident first
+    unreadable: list[Unreadable]
+
+    @property
+    def macro_f1(self) -> float:
+        return float(np.mean([m.f1 for m in self.per_class.values()]))
+
+    def warning(self) -> str | None:
+        """One line naming the unreadable files that were skipped, or None."""
+        if not self.unreadable:
+            return None
+        listed = ", ".join(f"{u.path} ({u.reason})" for u in self.unreadable[:WARNING_LIST_LIMIT])
+        more = len(self.unreadable) - WARNING_LIST_LIMIT
+        return (f"skipped {len(self.unreadable)} unreadable image file(s): {listed}"
+                + (f", and {more} more" if more > 0 else ""))
+
+    def summary(self) -> dict[str, object]:
+        """The report as JSON-ready values (what `--json` prints and metrics.json holds)."""
+        return {
+            "model": self.model, "precision": self.precision, "provider": self.provider,
+            "data_dir": self.data_dir, "n": self.n, "top1": self.top1, "top5": self.top5, "top_k": self.top_k,
+            "macro_f1": self.macro_f1,
+            "per_class": {label: vars(m) for label, m in self.per_class.items()},
+            "confusion": {"rows": self.classes, "columns": self.columns, "counts": self.confusion.tolist()},
+            "latency_ms": self.latency_ms, "latency_p95_ms": self.latency_p95_ms, "batch": self.batch,
+            "misclassified": [{"path": str(m.path), "true": m.true_label, "predicted": m.predicted_label,
+                               "score": m.score, "true_score": m.true_score} for m in self.mistakes],
+            "unreadable": [{"path": str(u.path), "reason": u.reason} for u in self.unreadable],
+        }
+
+
+def evaluate(model: Model, data_dir: str | Path, options: EvalOptions | None = None) -> EvalReport:
+    """Classify every image below the class folders of `data_dir` and score the predictions."""
+    options = options or EvalOptions()
+    if options.batch < 1 or options.top_k < 1:
+        raise EdgerecError(f"batch and top_k must be >= 1, got batch={options.batch}, top_k={options.top_k}")
+    data_dir = Path(data_dir)
+    classes = model_ordered_classes(data_dir, model.labels)
+    files, _ = list_images(data_dir, classes)
+    if not files:
+        raise EdgerecError(f"{data_dir}: no images in its class folders {', '.join(classes)}")
+    label_of = {name: model.labels.index(name) for name in classes}
+    truth = np.array([label_of[classes[c]] for _, c in files])
+    probs, times, unreadable = _run(model, [path for path, _ in files], options)
+    readable = np.array([p is not None for p in probs], bool)
+    if not readable.any():
+        raise EdgerecError(f"{data_dir}: none of its {len(files)} image files could be read "
+                           f"(first: {unreadable[0].path}: {unreadable[0].reason})")
+    paths = [path for (path, _), ok in zip(files, readable) if ok]
+    return _score(model, data_dir, classes, paths, truth[readable], np.stack([p for p in probs if p is not None]),
+                  times, unreadable, options)
+
+
+def model_ordered_classes(data_dir: Path, labels: Sequence[str]) -> list[str]:
+    """The class folders of `data_dir`, in the model's label order; a folder the model lacks is an error."""
+    found = list_classes(data_dir, minimum=1)
+    unknown = [name for name in found if name not in labels]
+    if unknown:
+        named = ", ".join(repr(name) + _suggest(name, labels) for name in unknown)
+        raise EdgerecError(f"{data_dir}: class folder(s) {named} not among the model's labels "
+                           f"(folders must be named after labels); its labels: {_some(labels)}")
+    position = {label: i for i, label in enumerate(labels)}
+    return sorted(found, key=position.__getitem__)
+
+
+def _suggest(name: str, labels: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, labels, n=2, cutoff=0.75)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def _some(labels: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(labels[:limit])
+    return shown if len(labels) <= limit else f"{shown}, ... ({len(labels)} in all; `edgerec info MODEL --json`)"
+
+
+def _run(model: Model, paths: Sequence[Path], options: EvalOptions
+         ) -> tuple[list[np.ndarray | None], list[float], list[Unreadable]]:
+    """Probabilities per file (None if unreadable) and the per-image ms of each batch (fit + inference)."""
+    batch = np.empty((options.batch, *model.info.input_size, 3), np.uint8)
+    probs: list[np.ndarray | None] = []
+    times: list[float] = []
+    unreadable: list[Unreadable] = []
+    for start in range(0, len(paths), options.batch):
+        images = [_decode(path, unreadable) for path in paths[start:start + options.batch]]
+        good = [image for image in images if image is not None]
+        if good:
+            began = time.perf_counter()
+            for image, slot in zip(good, batch):
+                fit(image, model.geometry, out=slot)
+            out = iter(model.infer(batch[:len(good)]))
+            times.append((time.perf_counter() - began) * 1000 / len(good))
+            probs += [None if image is None else next(out) for image in images]
+        else:
+            probs += [None] * len(images)
+        if options.on_progress is not None:
+            options.on_progress(len(probs), len(paths))
+    return probs, times, unreadable
+
+
+def _decode(path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
+    """uint8 HxWx3 BGR as training decodes it, or None (noted in `unreadable`)."""
+    try:
+        data = path.read_bytes()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except (OSError, cv2.error) as exc:
+        unreadable.append(Unreadable(path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"))
+        return None
+    if image is None:
+        unreadable.append(Unreadable(path, "not a decodable image" if data else "empty file"))
+    return image
+
+
+def _score(model: Model, data_dir: Path, classes: list[str], paths: list[Path], truth: np.ndarray,
+           probs: np.ndarray, times: list[float], unreadable: list[Unreadable], options: EvalOptions) -> EvalReport:
+    """Accuracy, per-class metrics, confusion matrix and mistakes from the probabilities [n, labels]."""
+    labels = model.labels
+    predicted = probs.argmax(axis=1)
+    k = min(options.top_k, len(labels))
+    top_k = np.argpartition(probs, -k, axis=1)[:, -k:]
+    row_of = {labels.index(name): i for i, name in enumerate(classes)}
+    columns = classes + ([OTHER] if len(labels) > len(classes) else [])
+    confusion = np.zeros((len(classes), len(columns)), np.int64)
+    for t, p in zip(truth, predicted):
+        confusion[row_of[int(t)], row_of.get(int(p), len(classes))] += 1
+    per_class = {name: _class_metrics(confusion, i) for i, name in enumerate(classes)}
+    wrong = np.flatnonzero(predicted != truth)
+    mistakes = [Mistake(paths[i], labels[truth[i]], labels[predicted[i]], float(probs[i, predicted[i]]),
+                        float(probs[i, truth[i]])) for i in wrong[np.argsort(-probs[wrong, predicted[wrong]])]]
+    return EvalReport(
+        model=str(model.path), precision=model.info.precision, provider=model.provider, data_dir=str(data_dir),
+        classes=classes, columns=columns, confusion=confusion, per_class=per_class, n=len(truth),
+        top1=float(np.mean(predicted == truth)), top5=float(np.mean((top_k == truth[:, None]).any(axis=1))),
+        top_k=k, latency_ms=float(np.median(times)), latency_p95_ms=float(np.percentile(times, 95)),
+        batch=options.batch, mistakes=mistakes, unreadable=unreadable)
+
+
+def _class_metrics(confusion: np.ndarray, i: int) -> ClassMetrics:
+    hits, support, predicted = int(confusion[i, i]), int(confusion[i].sum()), int(confusion[:, i].sum())
+    precision = hits / predicted if predicted else 0.0
+    recall = hits / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return ClassMetrics(precision, recall, f1, support)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    confusion: Path
+    misclassified: Path
+    metrics: Path
+
+
+def write_report(report: EvalReport, out_dir: str | Path, sheet_limit: int = 64) -> ReportFiles:
+    """Write confusion.png, misclassified.png (a contact sheet of the most confident mistakes) and
+    metrics.json into `out_dir` (created if needed), each atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(out_dir / "confusion.png", out_dir / "misclassified.png", out_dir / "metrics.json")
+    _write_png(files.confusion, confusion_figure(report))
+    _write_png(files.misclassified, mistakes_figure(report, sheet_limit))
+    write_bytes_atomic(files.metrics, (json.dumps(report.summary(), indent=1) + "\n").encode())
+    return files
+
+
+def describe(report: EvalReport, mistakes: int = 10) -> list[str]:
+    """The report as text lines for a terminal: headline, per-class table, the most confident mistakes."""
+    width = max(len("class"), *(len(c) for c in report.classes))
+    lines = [f"{Path(report.model).name} ({report.precision}, {report.provider}) on {report.data_dir}: "
+             f"{report.n} images, {len(report.classes)} classes",
+             f"top-1 {report.top1:.1%}   top-{report.top_k} {report.top5:.1%}   macro F1 {report.macro_f1:.3f}   "
+             f"latency {report.latency_ms:.1f} ms/image (median; p95 {report.latency_p95_ms:.1f}; "
+             f"batch {report.batch})",
+             "",
+             f"{'class':<{width}}  precision  recall     f1  support"]
+    lines += [f"{name:<{width}}  {m.precision:9.1%}  {m.recall:6.1%}  {m.f1:5.3f}  {m.support:7d}"
+              for name, m in report.per_class.items()]
+    if report.mistakes:
+        lines += ["", f"{len(report.mistakes)} misclassified"
+                  + (f", the {mistakes} most confident:" if len(report.mistakes) > mistakes else ":")]
+        lines += [f"  {m.path}: {m.true_label} -> {m.predicted_label} {m.score:.0%}"
+                  for m in report.mistakes[:mistakes]]
+    return lines
+
+
+def confusion_figure(report: EvalReport) -> np.ndarray:
+    title = [f"Confusion matrix: {Path(report.model).name} ({report.precision}) on {report.data_dir}",
+             f"{report.n} images   top-1 {report.top1:.1%}   top-{report.top_k} {report.top5:.1%}   "
+             f"macro F1 {report.macro_f1:.3f}"
+             + (f"   {OTHER}: predicted a label that has no folder" if OTHER in report.columns else "")]
+    return render_confusion(report.confusion, report.classes, report.columns, title)
+
+
+def mistakes_figure(report: EvalReport, limit: int) -> np.ndarray:
+    """A contact sheet of the `limit` most confident mistakes: true label, predicted label and score."""
+    shown = report.mistakes[:limit]
+    header = (f"Misclassified: {len(report.mistakes)} of {report.n} images ({Path(report.model).name} on "
+              f"{report.data_dir})" + (f", the {limit} most confident shown" if len(report.mistakes) > limit else "")
+              if shown else f"No misclassified images: all {report.n} correct")
+    items = [SheetItem(m.path, [(f"true: {m.true_label} {m.true_score:.0%}", TRUE_INK),
+                                (f"pred: {m.predicted_label} {m.score:.0%}", WRONG_INK), (m.path.name, MUTED)])
+             for m in shown]
+    return render_contact_sheet(items, header)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise EdgerecError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, data.tobytes())

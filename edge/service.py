@@ -1,0 +1,138 @@
+"""systemd's notify protocol without libsystemd: readiness, watchdog keep-alive, status line, stopping.
+
+A Type=notify unit hands the service a datagram socket in $NOTIFY_SOCKET (a path, or `@name` in the
+abstract namespace) and, with WatchdogSec=, the keep-alive deadline in $WATCHDOG_USEC, meant for the
+process in $WATCHDOG_PID when that is set (sd_notify(3), sd_watchdog_enabled(3)). Outside systemd
+NOTIFY_SOCKET is unset and every method is a no-op, so `edgerec run` behaves the same when started by hand.
+
+`ServiceSink` is the pipeline's side: as a sink it sees every labelled frame, so it sends READY=1 with the
+first, WATCHDOG=1 while frames flow (the pings stop when frames stop, and systemd restarts a hung
+camera), a STATUS= line about once a second and STOPPING=1 when closed. `Notifier.watchdog()` is cheap
+enough for every frame: one clock read and one comparison until half the watchdog interval has passed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from edge.errors import EdgerecError
+from edge.result import Result
+
+
+def socket_address(value: str) -> bytes | None:
+    """$NOTIFY_SOCKET as an AF_UNIX address; None when unset."""
+    if not value:
+        return None
+    if value.startswith("@"):
+        return b"\0" + value[1:].encode()
+    if value.startswith("/"):
+        return value.encode()
+    raise EdgerecError(f"NOTIFY_SOCKET={value!r} is not supported: edgerec speaks to AF_UNIX sockets only "
+                       "(a /path or an @abstract name)")
+
+
+def watchdog_period(environ: Mapping[str, str]) -> float | None:
+    """Seconds between keep-alive pings (half of $WATCHDOG_USEC), or None when no watchdog is asked of us."""
+    usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
+    if not usec:
+        return None
+    if pid and (not pid.isdigit() or int(pid) <= 0):
+        raise EdgerecError(f"WATCHDOG_PID={pid!r} is not a process id")
+    if pid and int(pid) != os.getpid():
+        return None  # the watchdog belongs to another process (we were forked or exec'd by the service)
+    if not usec.isdigit() or int(usec) <= 0:
+        raise EdgerecError(f"WATCHDOG_USEC={usec!r} is not a positive whole number of microseconds")
+    return int(usec) / 2e6
+
+
+class Notifier:
+    """Messages to the service manager. Methods return whether a message went out; they never raise."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        environ = os.environ if environ is None else environ
+        self.address = socket_address(environ.get("NOTIFY_SOCKET", ""))
+        self.watchdog_period = watchdog_period(environ) if self.address else None
+        self._clock = clock
+        self._socket: socket.socket | None = None
+        if self.address:
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._socket.setblocking(False)  # a full queue drops a message rather than stall the frame loop
+        self._next_ping = clock() if self.watchdog_period else math.inf
+
+    @property
+    def enabled(self) -> bool:
+        return self._socket is not None
+
+    def ready(self) -> bool:
+        return self._send("READY=1")
+
+    def watchdog(self) -> bool:
+        """Keep-alive ping, sent at most once per half watchdog interval however often this is called."""
+        now = self._clock()
+        if now < self._next_ping:
+            return False
+        self._next_ping = now + self.watchdog_period
+        return self._send("WATCHDOG=1")
+
+    def status(self, text: str) -> bool:
+        """One line for `systemctl status` (e.g. fps and label); call it about once a second, not per frame."""
+        return self._send("STATUS=" + text.replace("\n", " "))
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for `seconds` more to start or stop (e.g. while TensorRT builds an engine)."""
+        return self._send(f"EXTEND_TIMEOUT_USEC={round(seconds * 1e6)}")
+
+    def stopping(self) -> bool:
+        return self._send("STOPPING=1")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, message: str) -> bool:
+        if self._socket is None:
+            return False
+        try:
+            self._socket.sendto(message.encode(), self.address)
+        except OSError:  # manager gone, queue full: nothing to do but carry on
+            return False
+        return True
+
+
+class ServiceSink:
+    """Tells systemd how the frame loop is doing; a sink like the others (edge.sinks.base.Sink)."""
+
+    wants_overlay = False
+
+    def __init__(self, notifier: Notifier, status_every: float = 1.0) -> None:
+        self.notifier = notifier
+        self.status_every = status_every
+        self.ready = False
+        self._next_status = -math.inf
+
+    def write(self, frame: np.ndarray, result: Result) -> None:
+        if not self.ready:
+            self.ready = self.notifier.ready()
+        self.notifier.watchdog()
+        if result.captured >= self._next_status:  # the frame's own timestamp: no clock read per frame
+            self._next_status = result.captured + self.status_every
+            self.notifier.status(f"{result.fps:.1f} fps, {result.label} {result.score:.0%}, "
+                                 f"latency {result.latency_ms:.0f} ms")
+
+    def close(self) -> None:
+        self.notifier.stopping()
+        self.notifier.close()
