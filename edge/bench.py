@@ -2,11 +2,15 @@
 
 Rounds are interleaved across models so that a noisy neighbour slows every model alike; compare the
 ratios printed in one run, not absolute figures across runs.
+
+`edgerec bench --pipeline` (`bench_pipeline`) times one model's session.run alone against the whole
+per-frame path of `edgerec run` (edge.pipeline.FrameLoop) in the same interleaved rounds.
 """
 
 from __future__ import annotations
 
 import resource
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,9 +18,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
+from edge.capture import SourceOptions, StillSource
 from edge.model import Model, default_model_path
+from edge.pipeline import FrameLoop, RunOptions, using_opencv_threads
 from edge.preprocess import fit
+from edge.result import Result
+from edge.sinks import NullSink
 
 FRAME_SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}
 
@@ -104,3 +113,161 @@ def time_interleaved(calls: list[Callable[[], object]], runs: int,
             call()
             sample.append((clock() - start) * 1000)
     return [Timing(float(np.median(s)), float(np.percentile(s, 95))) for s in samples]
+
+
+# --- edgerec bench --pipeline: the whole per-frame path against session.run alone ---------------------
+
+PATH_STAGES = ("preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
+SINKS = ("null", "pixels")
+TARGET_PCT = {"640x480": 10.0, "1920x1080": 25.0}  # issue 5: per-frame cost beyond session.run, % of it
+
+
+@dataclass(frozen=True)
+class PathTiming:
+    """One frame size and sink, one clock: medians over the same interleaved rounds."""
+
+    frame_size: str
+    sink: str
+    """"null": nothing shows pixels, so no overlay is drawn; "pixels": a sink that shows pixels, so the
+    overlay is drawn for it (the sink's own work, a window's imshow or an encoder, is not counted)."""
+    session: Timing
+    """session.run alone on a fitted batch, in the same rounds."""
+    stages: dict[str, Timing]
+    """The pipeline's own stage timers: preprocess, infer (session.run in the path), smooth, overlay,
+    sinks, frame (arrival to last sink) and beyond-model (frame minus infer, per frame)."""
+    beyond_pct: float
+    """Median beyond-model as a percentage of the median session.run alone."""
+    target_pct: float
+
+
+@dataclass
+class PipelineBenchResult:
+    model: str
+    precision: str
+    provider: str
+    runs: int
+    opencv_threads: int
+    spinning: bool
+    """ONNX Runtime's session.intra_op.allow_spinning (its default is on)."""
+    wall_threads: int
+    wall: list[PathTiming] = field(default_factory=list)
+    """time.perf_counter with the session at `wall_threads` threads: what a frame takes on this machine now."""
+    cpu_1thread: list[PathTiming] = field(default_factory=list)
+    """time.thread_time with a one-thread session (it runs in the calling thread): CPU time, steady on a
+    busy machine."""
+
+
+class PixelSink:
+    """Stands for a sink that shows pixels (window, recording): the overlay is drawn for it; it does nothing."""
+
+    wants_overlay = True
+
+    def write(self, frame: np.ndarray, result: Result) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads: int | None = None,
+                   runs: int = 200, opencv_threads: int = 1, spinning: bool = True) -> PipelineBenchResult:
+    """Time session.run alone and the whole per-frame path side by side, in interleaved rounds.
+
+    The camera is a still of a real photo scaled to each frame size, looping as fast as possible. Two
+    clocks in the same rounds: wall time with a `threads`-thread session (None: ONNX Runtime's choice)
+    and CPU time with a one-thread session.
+    """
+    wall_model = load_model(path, device, threads, spinning)
+    cpu_model = load_model(path, device, 1, spinning)
+    result = PipelineBenchResult(str(wall_model.path), wall_model.info.precision, wall_model.provider, runs,
+                                 opencv_threads, spinning, wall_model.threads)
+    with using_opencv_threads(opencv_threads):
+        benches = [PathBench(model, size, sink, clock)
+                   for model, clock in ((wall_model, time.perf_counter), (cpu_model, time.thread_time))
+                   for size in FRAME_SIZES for sink in SINKS]
+        for _ in range(5):  # warm-up: buffers, kernels, caches
+            for bench_ in benches:
+                bench_.round()
+        for bench_ in benches:
+            bench_.clear()
+        for _ in range(runs):
+            for bench_ in benches:
+                bench_.round()
+    for bench_ in benches:
+        (result.wall if bench_.clock is time.perf_counter else result.cpu_1thread).append(bench_.timing())
+    return result
+
+
+def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
+    """Model.load, with ONNX Runtime's pool threads sleeping between runs when not `spinning`."""
+    model = Model.load(path, device, threads)
+    if not spinning:  # reopen the session with its pool threads sleeping instead of spinning between runs
+        options = model.session.get_session_options()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model.session = ort.InferenceSession(str(model.path), options, providers=model.session.get_providers())
+        model.infer(np.zeros((1, *model.info.input_size, 3), np.uint8))
+    return model
+
+
+class PathBench:
+    """One frame size and sink on one model and clock: a FrameLoop on a looping still, plus session alone.
+
+    Each `round()` times session.run alone, then one frame through the loop; `timing()` summarises."""
+
+    def __init__(self, model: Model, size: str, sink: str, clock: Callable[[], float]) -> None:
+        self.model, self.size, self.sink, self.clock = model, size, sink, clock
+        image = sample_frame(*FRAME_SIZES[size])
+        source_options = SourceOptions(f"still {size}", paced=False, loop=True)
+        source = StillSource(image, source_options)
+        options = RunOptions(source_options, display=False)
+        sinks = [NullSink() if sink == "null" else PixelSink()]
+        self.loop = FrameLoop(model, source, sinks, options, threading.Event(), None, clock=clock)
+        self.batch = np.ascontiguousarray(fit(image, model.geometry)[None])
+        self.clear()
+
+    def clear(self) -> None:
+        self.samples: dict[str, list[float]] = {name: [] for name in ("session", *PATH_STAGES)}
+
+    def round(self) -> None:
+        start = self.clock()
+        self.model.infer(self.batch)
+        self.samples["session"].append((self.clock() - start) * 1000)
+        if self.loop.step(1.0) is None:
+            raise RuntimeError("the looping still source gave no frame")
+        timers = self.loop.timers
+        for name in PATH_STAGES:
+            if name != "overlay" or self.sink != "null":
+                self.samples[name].append(timers[name].latest)
+
+    def timing(self) -> PathTiming:
+        stats = {name: _timing(s) for name, s in self.samples.items() if s}
+        session = stats.pop("session")
+        pct = 100.0 * stats["beyond-model"].median_ms / session.median_ms
+        return PathTiming(self.size, self.sink, session, stats, pct, TARGET_PCT[self.size])
+
+
+def _timing(samples: Sequence[float]) -> Timing:
+    return Timing(float(np.median(samples)), float(np.percentile(samples, 95)))
+
+
+def pipeline_table(result: PipelineBenchResult) -> list[str]:
+    """`edgerec bench --pipeline` as text: one row per clock, frame size and sink, medians in ms."""
+    lines = [
+        f"{Path(result.model).name} ({result.precision}, {result.provider}), {result.runs} interleaved rounds, "
+        f"OpenCV {result.opencv_threads} thread(s), ORT spinning {'on' if result.spinning else 'off'}",
+        f"{'clock':17s} {'frame':9s} {'sink':6s} {'session':>7s} {'preproc':>7s} {'smooth':>6s} {'overlay':>7s} "
+        f"{'sinks':>5s} {'frame':>6s} {'beyond':>6s} {'beyond/session':>14s} {'target':>6s}",
+    ]
+    for clock, rows in ((f"wall, {result.wall_threads} thr", result.wall), ("cpu, 1 thr", result.cpu_1thread)):
+        for row in rows:
+            ms = {name: timing.median_ms for name, timing in row.stages.items()}
+            overlay = f"{ms['overlay']:7.2f}" if "overlay" in ms else f"{'-':>7s}"
+            lines.append(
+                f"{clock:17s} {row.frame_size:9s} {row.sink:6s} {row.session.median_ms:7.2f} "
+                f"{ms['preprocess']:7.2f} {ms['smooth']:6.2f} {overlay} {ms['sinks']:5.2f} {ms['frame']:6.2f} "
+                f"{ms['beyond-model']:6.2f} {row.beyond_pct:13.1f}% {'<=':>3s}{row.target_pct:.0f}%"
+            )
+    lines.append("session = session.run alone; frame = arrival to last sink (preprocess + session.run + smooth + "
+                 "overlay + sinks); beyond = frame - session.run in the path, per frame; median ms; cpu = "
+                 "time.thread_time of a one-thread session, steady on a busy machine")
+    return lines

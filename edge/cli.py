@@ -48,10 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from edge.logs import setup_logging
     from edge.pipeline import install_signal_handlers, run
-    from edge.run_args import describe_change, describe_summary, log_state, options_from_args
+    from edge.run_args import LOG, demo_defaults, describe_change, describe_summary, log_state, options_from_args
 
-    options = options_from_args(args)
+    options, note = demo_defaults(options_from_args(args))
     setup_logging()
+    if note:
+        LOG.info(note)
     stop = threading.Event()
     restore = install_signal_handlers(stop)
     try:
@@ -60,6 +62,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         restore()
     print("\n".join(describe_summary(summary)), file=sys.stderr)
+    if options.out:
+        print(f"annotated video: {options.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    import threading
+
+    from edge.dataset_capture import CaptureOptions, capture
+    from edge.logs import setup_logging
+    from edge.pipeline import install_signal_handlers
+    from edge.run_args import log_state, source_options_from_args
+
+    options = CaptureOptions(source_options_from_args(args), args.out, args.label, args.every, args.max, args.quality)
+    of_max = f"/{args.max}" if args.max else ""
+    setup_logging()
+    stop = threading.Event()
+    restore = install_signal_handlers(stop)
+    try:
+        summary = capture(options, stop, on_saved=lambda s: print(f"{s.count}{of_max}  {s.path}", flush=True),
+                          on_source_state=log_state)
+    finally:
+        restore()
+    print(f"{summary.saved} images in {summary.folder} ({summary.frames} frames read, stopped by "
+          f"{summary.stopped_by})", file=sys.stderr)
     return 0
 
 
@@ -145,8 +172,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge.bench import bench
+    from edge.bench import bench, bench_pipeline, pipeline_table
 
+    if args.pipeline:
+        if len(args.models) > 1:
+            raise EdgerecError("--pipeline times one model; name at most one MODEL")
+        result = bench_pipeline(args.models[0] if args.models else None, args.device, args.threads, args.runs,
+                                args.opencv_threads, args.spinning)
+        print(json.dumps(asdict(result)) if args.json else "\n".join(pipeline_table(result)))
+        return 0
     results = bench(args.models or [None], args.device, args.threads, args.runs)
     if args.json:
         for result in results:
@@ -186,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one JSON object per line: file, top [{label, index, score}], model, provider, ms")
     classify.set_defaults(func=cmd_classify)
 
-    from edge.run_args import add_run_arguments
+    from edge.run_args import add_run_arguments, add_source_arguments
 
     run = commands.add_parser("run", help="recognise live: camera, stream, video file or the demo clip",
                               description="Label every frame of a source; show, record and report label "
@@ -194,6 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(run)
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    from edge.capture import SOURCE_HELP
+
+    capture = commands.add_parser(
+        "capture", help="save frames of a camera or video into a training folder (DIR/LABEL/*.jpg)",
+        description="Save a frame every --every seconds as JPEG into DIR/LABEL/, the image-folder layout "
+                    "training reads. Files are written atomically and never replace an existing one. "
+                    "Ctrl-C or SIGTERM stops cleanly.",
+        epilog=f"{SOURCE_HELP}\n\nexamples:\n"
+               "  edgerec capture --source 0 --out data --label mug --every 0.5 --max 200\n"
+               "  edgerec capture --source walk.mp4 --as-fast-as-possible --out data --label hallway --every 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(capture, required=True)
+    saving = capture.add_argument_group("saving")
+    saving.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
+                        help="dataset folder; images go into DIR/LABEL/")
+    saving.add_argument("--label", "-l", required=True, metavar="NAME", help="class name: the subfolder of DIR")
+    saving.add_argument("--every", type=float, default=0.5, metavar="S",
+                        help="seconds between saved frames; a video file's own time, a camera's clock "
+                             "(default: %(default)s)")
+    saving.add_argument("--max", type=int, default=None, metavar="N", help="stop after saving N images")
+    saving.add_argument("--quality", type=int, default=95, metavar="Q",
+                        help="JPEG quality 1-100 (default: %(default)s)")
+    capture.set_defaults(func=cmd_capture)
 
     check = commands.add_parser("check-config", help="check a config file without running anything",
                                 description="Validate a TOML config file: prints 'FILE: ok' and what it sets "
@@ -262,12 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time model files side by side",
                                 description="Load time, session latency (median/p95), preprocess + session "
                                             "from 640x480 and 1920x1080 frames, provider, threads, RSS.",
-                                epilog="example: edgerec bench build/model_fp32.onnx build/model_int8.onnx")
+                                epilog="examples:\n  edgerec bench build/model_fp32.onnx build/model_int8.onnx\n"
+                                       "  edgerec bench --pipeline --runs 300",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("models", type=Path, nargs="*", metavar="MODEL", help=MODEL_HELP)
     bench.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
     bench.add_argument("--threads", type=int, default=None, help="inference threads")
     bench.add_argument("--runs", type=int, default=200, help="timed runs per stage (default: %(default)s)")
     bench.add_argument("--json", action="store_true", help="one JSON object per model")
+    pipeline = bench.add_argument_group("the whole per-frame path (--pipeline)")
+    pipeline.add_argument("--pipeline", action="store_true",
+                          help="time session.run alone against the whole per-frame path (preprocess, infer, "
+                               "smoothing, overlay, sinks) from 640x480 and 1920x1080 frames of a real photo, "
+                               "in wall time and in CPU time of a one-thread session")
+    pipeline.add_argument("--opencv-threads", type=int, default=1, metavar="N",
+                          help="OpenCV threads for preprocessing and overlay (default: %(default)s, as edgerec run)")
+    pipeline.add_argument("--no-spinning", dest="spinning", action="store_false",
+                          help="ONNX Runtime pool threads sleep between runs (session.intra_op.allow_spinning=0)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

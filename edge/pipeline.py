@@ -11,15 +11,17 @@ Signal handling belongs to the program (`install_signal_handlers`, called by the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from edge.capture import Frame, Source, SourceOptions, SourceStatus, StateCallback, open_source
@@ -68,6 +70,10 @@ class RunOptions:
     """Web preview, status, health and metrics over HTTP; None: no web server."""
     mqtt: MqttOptions | None = None
     """Label changes and availability to an MQTT broker; None: no MQTT."""
+    opencv_threads: int | None = 1
+    """OpenCV threads while the run lasts (preprocessing, overlay); None leaves OpenCV's setting. One thread
+    is steadier: the frame loop then never waits for an OpenCV worker that has to share a core with the
+    inference threads (docs/benchmarks.md, "Per-frame cost beyond the model")."""
 
     def __post_init__(self) -> None:
         for name in ("infer_fps", "duration"):
@@ -76,6 +82,8 @@ class RunOptions:
                 raise EdgerecError(f"{name.replace('_', '-')} {value} is not positive; valid: a number > 0")
         if self.max_frames is not None and self.max_frames < 1:
             raise EdgerecError(f"max-frames {self.max_frames} is not positive; valid: an integer >= 1")
+        if self.opencv_threads is not None and self.opencv_threads < 1:
+            raise EdgerecError(f"opencv_threads {self.opencv_threads} is not positive; valid: an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,8 @@ def run(
     sinks: list[Sink] = []
     try:
         open_sinks(options, source, stop, into=sinks)
-        return FrameLoop(model, source, sinks, options, stop, on_change).run()
+        with using_opencv_threads(options.opencv_threads):
+            return FrameLoop(model, source, sinks, options, stop, on_change).run()
     finally:
         close_all(sinks, source)
 
@@ -181,6 +190,18 @@ def close_all(sinks: Sequence[Sink], source: Source) -> None:
             failure = failure or error
     if failure is not None:
         raise failure
+
+
+@contextlib.contextmanager
+def using_opencv_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with OpenCV's thread count set to `threads` (None: unchanged), then restore it."""
+    previous = cv2.getNumThreads()
+    if threads is not None:
+        cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
@@ -253,8 +274,10 @@ class FrameLoop:
         options: RunOptions,
         stop: threading.Event,
         on_change: Callable[[Result], None] | None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.model, self.source, self.options = model, source, options
+        """`clock` times the stages (seconds); time.thread_time gives CPU time (edgerec bench --pipeline)."""
+        self.model, self.source, self.options, self.clock = model, source, options, clock
         self.stop, self.on_change = stop, on_change
         geometry = model.geometry
         self.batch = np.zeros((1, geometry.height, geometry.width, 3), np.uint8)
@@ -277,27 +300,33 @@ class FrameLoop:
         deadline = start + self.options.duration if self.options.duration else math.inf
         stopped_by = "stop"
         while not self.stop.is_set():
-            waited = time.perf_counter()
-            frame = self.source.read(POLL_S)
-            if frame is None:
-                if self.source.ended:
-                    stopped_by = "end"
-                    break
-            else:
-                arrived = time.perf_counter()
-                self.timers["wait"].add((arrived - waited) * 1000)
-                result = self._recognize(frame)
-                self._deliver(frame, result)
-                ms = (time.perf_counter() - arrived) * 1000
-                self.timers["frame"].add(ms)
-                self.timers["beyond-model"].add(ms - (self.timers["infer"].latest if result.inferred else 0.0))
-                if self.frames == self.options.max_frames:
-                    stopped_by = "max-frames"
-                    break
+            result = self.step(POLL_S)
+            if result is None and self.source.ended:
+                stopped_by = "end"
+                break
+            if result is not None and self.frames == self.options.max_frames:
+                stopped_by = "max-frames"
+                break
             if time.monotonic() >= deadline:
                 stopped_by = "duration"
                 break
         return self._summary(time.monotonic() - start, stopped_by)
+
+    def step(self, timeout: float) -> Result | None:
+        """Wait up to `timeout` s for the next frame and take it through the whole path; None if none came."""
+        clock = self.clock
+        waited = clock()
+        frame = self.source.read(timeout)
+        if frame is None:
+            return None
+        arrived = clock()
+        self.timers["wait"].add((arrived - waited) * 1000)
+        result = self._recognize(frame)
+        self._deliver(frame, result)
+        ms = (clock() - arrived) * 1000
+        self.timers["frame"].add(ms)
+        self.timers["beyond-model"].add(ms - (self.timers["infer"].latest if result.inferred else 0.0))
+        return result
 
     def _recognize(self, frame: Frame) -> Result:
         fps = self.rate.tick(frame.captured)
@@ -307,13 +336,13 @@ class FrameLoop:
                           changed=False, inferred=False, latency_ms=last.latency_ms, fps=fps)  # fmt: skip
         self.next_inference = max(self.next_inference + self.period, frame.captured)
         self.frame_age.add((time.monotonic() - frame.captured) * 1000)
-        t0 = time.perf_counter()
+        t0 = self.clock()
         self.fitter.fit(frame.image, out=self.batch_slot)
-        t1 = time.perf_counter()
+        t1 = self.clock()
         probs = self.model.infer(self.batch)[0]
-        t2 = time.perf_counter()
+        t2 = self.clock()
         shown = self.smoother.update(probs)
-        t3 = time.perf_counter()
+        t3 = self.clock()
         self.timers["preprocess"].add((t1 - t0) * 1000)
         self.timers["infer"].add((t2 - t1) * 1000)
         self.timers["smooth"].add((t3 - t2) * 1000)
@@ -324,17 +353,17 @@ class FrameLoop:
         return self.last
 
     def _deliver(self, frame: Frame, result: Result) -> None:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         for sink in self.raw_sinks:
             sink.write(frame.image, result)
-        t1 = t2 = time.perf_counter()
+        t1 = t2 = self.clock()
         if self.overlay is not None and self._pixels_shown():
             self.overlay.draw(frame.image, result)
-            t2 = time.perf_counter()
+            t2 = self.clock()
             self.timers["overlay"].add((t2 - t1) * 1000)
         for sink in self.drawing_sinks:
             sink.write(frame.image, result)
-        t3 = time.perf_counter()
+        t3 = self.clock()
         self.timers["sinks"].add((t1 - t0 + t3 - t2) * 1000)
         self.latency.add((time.monotonic() - frame.captured) * 1000)
         self.frames += 1

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from edge.capture import SOURCE_HELP, SourceStatus
+from edge.capture import SOURCE_HELP, SourceOptions, SourceStatus
 from edge.config import Config, load_config, run_options, with_overrides
 from edge.errors import EdgerecError
 from edge.pipeline import RunOptions, RunSummary
@@ -23,6 +23,7 @@ from edge.result import Result
 from edge.sinks.events import wall_clock
 from edge.sinks.mqtt import PASSWORD_ENV, parse_broker
 from edge.sinks.web import TOKEN_ENV
+from edge.sinks.window import opencv_gui, window_possible
 
 LOG = logging.getLogger("edgerec.run")
 FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
@@ -37,10 +38,12 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "web": "web.listen", "web_token": "web.token", "web_fps": "web.jpeg_fps", "web_max_clients": "web.max_clients",
     "mqtt_topic_prefix": "mqtt.topic_prefix", "mqtt_username": "mqtt.username",
 }  # fmt: skip
+SOURCE_KEYS = {dest: key for dest, key in FLAG_KEYS.items() if key.startswith("source.")}
+DEMO_VIDEO = "edgerec-demo.mp4"
 
-EXAMPLES = """\
+EXAMPLES = f"""\
 examples:
-  edgerec run --source demo                                the shipped clip, window on a desktop
+  edgerec run --source demo                                demo clip: a window, else {DEMO_VIDEO} here
   edgerec run --source demo --out demo.mp4 --events - --no-display     headless: video + events
   edgerec run --source 0                                   webcam
   edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
@@ -58,27 +61,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read the settings from this TOML file (`edgerec config --defaults` prints every "
                              "setting); the flags given here override it")
     parser.set_defaults(device=None)  # add_model_arguments' default would hide whether --device was given
-    source = parser.add_argument_group("source")
-    source.add_argument("--source", "-s", metavar="URI",
-                        help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
-                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below); "
-                             "needed unless --config is given")
-    source.add_argument("--width", type=int, help="camera: requested frame width")
-    source.add_argument("--height", type=int, help="camera: requested frame height")
-    source.add_argument("--fps", type=float,
-                        help="camera: requested frame rate; video file or folder: playback rate")
-    source.add_argument("--no-mjpg", dest="mjpg", action="store_false", default=None,
-                        help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
-    source.add_argument("--loop", action="store_true", default=None,
-                        help="video file or folder: start again at the end")
-    source.add_argument("--as-fast-as-possible", dest="paced", action="store_false", default=None,
-                        help="video file or folder: do not pace at the frame rate (batch work)")
-    source.add_argument("--read-timeout", type=float, metavar="S",
-                        help="live source: seconds without a frame before reconnecting "
-                             f"(default: {defaults.source.read_timeout:g})")
-    source.add_argument("--open-timeout", type=float, metavar="S",
-                        help=f"network stream: seconds to wait for a connection "
-                             f"(default: {defaults.source.open_timeout:g})")
+    add_source_arguments(parser)
 
     recognise = parser.add_argument_group("recognition")
     recognise.add_argument("--infer-fps", type=float, metavar="FPS",
@@ -141,6 +124,33 @@ def add_mqtt_arguments(mqtt: argparse._ArgumentGroup, defaults: Config) -> None:
                       help=f"broker user name; the password comes from ${PASSWORD_ENV} or the config")
 
 
+def add_source_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """--source and the flags that shape how it is read, defaulting to None ("not given"); for `edgerec run`
+    (where --config may name the source instead) and `edgerec capture` (`required`)."""
+    defaults = Config()
+    source = parser.add_argument_group("source")
+    source.add_argument("--source", "-s", metavar="URI", required=required,
+                        help="camera index or /dev/videoN, video file, image or folder of images, rtsp:// or "
+                             "http(s):// URL, gst:PIPELINE, picamera2, or demo (examples below)"
+                             + ("" if required else "; needed unless --config is given"))
+    source.add_argument("--width", type=int, help="camera: requested frame width")
+    source.add_argument("--height", type=int, help="camera: requested frame height")
+    source.add_argument("--fps", type=float,
+                        help="camera: requested frame rate; video file or folder: playback rate")
+    source.add_argument("--no-mjpg", dest="mjpg", action="store_false", default=None,
+                        help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
+    source.add_argument("--loop", action="store_true", default=None,
+                        help="video file or folder: start again at the end")
+    source.add_argument("--as-fast-as-possible", dest="paced", action="store_false", default=None,
+                        help="video file or folder: do not pace at the frame rate (batch work)")
+    source.add_argument("--read-timeout", type=float, metavar="S",
+                        help="live source: seconds without a frame before reconnecting "
+                             f"(default: {defaults.source.read_timeout:g})")
+    source.add_argument("--open-timeout", type=float, metavar="S",
+                        help=f"network stream: seconds to wait for a connection "
+                             f"(default: {defaults.source.open_timeout:g})")
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """RunOptions from `--config` (or the defaults) with the flags the user gave on top.
 
@@ -158,6 +168,28 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     config = with_overrides(config or Config(), given, names)
     return dataclasses.replace(run_options(config), max_frames=args.max_frames, duration=args.duration)
 
+
+def source_options_from_args(args: argparse.Namespace) -> SourceOptions:
+    """SourceOptions from the flags of add_source_arguments, the config's defaults for those not given."""
+    given = {key: value for dest, key in SOURCE_KEYS.items() if (value := getattr(args, dest)) is not None}
+    names = {key: "--" + dest.replace("_", "-") for dest, key in SOURCE_KEYS.items()}
+    return run_options(with_overrides(Config(), given, names)).source
+
+
+def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunOptions, str]:
+    """`--source demo` with no output asked for: a window where one can open, else the annotated video
+    DEMO_VIDEO in the current folder. Returns the options and a line saying so ("" when unchanged).
+
+    `window`: whether a window can open (None: ask OpenCV and the environment).
+    """
+    asked = options.display is not None or options.out or options.events or options.snapshots
+    if options.source.uri != "demo" or asked:
+        return options, ""
+    if window if window is not None else window_possible():
+        return dataclasses.replace(options, display=True), "showing the demo in a window (q or Esc quits)"
+    why = "this OpenCV has no GUI (opencv-python-headless)" if not opencv_gui() else "there is no display"
+    return (dataclasses.replace(options, display=False, out=DEMO_VIDEO),
+            f"{why}, so the annotated video goes to {DEMO_VIDEO}")
 
 def describe_change(result: Result) -> str:
     """One line per label change, e.g. `12:00:01.234  frame 42  tabby cat 87%  (35 ms)`."""

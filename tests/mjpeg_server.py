@@ -5,17 +5,21 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 
 class MjpegServer:
-    def __init__(self, fps: float = 50.0, size: tuple[int, int] = (160, 120), port: int = 0) -> None:
+    def __init__(self, fps: float = 50.0, size: tuple[int, int] = (160, 120), port: int = 0,
+                 images: Sequence[np.ndarray] = ()) -> None:
+        """Sends `images` (BGR) in turn, else flat grey frames of `size` whose level steps by 10 each frame."""
         self.fps, self.size, self.port = fps, size, port
         self.sent = 0
         self.paused = threading.Event()  # connections stay open but no frames are sent (a stall)
-        self._jpegs = [self._jpeg(level) for level in range(0, 250, 10)]
+        images = images or [np.full((size[1], size[0], 3), level, np.uint8) for level in range(0, 250, 10)]
+        self._jpegs = [cv2.imencode(".jpg", image)[1].tobytes() for image in images]
         self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
@@ -42,10 +46,6 @@ class MjpegServer:
             server.server_close()
             time.sleep(2.0 / self.fps)  # let the handlers see the flag and close their sockets
 
-    def _jpeg(self, level: int) -> bytes:
-        image = np.full((self.size[1], self.size[0], 3), level, np.uint8)
-        return cv2.imencode(".jpg", image)[1].tobytes()
-
     def _handler(self, running: threading.Event) -> type[http.server.BaseHTTPRequestHandler]:
         camera = self
 
@@ -54,12 +54,14 @@ class MjpegServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
+                period, due = 1.0 / camera.fps, time.monotonic()
                 try:
                     while running.is_set():
                         if not camera.paused.is_set():
                             self._send(camera._jpegs[camera.sent % len(camera._jpegs)])
                             camera.sent += 1
-                        time.sleep(1.0 / camera.fps)
+                        due = max(due + period, time.monotonic() - period)  # a steady rate, no catching up
+                        time.sleep(max(0.0, due - time.monotonic()))
                 except OSError:
                     pass
 

@@ -262,3 +262,25 @@ def test_the_default_model_names_each_photo_of_the_demo_clip(tmp_path):
     for e in lines:  # and no event names something that is not on screen (cross-fades may show either)
         on_screen = set().union(*(ok for start, end, ok in segments if start - 8 <= e["frame"] < end + 8))
         assert e["label"] in on_screen, (e, lines)
+
+
+def test_opencv_runs_on_one_thread_during_a_run_and_is_restored(tmp_path, model):
+    seen = []
+
+    class Recording:
+        labels, geometry = model.labels, model.geometry
+
+        def infer(self, batch):
+            seen.append(cv2.getNumThreads())
+            return model.infer(batch)
+
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 3)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        run(options(clip), model=Recording())
+        assert seen == [1, 1, 1] and cv2.getNumThreads() == 2
+        run(options(clip, opencv_threads=None), model=Recording())
+        assert seen[3:] == [2, 2, 2]
+    finally:
+        cv2.setNumThreads(before)

@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model
 
-from edge.cli import add_model_arguments
+from edge.cli import add_model_arguments, main
 from edge.errors import EdgerecError
 from edge.pipeline import run
-from edge.run_args import add_run_arguments, describe_change, describe_state, describe_summary, options_from_args
+from edge.run_args import (
+    DEMO_VIDEO,
+    add_run_arguments,
+    demo_defaults,
+    describe_change,
+    describe_state,
+    describe_summary,
+    options_from_args,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,3 +108,35 @@ def test_parsed_options_run_end_to_end(tmp_path):
     text = "\n".join(describe_summary(summary))
     assert "16 frames" in text and "stopped by end" in text and "infer" in text and "latency" in text
     assert describe_state(summary.source) == "source: ended"
+
+
+def test_the_demo_alone_shows_a_window_on_a_desktop_and_records_on_a_headless_machine():
+    demo = options_from_args(parser().parse_args(["--source", "demo"]))
+    desktop, note = demo_defaults(demo, window=True)
+    assert desktop.display is True and desktop.out is None and "window" in note
+    headless, note = demo_defaults(demo, window=False)
+    assert headless.display is False and headless.out == DEMO_VIDEO == "edgerec-demo.mp4"
+    assert note.endswith("the annotated video goes to edgerec-demo.mp4")
+
+    for flags in (["--no-display"], ["--display"], ["--out", "x.mp4"], ["--events", "-"], ["--snapshots", "s"]):
+        asked = options_from_args(parser().parse_args(["--source", "demo", *flags]))
+        assert demo_defaults(asked, window=False) == (asked, "")  # an output asked for: nothing added
+    clip = options_from_args(parser().parse_args(["--source", "clip.mp4"]))
+    assert demo_defaults(clip, window=False) == (clip, "")
+
+
+def test_edgerec_run_demo_headless_prints_label_changes_and_writes_the_video(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["run", "--source", "demo", "--as-fast-as-possible", "--max-frames", "50", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    changes = captured.out.splitlines()
+    assert changes and all(" frame " in line and line.endswith(" ms)") for line in changes)
+    assert "fox squirrel" in captured.out  # the second photo starts at frame 42
+    assert "the annotated video goes to edgerec-demo.mp4" in captured.err
+    capture = cv2.VideoCapture(str(tmp_path / "edgerec-demo.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 50

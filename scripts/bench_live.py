@@ -1,0 +1,114 @@
+"""Frame age at inference on a live source: a loopback HTTP MJPEG camera at a given frame rate.
+
+    python scripts/bench_live.py [--fps 15 30] [--seconds 20] [--size 640x480] [--threads N]
+
+The camera is tests/mjpeg_server.py on 127.0.0.1 sending a real photo (edge/assets/samples, scaled to
+--size) as JPEG at a steady rate; `edgerec run`'s pipeline (edge.pipeline.run, the INT8 default model, no
+display) reads it through the grabber thread that keeps only the newest frame. Frame age is the pipeline's
+own figure: from the frame's arrival (decoded by the grabber) to the start of its preprocessing.
+
+Two checks that the pipeline never works on a stale frame, counted for every frame the model ran on:
+"newer at read": a newer frame had already arrived before `read` was called (must be 0: the read hands
+over the newest); "newer at infer": a newer one arrived by the time session.run started (during the read
+or the preprocessing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from mjpeg_server import MjpegServer  # noqa: E402
+
+from edge.bench import sample_frame  # noqa: E402
+from edge.capture import Frame, SourceOptions, open_source  # noqa: E402
+from edge.model import Model  # noqa: E402
+from edge.pipeline import RunOptions, RunSummary, run  # noqa: E402
+
+
+class Watched:
+    """A live source and a model, wrapped to count frames that were not the newest when used."""
+
+    def __init__(self, source, model: Model) -> None:
+        self.source, self.model = source, model
+        self.live, self.labels, self.geometry = source.live, model.labels, model.geometry
+        self.index = -1
+        self.newer_at_read = self.newer_at_infer = 0
+
+    @property
+    def fps(self) -> float | None:
+        return self.source.fps
+
+    @property
+    def ended(self) -> bool:
+        return self.source.ended
+
+    def read(self, timeout: float) -> Frame | None:
+        newest_before = self._newest()  # (asked after the read, a frame arriving just then would count)
+        frame = self.source.read(timeout)
+        if frame is not None:
+            self.index = frame.index
+            self.newer_at_read += newest_before > frame.index
+        return frame
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.newer_at_infer += self._newest() > self.index
+        return self.model.infer(batch)
+
+    def status(self):
+        return self.source.status()
+
+    def close(self) -> None:
+        self.source.close()
+
+    def _newest(self) -> int:
+        return self.source.status().frames - 1
+
+
+def measure(fps: float, seconds: float, size: tuple[int, int], model: Model) -> tuple[RunSummary, Watched]:
+    """Run the pipeline for `seconds` on a loopback MJPEG camera sending a real photo at `fps`."""
+    camera = MjpegServer(fps=fps, size=size, images=[sample_frame(size[1], size[0])]).start()
+    try:
+        options = RunOptions(SourceOptions(camera.url, read_timeout=2.0), display=False, duration=seconds)
+        watched = Watched(open_source(options.source), model)
+        summary = run(options, threading.Event(), model=watched, source=watched)
+    finally:
+        camera.stop()
+    return summary, watched
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fps", type=float, nargs="+", default=[15.0, 30.0], help="camera frame rates")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--size", default="640x480", help="frame size WxH")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: ORT's choice)")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    model = Model.load(None, "cpu", args.threads)
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; model {model.path.name}, "
+          f"{model.threads} inference threads, frames {args.size}, {args.seconds:g} s per rate")
+    print("| camera fps | interval ms | frames read | model ran | dropped | frame age p50 / p95 / max ms "
+          "| p95 <= interval | latency p50 / p95 ms | infer p50 ms | newer at read | newer at infer |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for fps in args.fps:
+        summary, watched = measure(fps, args.seconds, size, model)
+        age, latency, interval = summary.frame_age, summary.latency, 1000.0 / fps
+        print(f"| {fps:g} | {interval:.1f} | {summary.frames} | {summary.inferred} | {summary.source.dropped} "
+              f"| {age.p50_ms:.1f} / {age.p95_ms:.1f} / {age.max_ms:.1f} | {'yes' if age.p95_ms <= interval else 'NO'} "
+              f"| {latency.p50_ms:.1f} / {latency.p95_ms:.1f} | {summary.stages['infer'].p50_ms:.1f} "
+              f"| {watched.newer_at_read} | {watched.newer_at_infer} |", flush=True)
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
