@@ -8,10 +8,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from edge.devices import DEVICES
 from edge.errors import EdgerecError
-from edge.model import DEVICES
 
 DEVICE_HELP = (f"execution device: auto (best available: TensorRT, CUDA, else CPU), {', '.join(DEVICES)}; "
+               "cuda:N / tensorrt:N pick a GPU, openvino:CPU|GPU|NPU an OpenVINO device; "
                "an explicit choice this onnxruntime lacks is an error listing what is available")
 MODEL_HELP = "model file (.onnx written by edgerec); default: the embedded ImageNet EfficientNet-Lite0 INT8"
 

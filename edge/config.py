@@ -17,11 +17,12 @@ import textwrap
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.capture import SourceOptions
+from edge.devices import DEVICES, parse_device
 from edge.errors import EdgerecError
 from edge.overlay import OverlayOptions
 from edge.pipeline import RunOptions
@@ -35,8 +36,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_PATH = Path("/etc/edgerec/config.toml")
-DEVICE_NAMES = ("auto", "cpu", "cuda", "tensorrt", "openvino", "coreml", "directml", "qnn", "xnnpack")
-"""--device choices; tests check them against edge.model.DEVICES (importing it here would load onnxruntime)."""
 
 SECRETS = frozenset({"web.token", "mqtt.password"})
 """Keys whose values error messages never repeat (they end up in the journal)."""
@@ -84,9 +83,19 @@ class ModelSection(Section):
 
     path: str = Field("", description="model file (.onnx written by edgerec); empty: the embedded ImageNet "
                       "EfficientNet-Lite0 INT8 model", examples=["/var/lib/edgerec/model.onnx"])
-    device: Literal[DEVICE_NAMES] = Field("auto", description="execution device: auto (TensorRT, CUDA, else "
-                                          "CPU, whichever this onnxruntime has), or one of the names; an "
-                                          "explicit one this onnxruntime lacks is an error at start")
+    device: str = Field("auto", description="execution device: auto (TensorRT, CUDA, else CPU, whichever this "
+                        f"onnxruntime has), {', '.join(DEVICES)}; cuda:N / tensorrt:N pick a GPU, "
+                        "openvino:CPU|GPU|NPU an OpenVINO device; an explicit one this onnxruntime lacks is an "
+                        "error at start", examples=["cuda:0"])
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        try:
+            parse_device(value)
+        except EdgerecError as exc:
+            raise ValueError(str(exc)) from None
+        return value
     threads: int | None = Field(None, gt=0, description="inference threads; unset: onnxruntime's choice "
                                 "(one per physical core)", examples=[2])
 

@@ -12,24 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edge.devices import Provider, resolve_providers
 from edge.errors import EdgerecError
 from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.preprocess import Geometry, fit
-
-# --device name -> ONNX Runtime execution providers to request, best first (CPU is always appended).
-DEVICES: dict[str, tuple[str, ...]] = {
-    "cpu": ("CPUExecutionProvider",),
-    "cuda": ("CUDAExecutionProvider",),
-    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
-    "openvino": ("OpenVINOExecutionProvider",),
-    "coreml": ("CoreMLExecutionProvider",),
-    "directml": ("DmlExecutionProvider",),
-    "qnn": ("QNNExecutionProvider",),
-    "xnnpack": ("XnnpackExecutionProvider",),
-}
-# What `auto` tries, in order. OpenVINO is left out: on CPUs with AMX it runs FP32 files in bf16 by default,
-# which changes labels (docs/benchmarks.md); ask for it with --device openvino.
-AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 
 DEFAULT_MODEL = "efficientnet_lite0_imagenet_int8.onnx"
 
@@ -59,27 +45,6 @@ class Prediction:
 def default_model_path() -> Path:
     """The ImageNet EfficientNet-Lite0 INT8 file shipped inside the package."""
     return Path(str(resources.files("edge") / "assets" / DEFAULT_MODEL))
-
-
-def resolve_providers(device: str, available: Sequence[str]) -> list[str]:
-    """Map a --device choice onto the providers this onnxruntime build has; unavailable explicit -> error."""
-    if device == "auto":
-        for name in AUTO_ORDER:
-            if all(p in available for p in DEVICES[name]):
-                return _with_cpu(DEVICES[name])
-        return ["CPUExecutionProvider"]
-    if device not in DEVICES:
-        raise EdgerecError(f"unknown device {device!r}; valid: auto, {', '.join(DEVICES)}")
-    missing = [p for p in DEVICES[device] if p not in available]
-    if missing:
-        usable = [name for name, needs in DEVICES.items() if all(p in available for p in needs)]
-        raise EdgerecError(f"device {device!r} needs {', '.join(missing)}, which this onnxruntime lacks; "
-                           f"available here: {', '.join(['auto', *usable])}")
-    return _with_cpu(DEVICES[device])
-
-
-def _with_cpu(providers: Sequence[str]) -> list[str]:
-    return [*providers, *([] if "CPUExecutionProvider" in providers else ["CPUExecutionProvider"])]
 
 
 class Model:
@@ -139,7 +104,7 @@ class Model:
         return Prediction([Category(self.labels[i], int(i), float(probs[i])) for i in best])
 
 
-def _open_session(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def _open_session(path: Path, providers: list[Provider], threads: int | None) -> ort.InferenceSession:
     if not path.is_file():
         raise EdgerecError(f"{path}: no such model file")
     options = ort.SessionOptions()

@@ -18,7 +18,6 @@ from conftest import REPO, make_tiny_model, run_cli
 
 from edge.cli import add_model_arguments
 from edge.config import (
-    DEVICE_NAMES,
     Config,
     defaults_toml,
     load_config,
@@ -60,8 +59,9 @@ def test_a_typo_is_one_line_naming_the_key_and_the_valid_keys(tmp_path):
     ('[source]\nloop = "yes"', 'source.loop: must be true or false, got "yes"'),
     ("[source]\nuri = -1", "source.uri: must be a string in quotes, got -1"),
     ('model = "m.onnx"', 'model: must be a table ([model] with keys path, device, threads), got "m.onnx"'),
-    ('[model]\ndevice = "gpu"', 'model.device: must be one of "auto", "cpu", "cuda", "tensorrt", "openvino", '
-                                '"coreml", "directml", "qnn", "xnnpack", got "gpu"'),
+    ('[model]\ndevice = "gpu"', "model.device: unknown device 'gpu'; valid: auto, cpu, cuda, tensorrt, openvino, "
+                                "coreml, directml, qnn, xnnpack (cuda:N / tensorrt:N pick a GPU, openvino:CPU|GPU|NPU "
+                                'an OpenVINO device), got "gpu"'),
     ("[recognition]\nema = 1.5", "recognition.ema: must be <= 1, got 1.5"),
     ("[recognition]\nswitch_frames = 0\nmin_score = 2", "recognition.switch_frames: must be >= 1, got 0 "
                                                          "(and 1 more problem)"),
@@ -116,10 +116,10 @@ def test_every_setting_is_described_and_shown_in_the_defaults():
             assert shown in text, f"{name}.{key} is missing from the printed defaults"
 
 
-def test_device_names_are_the_models():
-    from edge.model import DEVICES
-
-    assert DEVICE_NAMES == ("auto", *DEVICES)
+def test_device_is_checked_like_the_command_line_flag():
+    assert parse_config({"model": {"device": "cuda:1"}}, "c.toml").model.device == "cuda:1"
+    with pytest.raises(EdgerecError, match="model.device: device 'cuda:x': the part after ':' is a GPU index"):
+        parse_config({"model": {"device": "cuda:x"}}, "c.toml")
 
 
 def test_source_can_be_given_as_a_string_or_camera_number():

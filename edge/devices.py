@@ -1,0 +1,103 @@
+"""`--device` choices and the ONNX Runtime execution providers (with options) each one asks for.
+
+Pure Python: the config validates device names without loading onnxruntime. A choice may carry one
+option after a colon: the GPU index for `cuda:1` / `tensorrt:1`, the OpenVINO device for `openvino:GPU`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.errors import EdgerecError
+
+CPU = "CPUExecutionProvider"
+# device name -> providers to request, best first (CPU is always appended as the fallback).
+DEVICES: dict[str, tuple[str, ...]] = {
+    "cpu": (CPU,),
+    "cuda": ("CUDAExecutionProvider",),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
+    "openvino": ("OpenVINOExecutionProvider",),
+    "coreml": ("CoreMLExecutionProvider",),
+    "directml": ("DmlExecutionProvider",),
+    "qnn": ("QNNExecutionProvider",),
+    "xnnpack": ("XnnpackExecutionProvider",),
+}
+# What `auto` tries, in order. OpenVINO is left out: on CPUs with AMX it runs FP32 files in bf16 by default,
+# which changes labels (../shared/MEASURED.md); ask for it with --device openvino.
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+GPU_INDEXED = ("cuda", "tensorrt")
+OPENVINO_TYPE = re.compile(r"^(CPU|GPU(\.\d+)?|NPU|AUTO:[A-Z.,0-9]+|HETERO:[A-Z.,0-9]+|MULTI:[A-Z.,0-9]+)$")
+Provider = tuple[str, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A parsed --device value: ``name`` from DEVICES or "auto", and its option (GPU index, OpenVINO type)."""
+
+    name: str
+    option: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.option}" if self.option else self.name
+
+
+def parse_device(text: str) -> Device:
+    """'auto', 'cpu', 'cuda:1', 'tensorrt', 'openvino:GPU'... -> Device; anything else is a one-line error."""
+    name, _, option = text.partition(":")
+    if name != "auto" and name not in DEVICES:
+        raise EdgerecError(f"unknown device {text!r}; valid: auto, {', '.join(DEVICES)} "
+                           "(cuda:N / tensorrt:N pick a GPU, openvino:CPU|GPU|NPU an OpenVINO device)")
+    if option and name in GPU_INDEXED and not option.isdigit():
+        raise EdgerecError(f"device {text!r}: the part after ':' is a GPU index, e.g. {name}:0")
+    if option and name == "openvino" and not OPENVINO_TYPE.match(option):
+        raise EdgerecError(f"device {text!r}: OpenVINO device must be CPU, GPU, GPU.N, NPU, AUTO:..., HETERO:...")
+    if option and name not in (*GPU_INDEXED, "openvino"):
+        raise EdgerecError(f"device {text!r}: {name} takes no option after ':'")
+    return Device(name, option)
+
+
+def resolve_providers(device: str, available: Sequence[str], cache_dir: Path | None = None) -> list[Provider]:
+    """Providers with their options for a --device choice, given what this onnxruntime build has.
+
+    `auto` picks the first of AUTO_ORDER that is available; an explicit choice that is not available is an
+    error listing what is. ``cache_dir`` holds TensorRT engines and OpenVINO blobs, so a restart is fast.
+    """
+    choice = parse_device(device)
+    if choice.name == "auto":
+        name = next(n for n in AUTO_ORDER if all(p in available for p in DEVICES[n]))
+        choice = Device(name)
+    missing = [p for p in DEVICES[choice.name] if p not in available]
+    if missing:
+        usable = [name for name, needs in DEVICES.items() if all(p in available for p in needs)]
+        raise EdgerecError(f"device {device!r} needs {', '.join(missing)}, which this onnxruntime lacks; "
+                           f"available here: {', '.join(['auto', *usable])}")
+    cache = cache_dir or default_cache_dir()
+    providers = [(p, provider_options(p, choice, cache)) for p in DEVICES[choice.name]]
+    return providers if choice.name == "cpu" else [*providers, (CPU, {})]
+
+
+def provider_options(provider: str, choice: Device, cache: Path) -> dict[str, str]:
+    """The options a Jetson or Intel user needs; ONNX Runtime takes them as strings."""
+    gpu = {"device_id": choice.option or "0"}
+    if provider == "TensorrtExecutionProvider":
+        engines = str(cache / "tensorrt")
+        return {**gpu, "trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": engines, "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": engines}
+    if provider == "CUDAExecutionProvider":
+        return gpu
+    if provider == "OpenVINOExecutionProvider":
+        return {"device_type": choice.option or "CPU", "cache_dir": str(cache / "openvino")}
+    return {}
+
+
+def default_cache_dir() -> Path:
+    """$STATE_DIRECTORY (set by systemd's StateDirectory=) or $XDG_CACHE_HOME/edgerec or ~/.cache/edgerec."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state) / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerec"
