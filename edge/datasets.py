@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import EdgerecError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file with an image extension that could not be read or decoded."""
+
+    path: Path
+    reason: str
 
 
 def list_classes(root: Path, minimum: int = 2) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.datasets import list_classes, list_images
+from edge.datasets import Unreadable, list_classes, list_images
 from edge.errors import EdgerecError
 from edge.figures import MUTED, TRUE_INK, WRONG_INK, SheetItem, render_confusion, render_contact_sheet
 from edge.files import write_bytes_atomic
@@ -54,12 +54,6 @@ class Mistake:
     predicted_label: str
     score: float  # probability of the predicted label
     true_score: float  # probability the model gave the true label
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    path: Path
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS, list_classes, list_images  # noqa: F401 (re-exported)
+from edge.datasets import IMAGE_EXTENSIONS, Unreadable, list_classes, list_images  # noqa: F401 (re-exported)
 from edge.errors import EdgerecError
 from edge.metadata import DatasetInfo
 from edge.preprocess import Geometry, fit
@@ -61,14 +61,6 @@ class Sample:
     sha256: str  # of the file's bytes
     height: int  # decoded size (after EXIF orientation)
     width: int
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """A file with an image extension that could not be read or decoded."""
-
-    path: Path
-    reason: str
 
 
 @dataclass(frozen=True)
