@@ -107,6 +107,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge.train_args import GATE_FAILED, describe_report, train_kwargs
+
+    try:
+        from training.train import TrainOptions, train
+    except ImportError as exc:  # a runtime-only install: no torch
+        raise EdgerecError(f"edgerec train needs the training extra ({exc.name} is missing): "
+                           "pip install 'edgerec[train]'") from None
+
+    report = train(TrainOptions(**train_kwargs(args)))
+    if report.rank != 0:
+        return 0
+    print("\n".join(describe_report(report)))
+    if not report.gate_passed:
+        print(f"edgerec: INT8 failed the accuracy gate; {report.deliverable} is the FP32 model", file=sys.stderr)
+        return GATE_FAILED
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgerec", description="Real-time image recognition on the camera's own device.",
@@ -151,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=200, help="timed runs per stage (default: %(default)s)")
     bench.add_argument("--json", action="store_true", help="one JSON object per model")
     bench.set_defaults(func=cmd_bench)
+
+    from edge.train_args import add_train_arguments
+
+    train = commands.add_parser("train", help="fine-tune a model on your own photos (needs edgerec[train])")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
     return parser
 
 
