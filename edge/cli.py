@@ -202,6 +202,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge.train_args import GATE_FAILED, describe_report, train_kwargs
+
+    try:
+        from training.train import TrainOptions, train
+    except ImportError as exc:  # a runtime-only install: no torch
+        raise EdgerecError(f"edgerec train needs the training extra ({exc.name} is missing): "
+                           "pip install 'edgerec[train]'") from None
+
+    report = train(TrainOptions(**train_kwargs(args)))
+    if report.rank != 0:
+        return 0
+    print("\n".join(describe_report(report)))
+    if not report.gate_passed:
+        print(f"edgerec: INT8 failed the accuracy gate; {report.deliverable} is the FP32 model", file=sys.stderr)
+        return GATE_FAILED
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgerec", description="Real-time image recognition on the camera's own device.",
@@ -339,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--no-spinning", dest="spinning", action="store_false",
                           help="ONNX Runtime pool threads sleep between runs (session.intra_op.allow_spinning=0)")
     bench.set_defaults(func=cmd_bench)
+
+    from edge.train_args import add_train_arguments
+
+    train = commands.add_parser("train", help="fine-tune a model on your own photos (needs edgerec[train])")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
     return parser
 
 
