@@ -63,7 +63,7 @@ def test_help_teaches_every_source_with_an_example():
     "flags,message",
     [("--ema 0", "--ema: must be > 0, got 0.0"), ("--infer-fps 0", "--infer-fps: must be > 0, got 0.0"),
      ("--switch-frames 0", "--switch-frames: must be >= 1, got 0"), ("--width -5", "--width: must be > 0, got -5"),
-     ("--device gpu", '--device: must be one of "auto", "cpu", '), ("--max-frames 0", "max-frames 0")],
+     ("--device gpu", "--device: unknown device 'gpu'; valid: auto, cpu, "), ("--max-frames 0", "max-frames 0")],
 )
 def test_bad_values_are_clear_errors(flags, message):
     args = parser().parse_args(["--source", "0", *flags.split()])
