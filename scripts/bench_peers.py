@@ -4,7 +4,10 @@
 Each runtime gets the same uint8 NHWC BGR photo (fitted with edge.preprocess.fit), batch 1 and the same
 thread count, set explicitly for each. Timing rounds are interleaved (each round runs every runtime once),
 so a noisy neighbour slows all of them alike: compare the ratios of one run, not absolute figures across
-runs. A runtime that is not installed or cannot run the file gets a row that says why; the others go on.
+runs. A short pause before each call (--pause-ms) lets the previous runtime's worker threads stop spinning
+before the next runtime starts, as a camera loop leaves idle time between frames; --pause-ms 0 runs them
+back to back, as edge.bench.time_interleaved does. A runtime that is not installed or cannot run the file
+gets a row that says why; the others go on.
 
     python scripts/build_default_model.py --out /tmp/peers-build \\
         --calibration /tmp/ocvdoc/usr/share/doc/opencv-doc/examples/data --check tests/data/photos
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.bench import Timing, time_interleaved
+from edge.bench import Timing
 from edge.errors import EdgerecError
 from edge.model import Model, default_model_path
 from edge.preprocess import fit
@@ -40,6 +44,7 @@ class PeerOptions:
     photo: Path = REPO / "tests" / "data" / "photos" / "squirrel_cls.jpg"
     runs: int = 200
     threads: int = 2
+    pause_ms: float = 10.0  # idle time before each timed call
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,12 @@ class PeerReport:
     cpu: str
     threads: int
     runs: int
+    pause_ms: float
+    omp_wait_policy: str  # libgomp (torch) spins or sleeps between parallel regions; matters on a loaded machine
     photo: Path
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
+    others_cpu: float  # share of all CPUs that other processes used while the rounds ran (0..1)
 
 
 class OrtRuntime:
@@ -152,14 +160,33 @@ def bench_peers(options: PeerOptions) -> PeerReport:
     x = load_photo(options.photo, reference.model)
     opened = {name: try_open(open_runtime, x) for name, open_runtime in peers(options, reference).items()}
     running = [name for name, (runtime, _, _) in opened.items() if runtime is not None]
-    timings = dict(zip(running, time_interleaved([partial(opened[name][0].run, x) for name in running], options.runs)))
+    calls = [partial(opened[name][0].run, x) for name in running]
+    before = cpu_seconds()
+    timings = dict(zip(running, time_rounds(calls, options.runs, options.pause_ms / 1000)))
+    others_cpu = others_share(before, cpu_seconds())
     load_after = os.getloadavg()
     expected, labels = opened["onnxruntime FP32"][1], reference.model.labels
     rows = [PeerRow(name, failure=failure) if failure else
             PeerRow(name, runtime.precision, timings[name], labels[int(probs.argmax())], float(probs.max()),
                     float(np.abs(probs - expected).max()))
             for name, (runtime, probs, failure) in opened.items()]
-    return PeerReport(rows, cpu_description(), options.threads, options.runs, options.photo, load_before, load_after)
+    return PeerReport(rows, cpu_description(), options.threads, options.runs, options.pause_ms,
+                      os.environ.get("OMP_WAIT_POLICY", "unset"), options.photo, load_before, load_after, others_cpu)
+
+
+def time_rounds(calls: list[Callable[[], object]], runs: int, pause_s: float, warmup: int = 10) -> list[Timing]:
+    """Interleaved rounds like edge.bench.time_interleaved, with ``pause_s`` of idle time before each call."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    for _ in range(runs):
+        for call, sample in zip(calls, samples):
+            time.sleep(pause_s)
+            start = time.perf_counter()
+            call()
+            sample.append((time.perf_counter() - start) * 1000)
+    return [Timing(float(np.median(s)), float(np.percentile(s, 95))) for s in samples]
 
 
 def load_photo(path: Path, model: Model) -> np.ndarray:
@@ -180,6 +207,20 @@ def try_open(open_runtime: Callable[[], object], x: np.ndarray) -> tuple[object,
         return None, np.empty(0), "failed: " + " ".join(str(exc).split())[:200]
 
 
+def cpu_seconds() -> tuple[float, float, float]:
+    """(wall clock, busy CPU seconds of the whole machine from /proc/stat, CPU seconds of this process)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    own = os.times()
+    return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def others_share(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """Share of all CPUs that other processes kept busy between two ``cpu_seconds`` readings."""
+    wall, busy, own = (b - a for a, b in zip(before, after))
+    return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
+
+
 def cpu_description() -> str:
     """The CPU model name and which of the SIMD/matrix extensions that matter here it has."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -193,8 +234,11 @@ def cpu_description() -> str:
 def format_report(report: PeerReport) -> str:
     base = report.rows[0].timing.median_ms
     lines = [f"CPU: {report.cpu}",
-             f"batch 1, {report.threads} threads each, {report.runs} interleaved rounds, photo {report.photo.name}; "
-             f"load average before {_load(report.load_before)}, after {_load(report.load_after)}",
+             f"batch 1, threads per runtime {report.threads}, {report.runs} interleaved rounds, "
+             f"{report.pause_ms:g} ms pause before each call, OMP_WAIT_POLICY {report.omp_wait_policy}, "
+             f"photo {report.photo.name}",
+             f"load average (1/5/15 min) before {_load(report.load_before)}, after {_load(report.load_after)}; "
+             f"other processes used {report.others_cpu:.0%} of the CPUs while the rounds ran",
              "",
              "| runtime | precision used | median ms | p95 ms | time / ORT FP32 | top-1 (p) "
              "| max abs prob diff vs ORT FP32 |",
@@ -220,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", type=Path, default=PeerOptions.photo, help="BGR photo (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=200, help="interleaved timing rounds")
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime")
+    parser.add_argument("--pause-ms", type=float, default=PeerOptions.pause_ms,
+                        help="idle time before each timed call (default: %(default)s; 0 = back to back)")
     args = parser.parse_args(argv)
     try:
-        report = bench_peers(PeerOptions(args.fp32, args.int8, args.photo, args.runs, args.threads))
+        report = bench_peers(PeerOptions(args.fp32, args.int8, args.photo, args.runs, args.threads, args.pause_ms))
     except EdgerecError as exc:
         print(f"bench_peers: error: {exc}", file=sys.stderr)
         return 2

@@ -75,8 +75,9 @@ def test_report_table_has_one_row_per_runtime_with_ratio_to_the_reference() -> N
     rows = [bp.PeerRow("onnxruntime FP32", "fp32", timing, "cat", 0.9, 0.0),
             bp.PeerRow("slow", "fp32", bp.Timing(5.0, 6.0), "cat", 0.9, 1e-7),
             bp.PeerRow("absent", failure="not installed (x)")]
-    report = bp.PeerReport(rows, "cpu", 2, 10, Path("p.jpg"), (1.0, 1.0, 1.0), (1.2, 1.0, 1.0))
+    report = bp.PeerReport(rows, "cpu", 2, 10, 5.0, "unset", Path("p.jpg"), (1.0, 1.0, 1.0), (1.2, 1.0, 1.0), 0.25)
     table = bp.format_report(report).splitlines()
     assert "| slow | fp32 | 5.00 | 6.00 | 2.50x | cat (0.900) | 1.0e-07 |" in table
     assert any(line.startswith("| absent |") and "not installed (x)" in line for line in table)
-    assert "load average before 1.00 / 1.00 / 1.00, after 1.20 / 1.00 / 1.00" in table[1]
+    assert "5 ms pause before each call, OMP_WAIT_POLICY unset" in table[1]
+    assert "before 1.00 / 1.00 / 1.00, after 1.20 / 1.00 / 1.00; other processes used 25% of the CPUs" in table[2]
