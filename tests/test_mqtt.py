@@ -251,3 +251,19 @@ def test_without_paho_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
     with pytest.raises(EdgerecError, match=r"pip install 'edgerec\[mqtt\]'"):
         MqttSink(MqttOptions())
+
+
+@needs_broker
+def test_a_change_written_before_the_connection_is_announced_once(broker):
+    listener = Listener(broker.port)
+    sink = MqttSink(MqttOptions("127.0.0.1", broker.port, "edgerec/early", client_id="early"))
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result(0, "blue"))  # queued: the connection is not up yet
+        assert sink.connected.wait(10)
+        listener.wait_for("edgerec/early/availability", b"online")
+        wait_until(lambda: listener.on("edgerec/early/state"))
+        time.sleep(0.5)  # a second copy would arrive right behind the first
+        assert len(listener.on("edgerec/early/state")) == 1
+    finally:
+        sink.close()
+        listener.close()

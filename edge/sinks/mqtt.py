@@ -100,6 +100,8 @@ class MqttSink:
         self.events = 0
         self._on_state = on_state
         self._last_state: bytes | None = None
+        self._last_mid = -1  # paho's message id of the newest _last_state publish
+        self._acked_mid = -2  # the newest message id a broker acknowledged (set on paho's thread)
         self._closing = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
         if options.username:
@@ -111,6 +113,7 @@ class MqttSink:
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
         self._client.on_message = self._message
+        self._client.on_publish = self._published
         self._client.connect_timeout = 5.0  # also the longest `close` waits for a connection attempt
         self._client.connect_async(options.host, options.port, keepalive=options.keepalive)
         self._client.loop_start()
@@ -126,7 +129,7 @@ class MqttSink:
             "latency_ms": round(result.latency_ms, 1),
         }
         self._last_state = json.dumps(event).encode()
-        self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True)
+        self._publish_state()
         self.events += 1
 
     def close(self) -> None:
@@ -179,12 +182,22 @@ class MqttSink:
             self._announce()
 
     def _announce(self) -> None:
-        """Discovery config, then availability, then the label now (a broker without persistence forgot them)."""
+        """Discovery config, then availability, then the label now (a broker without persistence forgot them).
+
+        A label change that a broker has not acknowledged yet is still in paho's queue and goes out after
+        this; sending it here too would announce the same change twice.
+        """
         if self.options.discovery_prefix:
             self._client.publish(*self.discovery(), qos=QOS, retain=True)
         self._client.publish(self.availability_topic, "online", qos=QOS, retain=True)
-        if self._last_state is not None:
-            self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True)
+        if self._last_state is not None and self._acked_mid == self._last_mid:
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        self._last_mid = self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True).mid
+
+    def _published(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acked_mid = mid
 
     def _tell(self, line: str) -> None:
         if self._on_state is not None:
