@@ -1,0 +1,217 @@
+"""`edgerec train` end to end on a tiny generated data set: files, metadata, gate, resume, two processes.
+
+One training run (module fixture) is shared by the tests that only read its output; the others copy it or
+train again. Everything is small (64 px, 3 classes of 12 images, the last 2 blocks fine-tuned) so that the
+file runs in well under two minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from edge.cli import build_parser, main
+from edge.model import Model
+from edge.train_args import GATE_FAILED, train_kwargs
+from training import train as train_module
+from training.data import DataOptions, load_image_folders
+from training.train import TrainOptions, calibration_samples, learning_rate, train
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ("checks", "stripes", "spots")
+FLAGS = ["--img-size", "64", "--finetune-blocks", "2", "--head-epochs", "4", "--epochs", "2", "--batch-size", "8",
+         "--calibration-images", "8", "--val-fraction", "0.25", "--workers", "2", "--quiet"]
+
+
+def synthetic(label: int, index: int, size: int = 80) -> np.ndarray:
+    """Class 0: a checkerboard, 1: stripes, 2: spots, each in a random colour on a random background."""
+    rng = np.random.default_rng((label, index))
+    y, x = np.mgrid[:size, :size]
+    period = int(rng.integers(8, 14))
+    if label == 0:
+        mask = ((x // period) + (y // period)) % 2 == 0
+    elif label == 1:
+        mask = (x + y * rng.uniform(-0.3, 0.3)) % period < period / 2
+    else:
+        mask = np.zeros((size, size), bool)
+        for cx, cy in rng.integers(0, size, (6, 2)):
+            mask |= (x - cx) ** 2 + (y - cy) ** 2 < (period * 0.6) ** 2
+    image = np.empty((size, size, 3), np.uint8)
+    image[:] = rng.integers(0, 256, 3)
+    image[mask] = rng.integers(0, 256, 3)
+    noise = rng.normal(0, 8, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "patterns"
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            cv2.imwrite(str(root / name / f"{i:02d}.{'png' if i % 2 else 'jpg'}"), synthetic(label, i))
+    (root / "spots" / "broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+def options(dataset: Path, out: Path, **changes: object) -> TrainOptions:
+    """The options FLAGS give on the command line (the CLI test below holds the two equal)."""
+    args = build_parser().parse_args(["train", str(dataset), "--out", str(out), *FLAGS])
+    return replace(TrainOptions(**train_kwargs(args)), **changes)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    return train(options(dataset, out, max_int8_drop=100.0))  # any INT8 passes: the deliverable is INT8
+
+
+def test_writes_int8_deliverable_with_full_metadata(trained, dataset: Path) -> None:
+    out = trained.out_dir
+    for name in ("model.onnx", "model-fp32.onnx", "model-int8.onnx", "checkpoint.pt", "report/curves.png",
+                 "report/confusion.png", "report/metrics.json"):
+        assert (out / name).is_file(), name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert trained.gate_passed and trained.deliverable == out / "model.onnx"
+    assert (out / "model.onnx").read_bytes() == (out / "model-int8.onnx").read_bytes()
+
+    data = load_image_folders(DataOptions(dataset, val_fraction=0.25))
+    for name, precision in (("model.onnx", "int8"), ("model-fp32.onnx", "fp32")):
+        info = Model.load(out / name, device="cpu").info
+        assert info.precision == precision
+        assert info.labels == sorted(CLASSES) and info.input_size == (64, 64)
+        assert info.dataset.fingerprint == data.fingerprint and info.dataset.num_train == 27
+        assert info.metrics["val_top1_fp32"] == pytest.approx(trained.gate.fp32_top1)
+        assert info.metrics["val_top1_int8"] == pytest.approx(trained.gate.int8_top1)
+        assert info.training["finetune_blocks"] == 2 and info.training["data"]["unreadable_skipped"] == 1
+    assert "broken.jpg" in trained.data_warning
+
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["gate_passed"] and metrics["deliverable_precision"] == "int8"
+    assert sum(map(sum, metrics["confusion"])) == 9
+    stages = [h["stage"] for h in metrics["history"]]
+    assert stages.count("finetune") == 2 and 1 <= stages.count("head") <= 4
+    assert [s.name for s in trained.stages] == ["head", "finetune"]
+
+
+def test_deliverable_classifies_the_classes(trained, dataset: Path) -> None:
+    """The patterns are easy: the INT8 file, run by the runtime alone, names most validation images."""
+    assert trained.gate.int8_top1 >= 0.66 and trained.gate.fp32_top1 >= 0.66
+    model = Model.load(trained.deliverable, device="cpu")
+    frames = [synthetic(label, 100 + i) for label in range(3) for i in range(4)]
+    predicted = [p.label for p in model.classify(frames, top_k=1)]
+    assert sum(p == CLASSES[i // 4] for i, p in enumerate(predicted)) >= 8
+
+
+def test_gate_failure_keeps_fp32_and_exits_with_its_own_status(trained, dataset: Path, tmp_path: Path) -> None:
+    """Resuming the finished run only exports again; a negative allowed drop no INT8 file can meet."""
+    out = tmp_path / "out"
+    shutil.copytree(trained.out_dir, out)
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "train", str(dataset), "--out", str(out), *FLAGS,
+                          "--resume", "--max-int8-drop", "-101"], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert run.returncode == GATE_FAILED, run.stderr
+    assert "model.onnx is the FP32 model" in run.stderr and "Traceback" not in run.stderr
+    assert "is the FP32 file: INT8 lost" in run.stdout
+    info = Model.load(out / "model.onnx", device="cpu").info
+    assert info.precision == "fp32" and info.metrics["int8_gate_passed"] == 0.0
+    assert (out / "model.onnx").read_bytes() == (out / "model-fp32.onnx").read_bytes()
+    assert json.loads((out / "report" / "metrics.json").read_text())["deliverable_precision"] == "fp32"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_continues_where_the_run_stopped(trained, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """Stopped after the first fine-tuning epoch and resumed, a run ends with the uninterrupted run's weights."""
+    save = train_module.Checkpoint.save
+
+    def save_then_stop(self, net, state):
+        save(self, net, state)
+        if state["stage"] == "finetune" and state["epoch"] == 1:
+            raise Interrupted
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(train_module.Checkpoint, "save", save_then_stop)
+    with pytest.raises(Interrupted):
+        train(options(dataset, out, max_int8_drop=100.0))
+    assert not (out / "model.onnx").exists()
+    monkeypatch.setattr(train_module.Checkpoint, "save", save)
+
+    resumed = train(options(dataset, out, max_int8_drop=100.0, resume=True))
+    assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(h["stage"], h["epoch"]) for h in trained.history]
+    for got, want in zip(resumed.history, trained.history):
+        assert got["val_top1"] == want["val_top1"] and got["train_loss"] == pytest.approx(want["train_loss"])
+    a = torch.load(out / "checkpoint.pt", weights_only=False)["best_model"]
+    b = torch.load(trained.out_dir / "checkpoint.pt", weights_only=False)["best_model"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in b)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(trained, dataset: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained.out_dir, out)
+    status = main(["train", str(dataset), "--out", str(out), *FLAGS, "--resume", "--img-size", "96"])
+    assert status == 2
+    assert "trained with other img_size" in capsys.readouterr().err
+
+
+def test_two_processes_write_the_artifacts_once(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "training.train", str(dataset), "--out", str(out), *FLAGS, "--max-int8-drop", "100"],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("model        ") == 1  # the summary comes from rank 0 alone
+    assert "2 processes" in run.stdout
+    info = Model.load(out / "model.onnx", device="cpu").info
+    assert info.precision == "int8" and info.training["processes"] == 2
+    history = json.loads((out / "report" / "metrics.json").read_text())["history"]
+    assert len({(h["stage"], h["epoch"]) for h in history}) == len(history)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "model-fp32.onnx", "model-int8.onnx",
+                                                     "model.onnx", "report"]
+
+
+def test_bad_input_is_one_line_and_status_2(dataset: Path, tmp_path: Path, capsys) -> None:
+    cases = [(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "does not exist"),
+             (["train", str(dataset), "--out", str(tmp_path / "o"), "--img-size", "100"], "multiple of 32"),
+             (["train", str(dataset), "--out", str(tmp_path / "o"), "--finetune-blocks", "16"], "0 (head only) to 15"),
+             (["train", str(dataset), "--out", str(tmp_path / "o"), "--resume"], "nothing to resume"),
+             (["train", str(dataset), "--out", str(tmp_path / "o"), "--arch", "resnet50"], "unknown architecture")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("edgerec: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_cli_defaults_are_the_options_defaults() -> None:
+    args = build_parser().parse_args(["train", "photos", "--out", "m"])
+    assert replace(TrainOptions(**train_kwargs(args)), progress=False) == TrainOptions(Path("photos"), Path("m"))
+    assert "INT8 lost too much accuracy" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    rates = [learning_rate(step, 100, 10, 1.0) for step in range(101)]
+    assert rates[0] < rates[5] < rates[9] <= 1.0
+    assert rates[10] == pytest.approx(1.0) and rates[55] == pytest.approx(0.5) and rates[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+
+
+def test_calibration_samples_are_balanced_and_seeded(dataset: Path) -> None:
+    data = load_image_folders(DataOptions(dataset, val_fraction=0.25))
+    chosen = calibration_samples(data.train, 7, seed=1)
+    assert len(chosen) == 7 and len(set(chosen)) == 7
+    assert sorted(np.bincount([s.label for s in chosen]).tolist()) == [2, 2, 3]
+    assert chosen == calibration_samples(data.train, 7, seed=1) != calibration_samples(data.train, 7, seed=2)
+    assert len(calibration_samples(data.train, 500, seed=1)) == len(data.train)
