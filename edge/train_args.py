@@ -138,10 +138,10 @@ def describe_report(report: Any) -> list[str]:
         lines.append(f"{stage.name:<10} {stage.epochs_run:>6} {best:>5} {top1:>9} {stage.seconds:>8.0f}  "
                      f"{stage.stopped}")
     lines.append("")
-    lines.append(f"{'file':<16} {'val top-1':>9}")
-    lines.append(f"{'model-fp32.onnx':<16} {100 * gate.fp32_top1:>8.1f}%")
+    lines.append(f"{'file':<21} {'val top-1':>9}")
+    lines.append(f"{'model-fp32.onnx':<21} {100 * gate.fp32_top1:>8.1f}%")
     for attempt in gate.attempts:
-        lines.append(f"{'INT8 ' + attempt.recipe:<16} {100 * attempt.val_top1:>8.1f}%  "
+        lines.append(f"{'INT8 ' + attempt.recipe:<21} {100 * attempt.val_top1:>8.1f}%  "
                      f"{attempt.calibration_images} calibration images, same top-1 as FP32 on "
                      f"{100 * attempt.agreement:.1f}%")
     lines.append("")
