@@ -68,16 +68,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--img-size", type=int, default=224, metavar="PX",
                        help="network input side, a multiple of 32 (default: %(default)s); smaller trains and "
                             "runs faster: 128-160 suit small or low-resolution images")
+    model.add_argument("--crop", type=float, default=0.875, metavar="F",
+                       help="centre crop: the share of each image's side the network sees, in training and "
+                            "at run time (default: %(default)s); 1 = the whole image, for images framed tightly "
+                            "around the subject")
 
     schedule = parser.add_argument_group("training")
-    schedule.add_argument("--finetune-blocks", type=int, default=7, metavar="N",
+    schedule.add_argument("--finetune-blocks", type=int, default=5, metavar="N",
                           help="stage 2 trains the last N blocks (0 = head only, no stage 2; default: %(default)s)")
     schedule.add_argument("--epochs", type=int, default=8, help="stage 2 epochs (default: %(default)s)")
     schedule.add_argument("--head-epochs", type=int, default=30,
                           help="stage 1 epochs, cheap (default: %(default)s)")
     schedule.add_argument("--batch-size", type=int, default=64, metavar="N", help="(default: %(default)s)")
     schedule.add_argument("--lr", type=float, default=5e-3, help="stage 1 peak learning rate (default: %(default)s)")
-    schedule.add_argument("--finetune-lr", type=float, default=1e-3,
+    schedule.add_argument("--finetune-lr", type=float, default=2e-3,
                           help="stage 2 peak learning rate (default: %(default)s)")
     schedule.add_argument("--warmup-epochs", type=float, default=0.5, metavar="E",
                           help="linear warm-up, then cosine decay (default: %(default)s)")
@@ -111,7 +115,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed flags as TrainOptions keyword arguments."""
-    names = ("data_dir", "out_dir", "val_dir", "val_fraction", "seed", "workers", "arch", "img_size",
+    names = ("data_dir", "out_dir", "val_dir", "val_fraction", "seed", "workers", "arch", "img_size", "crop",
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
              "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "time_limit", "resume",
              "max_int8_drop", "calibration_images", "progress")
@@ -134,10 +138,10 @@ def describe_report(report: Any) -> list[str]:
         lines.append(f"{stage.name:<10} {stage.epochs_run:>6} {best:>5} {top1:>9} {stage.seconds:>8.0f}  "
                      f"{stage.stopped}")
     lines.append("")
-    lines.append(f"{'file':<16} {'val top-1':>9}")
-    lines.append(f"{'model-fp32.onnx':<16} {100 * gate.fp32_top1:>8.1f}%")
+    lines.append(f"{'file':<21} {'val top-1':>9}")
+    lines.append(f"{'model-fp32.onnx':<21} {100 * gate.fp32_top1:>8.1f}%")
     for attempt in gate.attempts:
-        lines.append(f"{'INT8 ' + attempt.recipe:<16} {100 * attempt.val_top1:>8.1f}%  "
+        lines.append(f"{'INT8 ' + attempt.recipe:<21} {100 * attempt.val_top1:>8.1f}%  "
                      f"{attempt.calibration_images} calibration images, same top-1 as FP32 on "
                      f"{100 * attempt.agreement:.1f}%")
     lines.append("")

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from edge.model import Model
 from edge.train_args import GATE_FAILED, train_kwargs
 from training import train as train_module
 from training.data import DataOptions, load_image_folders
+from training.distributed import World
 from training.train import TrainOptions, calibration_samples, learning_rate, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,3 +217,15 @@ def test_calibration_samples_are_balanced_and_seeded(dataset: Path) -> None:
     assert sorted(np.bincount([s.label for s in chosen]).tolist()) == [2, 2, 3]
     assert chosen == calibration_samples(data.train, 7, seed=1) != calibration_samples(data.train, 7, seed=2)
     assert len(calibration_samples(data.train, 500, seed=1)) == len(data.train)
+
+
+def test_time_limit_plans_and_cuts_stage_2(tmp_path: Path) -> None:
+    run = train_module.Run(TrainOptions(tmp_path, tmp_path, epochs=8, time_limit=1.0), World())
+    run.start = time.perf_counter() - 49.5  # 10.5 s of the minute left
+    assert run.finetune_epochs({"epoch": 0, "finetune_epoch_estimate": 2.0}) == 5
+    assert run.finetune_epochs({"epoch": 0, "finetune_epoch_estimate": 20.0}) == 0  # stage 2 skipped
+    assert run.replan(8, 2, 4.0, bad_epochs=0) == (4, "time limit")
+    assert run.replan(8, 2, 4.0, bad_epochs=3) == (2, "early stop")
+    assert run.replan(2, 2, 4.0, bad_epochs=3) == (2, None)  # the last planned epoch: not an early stop
+    untimed = train_module.Run(TrainOptions(tmp_path, tmp_path, epochs=8), World())
+    assert untimed.finetune_epochs({"epoch": 0}) == 8 and untimed.replan(8, 2, 1e9, bad_epochs=0) == (8, None)

@@ -24,7 +24,7 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str) -> None:
     """Loss (train, val) and validation top-1 per epoch; stage 1 (head) and stage 2 (fine-tune) side by side,
-    the best epoch of each stage marked."""
+    the best epoch of each stage annotated and the one whose weights were exported starred."""
     plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     x = np.arange(1, len(history) + 1)
@@ -32,13 +32,14 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str) -> No
     loss_ax.plot(x, [h["train_loss"] for h in history], "o-", ms=3, label="train (label-smoothed)")
     loss_ax.plot(x, [h["val_loss"] for h in history], "o-", ms=3, label="validation")
     acc_ax.plot(x, [100 * h["val_top1"] for h in history], "o-", ms=3, color="tab:green", label="validation top-1")
+    score = lambda i: (history[i]["val_top1"], -history[i]["val_loss"])  # noqa: E731  (training's rule)
+    kept = max(range(len(history)), key=score)
+    acc_ax.plot(x[kept], 100 * history[kept]["val_top1"], "*", ms=13, color="tab:red", label="exported (best)")
     for stage in dict.fromkeys(stages):
         epochs = [i for i, s in enumerate(stages) if s == stage]
-        best = max(epochs, key=lambda i: history[i]["val_top1"])
+        best = max(epochs, key=score)
         acc_ax.annotate(f"{100 * history[best]['val_top1']:.1f}%", (x[best], 100 * history[best]["val_top1"]),
-                        textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
-        acc_ax.plot(x[best], 100 * history[best]["val_top1"], "*", ms=11, color="tab:red",
-                    label="best epoch (kept)" if stage == stages[0] else None)
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
         for ax in (loss_ax, acc_ax):
             if epochs[0] > 0:
                 ax.axvline(epochs[0] + 0.5, color="grey", lw=0.8, ls="--")
