@@ -23,7 +23,9 @@ import torch
 
 from edge.cli import build_parser, main
 from edge.model import Model
+from edge.preprocess import fit
 from edge.train_args import GATE_FAILED, train_kwargs
+from training import gate as gate_module
 from training import train as train_module
 from training.data import DataOptions, load_image_folders
 from training.distributed import World
@@ -129,6 +131,30 @@ def test_gate_failure_keeps_fp32_and_exits_with_its_own_status(trained, dataset:
     assert info.precision == "fp32" and info.metrics["int8_gate_passed"] == 0.0
     assert (out / "model.onnx").read_bytes() == (out / "model-fp32.onnx").read_bytes()
     assert json.loads((out / "report" / "metrics.json").read_text())["deliverable_precision"] == "fp32"
+
+
+def test_the_gate_decides_on_exact_int8_not_on_this_cpus_kernels(trained, dataset: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """x86 CPUs without VNNI saturate INT8 sums; a file that is exact on the boards must not fail for it."""
+    fp32 = tmp_path / "model-fp32.onnx"
+    shutil.copyfile(trained.out_dir / "model-fp32.onnx", fp32)
+    geometry = Model.load(fp32, device="cpu").geometry
+    val = load_image_folders(DataOptions(dataset, val_fraction=0.25)).val
+    images = np.stack([fit(cv2.imread(str(s.path)), geometry) for s in val])
+    labels = np.array([s.label for s in val])
+    real = gate_module.predict
+
+    def saturating(path: Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        predictions = real(path, images, batch)  # this CPU gets every INT8 answer wrong
+        return (predictions + 1) % len(CLASSES) if "int8" in Path(path).name else predictions
+
+    monkeypatch.setattr(gate_module, "predict", saturating)
+    report = gate_module.gate_int8(fp32, images, images, labels, max_drop=50.0)
+    assert report.passed and report.int8_top1 >= report.fp32_top1 - 0.5
+    assert report.int8_cpu_top1 <= report.fp32_top1 - 0.5  # reported beside it, not gated on
+    assert Model.load(tmp_path / "model.onnx", device="cpu").info.precision == "int8"
+    metrics = Model.load(tmp_path / "model.onnx", device="cpu").info.metrics
+    assert metrics["val_top1_int8_training_cpu"] == pytest.approx(report.int8_cpu_top1)
 
 
 class Interrupted(Exception):
