@@ -40,6 +40,7 @@ VARIANTS = {
     "u8 weights, stem float": replace(PLAIN, weights="u8", keep_float=STEM),
     "7-bit weights, stem float, percentile 99.999": QuantOptions(reduce_range=True, method="percentile"),
     "7-bit weights, stem float, entropy": QuantOptions(reduce_range=True, method="entropy"),
+    "s8 activations, stem float": QuantOptions(activations="s8"),
 }
 
 

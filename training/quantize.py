@@ -36,6 +36,7 @@ FLOAT_PARTS = ("preprocess", "softmax", "stem", "classifier", "depthwise")
 CLEAR = 0.5  # an image is "clear" when FP32's top-1 probability is at least this
 
 WEIGHT_TYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
+ACTIVATION_TYPES = WEIGHT_TYPES
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 
 
@@ -47,6 +48,7 @@ class QuantOptions:
     format: str = "qdq"  # qdq | qoperator
     per_channel: bool = True
     weights: str = "s8"  # s8 | u8 (u8 avoids the u8s8 saturation of AVX2-only x86 kernels, but is slow there)
+    activations: str = "u8"  # u8 | s8 (s8 ran at FP32's speed on AVX2 x86: docs/quantization.md)
     reduce_range: bool = False  # 7-bit weights: less u8s8 saturation on AVX2 x86 (docs/quantization.md)
     keep_float: tuple[str, ...] = ("preprocess", "softmax", "stem")  # also: classifier, depthwise
     percentile: float = 99.999
@@ -90,7 +92,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calibration: np.
         quantize_static(str(fp32_path), str(raw), _Images(calibration), quant_format=FORMATS[options.format],
                         per_channel=options.per_channel, reduce_range=options.reduce_range,
                         weight_type=WEIGHT_TYPES[options.weights],
-                        activation_type=QuantType.QUInt8, calibrate_method=METHODS[options.method],
+                        activation_type=ACTIVATION_TYPES[options.activations], calibrate_method=METHODS[options.method],
                         nodes_to_exclude=float_nodes(onnx.load(str(fp32_path)), options.keep_float),
                         extra_options={"CalibPercentile": options.percentile})
         staged = Path(tmp) / out_path.name
