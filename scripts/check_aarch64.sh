@@ -254,14 +254,14 @@ edgerec_commands() {
     fi
 }
 
-# A bookworm-era emulator (qemu 7.2) hands the guest the host's x86 /proc/cpuinfo; onnxruntime >= 1.28 then
-# dies with SIGSEGV while loading. Say so instead of a bare "Segmentation fault".
+# An older emulator such as bookworm's qemu 7.2 hands the guest the host's x86 /proc/cpuinfo; onnxruntime >= 1.28
+# (its cpuinfo library) then dies with SIGSEGV while loading. Say so instead of a bare "Segmentation fault".
 import_check() {
-    if ! emulated -c 'import onnxruntime' >"$LOGS/import.log" 2>&1; then
+    if ! (emulated -c 'import onnxruntime') >"$LOGS/import.log" 2>&1; then
         tail -n 5 "$LOGS/import.log" >&2
-        if ! emulated -c 'print(open("/proc/cpuinfo").read())' 2>/dev/null | grep -q '^CPU implementer'; then
+        if ! (emulated -c 'print(open("/proc/cpuinfo").read())') 2>/dev/null | grep -q '^CPU implementer'; then
             die "onnxruntime does not load under $QEMU: that emulator shows the guest the host's x86" \
-                "/proc/cpuinfo (qemu < 8.2); use a newer qemu-aarch64 (leave --qemu out)"
+                "/proc/cpuinfo (bookworm's qemu 7.2 does); leave --qemu out to use Debian trixie's"
         fi
         die "onnxruntime does not load under emulation (log: $LOGS/import.log)"
     fi
