@@ -183,21 +183,36 @@ def check_pixels(x86: Side, arms: list[Side]) -> Check:
 
 
 def check_same_pixels(x86: Side, arms: list[Side], models: list[str]) -> Check:
-    lines, ok = ["each model on x86_64's pixels, max |p(aarch64) - p(x86_64)|:"], True
+    lines, ok = ["each model on x86_64's fit() pixels, max |p(aarch64) - p(x86_64)|:"], True
     for arm in arms:
         parts = []
         for model in models:
-            diff, where = max_diff(arm.npz(f"probs-{model}.npz"), x86.npz(f"probs-{model}.npz"))
-            part = f"{model.upper()} {diff:.1e} ({where})"
+            probs, reference = arm.npz(f"probs-{model}.npz"), x86.npz(f"probs-{model}.npz")
+            diff, where = max_diff(probs, reference)
+            part = f"{model.upper()} {diff:.1e} ({where}"
             if model == "fp32":
-                part += f", limit {FP32_LIMIT:.0e}: {'ok' if diff <= FP32_LIMIT else 'TOO LARGE'}"
+                part += f"; limit {FP32_LIMIT:.0e}: {'ok' if diff <= FP32_LIMIT else 'TOO LARGE'}"
                 ok &= diff <= FP32_LIMIT
-            parts.append(part)
+            parts.append(part + "), top-1 " + top1_agreement(probs, reference, label_names(x86, model)))
         lines.append(f"  {arm.name}: {'; '.join(parts)}")
     if set(MODELS) <= set(models):
         gaps = [f"{s.name} {max_diff(s.npz('probs-int8.npz'), s.npz('probs-fp32.npz'))[0]:.3f}" for s in (x86, *arms)]
         lines.append(f"  INT8 against FP32 on the same CPU, max |p(INT8) - p(FP32)|: {', '.join(gaps)}")
     return Check(ok, lines)
+
+
+def label_names(side: Side, model: str) -> dict[int, str]:
+    row = next(iter(side.classify(model).values()))
+    return {c["index"]: c["label"] for c in row["top"]}
+
+
+def top1_agreement(probs: dict, reference: dict, labels: dict[int, str]) -> str:
+    """'as on x86_64 on 5/6 (chelsea.jpg: tiger cat 0.377 against Egyptian cat 0.456)'."""
+    differ = [p for p in probs if probs[p].argmax() != reference[p].argmax()]
+    text = f"as on x86_64 on {len(probs) - len(differ)}/{len(probs)}"
+    notes = [f"{p}: {labels[int(probs[p].argmax())]} {probs[p].max():.3f} against "
+             f"{labels[int(reference[p].argmax())]} {reference[p].max():.3f}" for p in differ]
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def demo_frames(log: Path) -> int:
