@@ -151,11 +151,11 @@ def classify_table(x86: Side, arms: list[Side], model: str) -> Check:
     rows = {s.name: s.classify(model) for s in sides}
     photos = list(rows[x86.name])
     width = 22
-    lines = [f"  {model.upper():18s}" + "".join(s.name.removeprefix("aarch64-").ljust(width) for s in sides)]
+    lines = [(f"  {model.upper():18s}" + "".join(s.name.removeprefix("aarch64-").ljust(width) for s in sides)).rstrip()]
     for photo in photos:
         cells = [f"{rows[s.name][photo]['top'][0]['label']} {rows[s.name][photo]['top'][0]['score']:.3f}"
                  for s in sides]
-        lines.append(f"  {photo:18s}" + "".join(c.ljust(width) for c in cells))
+        lines.append((f"  {photo:18s}" + "".join(c.ljust(width) for c in cells)).rstrip())
     ok = True
     for arm in arms:
         same = sum(rows[arm.name][p]["top"][0]["index"] == rows[x86.name][p]["top"][0]["index"] for p in photos)
