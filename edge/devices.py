@@ -101,3 +101,25 @@ def default_cache_dir() -> Path:
     if state:
         return Path(state) / "cache"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerec"
+
+
+def physical_cores(cpuinfo: str | None = None) -> int:
+    """Physical cores, which ONNX Runtime's default intra-op pool uses (hyper-threads are not counted).
+
+    From the (physical id, core id) pairs of /proc/cpuinfo; where it has none (ARM boards list no core
+    ids, and have no hyper-threads) or cannot be read, the number of CPUs this process may run on.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    cores = set()
+    for block in cpuinfo.split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "core id" in fields:
+            cores.add((fields.get("physical id", "0"), fields["core id"]))
+    if cores:
+        return len(cores)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

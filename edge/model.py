@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge.devices import Provider, resolve_providers
+from edge.devices import CPU, Provider, physical_cores, resolve_providers
 from edge.errors import EdgerecError
 from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.preprocess import Geometry, fit
@@ -82,8 +81,8 @@ class Model:
 
     @property
     def threads(self) -> int:
-        value = self.session.get_session_options().intra_op_num_threads
-        return value or (os.cpu_count() or 1)
+        """Intra-op threads: as asked, else ONNX Runtime's default, one per physical core."""
+        return self.session.get_session_options().intra_op_num_threads or physical_cores()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] BGR frames already fitted to the input size -> probabilities [N, C]."""
@@ -117,7 +116,18 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None) ->
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         reason = str(exc).splitlines()[0][:160]
-        raise EdgerecError(f"{path}: not a loadable ONNX model ({reason})") from None
+        provider = providers[0][0]
+    if provider != CPU and _loads_on_cpu(path, options):  # the file is fine: the accelerator failed
+        raise EdgerecError(f"{path}: {provider} could not run this model ({reason}); --device cpu runs it")
+    raise EdgerecError(f"{path}: not a loadable ONNX model ({reason})")
+
+
+def _loads_on_cpu(path: Path, options: ort.SessionOptions) -> bool:
+    try:
+        ort.InferenceSession(str(path), options, providers=[CPU])
+    except Exception:  # only asks whether the CPU provider can open the file
+        return False
+    return True
 
 
 def _check_io(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:

@@ -3,12 +3,13 @@ for GPUs and NPUs (this machine has none)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
 
-from edge.devices import default_cache_dir, parse_device, resolve_providers
+from edge.devices import default_cache_dir, parse_device, physical_cores, resolve_providers
 from edge.errors import EdgerecError
 
 CPU = "CPUExecutionProvider"
@@ -91,3 +92,38 @@ def test_bench_json_reports_the_provider_actually_used(tiny_model: Path) -> None
     result = run_cli("bench", str(tiny_model), "--runs", "3", "--json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])["provider"] == CPU
+
+
+def test_an_accelerator_that_fails_is_named_not_the_file(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from edge import model as model_module
+
+    real = ort.InferenceSession
+
+    def session(path, options, providers):  # OpenVINO "fails to compile", as it does under a strict unit
+        if providers[0][0] == OV:
+            raise RuntimeError("OpenVINO-EP: can't protect\nmore detail")
+        return real(path, options, providers=providers)
+
+    monkeypatch.setattr(model_module.ort, "InferenceSession", session)
+    monkeypatch.setattr(model_module.ort, "get_available_providers", lambda: [OV, CPU])
+    with pytest.raises(EdgerecError) as error:
+        model_module.Model.load(tiny_model, "openvino")
+    assert str(error.value) == (f"{tiny_model}: {OV} could not run this model (OpenVINO-EP: can't protect); "
+                                "--device cpu runs it")
+    with pytest.raises(EdgerecError, match="not a loadable ONNX model"):
+        model_module.Model.load(Path(__file__), "openvino")  # a bad file is still called a bad file
+
+
+@pytest.mark.parametrize("cpuinfo, cores", [
+    ("".join(f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i % 2}\n\n" for i in range(4)), 2),  # 2 cores, HT
+    ("".join(f"processor\t: {i}\nphysical id\t: {i // 2}\ncore id\t\t: 0\n\n" for i in range(4)), 2),  # 2 sockets
+])
+def test_default_threads_count_physical_cores_not_hyperthreads(cpuinfo: str, cores: int) -> None:
+    assert physical_cores(cpuinfo) == cores
+
+
+def test_default_threads_without_core_ids_are_the_cpus_we_may_use() -> None:
+    arm = "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\nCPU part\t: 0xd0b\n\n" for i in range(4))  # a Pi 5
+    assert physical_cores(arm) == len(os.sched_getaffinity(0))
