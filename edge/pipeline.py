@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge.capture import Frame, Source, SourceOptions, SourceStatus, StateCallback, open_source
+from edge.devices import resolve_providers
 from edge.errors import EdgerecError
 from edge.overlay import Overlay, OverlayOptions
 from edge.preprocess import Fitter, Geometry
@@ -148,6 +149,7 @@ def run(
     if model is None:
         from edge.model import Model
 
+        ask_for_engine_build_time(options.device)
         model = Model.load(options.model, options.device, options.threads)
         LOG.info("model %s (%s %s, %d labels) on %s", model.path, model.info.arch, model.info.precision,
                  len(model.labels), model.provider)
@@ -159,6 +161,26 @@ def run(
             return FrameLoop(model, source, sinks, options, stop, on_change).run()
     finally:
         close_all(sinks, source)
+
+
+ENGINE_BUILD_S = 20 * 60
+"""Start time asked of systemd while TensorRT or OpenVINO compiles the network (first start only)."""
+COMPILING = frozenset({"TensorrtExecutionProvider", "OpenVINOExecutionProvider"})
+
+
+def ask_for_engine_build_time(device: str) -> bool:
+    """Under systemd, ask for ENGINE_BUILD_S more start time when `device` compiles the network.
+
+    A first start with TensorRT builds its engine for minutes (cached afterwards); without this the unit's
+    TimeoutStartSec would kill it mid-build and the restart would start the build over, for ever.
+    """
+    import onnxruntime as ort
+
+    with Notifier() as notifier:
+        if not notifier.enabled or resolve_providers(device, ort.get_available_providers())[0][0] not in COMPILING:
+            return False
+        notifier.status("loading the model: the engine is built on the first start (minutes), then cached")
+        return notifier.extend_timeout(ENGINE_BUILD_S)
 
 
 def open_sinks(options: RunOptions, source: Source, stop: threading.Event, into: list[Sink]) -> None:

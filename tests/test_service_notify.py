@@ -221,3 +221,24 @@ def test_pings_stop_when_frames_stop(manager: tuple[socket.socket, str], tiny: M
     assert frame_loop(tiny, source, sink, duration=0.5) == "duration"
     assert while_flowing[0] == "READY=1" and while_flowing.count("WATCHDOG=1") >= 2
     assert "WATCHDOG=1" not in received(receiver)
+
+
+def test_a_compiling_provider_asks_systemd_for_start_time(manager: tuple[socket.socket, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Jetson's first start builds a TensorRT engine for minutes; TimeoutStartSec=60s must not kill it."""
+    import onnxruntime as ort
+
+    from edge.pipeline import ENGINE_BUILD_S, ask_for_engine_build_time
+
+    receiver, path = manager
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert not ask_for_engine_build_time("cuda") and not ask_for_engine_build_time("cpu")
+    assert received(receiver) == []
+    assert ask_for_engine_build_time("auto")  # auto picks TensorRT where it is available
+    messages = received(receiver)
+    assert messages[-1] == f"EXTEND_TIMEOUT_USEC={ENGINE_BUILD_S * 1_000_000}"
+    assert messages[0].startswith("STATUS=loading the model")
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not ask_for_engine_build_time("tensorrt")  # not under systemd: nothing to ask
