@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
+COLOURS = {"blue": (200, 40, 40), "green": (40, 200, 40), "red": (40, 40, 200)}  # BGR; the tiny model's classes
+
+
+def write_clip(path: Path, labels: list[str], fps: float = 25.0, size: tuple[int, int] = (96, 64)) -> Path:
+    """A video of plain frames, one per label, in the colour the tiny model names by that label."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    for label in labels:
+        writer.write(np.full((size[1], size[0], 3), COLOURS[label], np.uint8))
+    writer.release()
+    return path
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """The `edgerec run` argument parser, as the CLI builds it."""
+    from edge.cli import add_model_arguments
+    from edge.run_args import add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="edgerec run")
+    add_model_arguments(parser)
+    add_run_arguments(parser)
+    return parser
 
 
 def make_tiny_model(path: Path, labels: list[str] | None = None, size: int = 8, input_type: str = "uint8",

@@ -3,7 +3,6 @@ flags over the file, and `edgerec run --config` end to end (events written, syst
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -11,12 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from conftest import REPO, make_tiny_model, run_cli
+from conftest import REPO, make_tiny_model, run_cli, run_parser, write_clip
 
-from edge.cli import add_model_arguments
 from edge.config import (
     Config,
     defaults_toml,
@@ -26,7 +22,7 @@ from edge.config import (
     with_overrides,
 )
 from edge.errors import EdgerecError
-from edge.run_args import FLAG_KEYS, add_run_arguments, options_from_args
+from edge.run_args import FLAG_KEYS, options_from_args
 from edge.sinks.mqtt import MqttOptions
 from edge.sinks.web import WebOptions
 
@@ -186,13 +182,6 @@ def test_web_and_mqtt_sections_become_their_sinks_options():
     assert empty.web.token is None and empty.mqtt.password is None  # then the environment's, if any
 
 
-def run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgerec run")
-    add_model_arguments(parser)
-    add_run_arguments(parser)
-    return parser
-
-
 def test_flags_the_user_gave_override_the_file_and_only_those(tmp_path):
     path = write(tmp_path, '[source]\nuri = "demo"\nfps = 10\nmjpg = false\n[model]\ndevice = "cpu"\n'
                  "[recognition]\nema = 0.3\n[display]\nwindow = true\n")
@@ -223,11 +212,7 @@ def test_a_bad_flag_value_names_the_flag():
 
 
 def test_run_with_a_config_plays_the_file_writes_events_and_tells_systemd(tmp_path):
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 48))
-    for colour in [(200, 30, 30)] * 10 + [(30, 30, 200)] * 10:
-        writer.write(np.full((48, 64, 3), colour, np.uint8))
-    writer.release()
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 10 + ["red"] * 10, size=(64, 48))
     model, events = make_tiny_model(tmp_path / "tiny.onnx"), tmp_path / "events.jsonl"
     text = (f'[source]\nuri = "{clip}"\npaced = false\n[model]\npath = "{model}"\ndevice = "cpu"\nthreads = 1\n'
             f'[recognition]\nswitch_frames = 1\n[display]\nwindow = false\n[events]\npath = "{events}"\n')

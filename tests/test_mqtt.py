@@ -12,18 +12,16 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import REPO, make_tiny_model
+from conftest import REPO, make_tiny_model, run_parser, write_clip
 
 from edge.capture import SourceOptions
-from edge.cli import add_model_arguments
 from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, run
 from edge.result import Result
-from edge.run_args import add_run_arguments, options_from_args
+from edge.run_args import options_from_args
 from edge.sinks.mqtt import MqttOptions, MqttSink, parse_broker
 
 MOSQUITTO = shutil.which("mosquitto") or next(
@@ -37,7 +35,6 @@ needs_broker = pytest.mark.skipif(
     reason="no mosquitto binary (Debian: apt-get install mosquitto)" if MOSQUITTO is None
     else "paho-mqtt is not installed (pip install 'edgerec[mqtt]')")  # fmt: skip
 
-COLOURS = {"blue": (200, 40, 40), "green": (40, 200, 40), "red": (40, 40, 200)}  # BGR
 
 
 class Broker:
@@ -127,12 +124,7 @@ def result(index: int, label: str, changed: bool = True) -> Result:
 
 @needs_broker
 def test_label_changes_availability_and_discovery_reach_the_broker(broker, tmp_path):
-    clip = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (96, 64))
-    for label in ("blue", "green", "red"):
-        for _ in range(15):
-            writer.write(np.full((64, 96, 3), COLOURS[label], np.uint8))
-    writer.release()
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 15 + ["green"] * 15 + ["red"] * 15)
     model = Model.load(make_tiny_model(tmp_path / "tiny.onnx"), "cpu", threads=1)
     listener = Listener(broker.port)
     changes: list[Result] = []
@@ -237,11 +229,7 @@ def test_options_and_flags():
         with pytest.raises(EdgerecError):
             MqttOptions(**options)
 
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
-    add_run_arguments(parser)
+    parser = run_parser()
     args = parser.parse_args("--source 0 --mqtt broker.lan:1884 --mqtt-topic-prefix edgerec/door".split())
     assert options_from_args(args).mqtt == MqttOptions("broker.lan", 1884, "edgerec/door")
     assert options_from_args(parser.parse_args(["--source", "0"])).mqtt is None

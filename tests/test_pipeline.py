@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_tiny_model
+from conftest import COLOURS, make_tiny_model, write_clip
 from mjpeg_server import MjpegServer
 
 from edge.capture import SourceOptions, StillSource
@@ -19,16 +19,6 @@ from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, StageTimer, install_signal_handlers, run
 from edge.smoothing import SmoothingOptions
-
-COLOURS = {"blue": (200, 40, 40), "green": (40, 200, 40), "red": (40, 40, 200)}  # BGR
-
-
-def write_clip(path: Path, labels: list[str], fps: float = 25.0, size: tuple[int, int] = (96, 64)) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
-    for label in labels:
-        writer.write(np.full((size[1], size[0], 3), COLOURS[label], np.uint8))
-    writer.release()
-    return path
 
 
 def count_frames(path: Path) -> int:

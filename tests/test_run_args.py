@@ -1,17 +1,14 @@
-import argparse
 import json
 
 import cv2
-import numpy as np
 import pytest
-from conftest import make_tiny_model
+from conftest import make_tiny_model, run_parser, write_clip
 
-from edge.cli import add_model_arguments, main
+from edge.cli import main
 from edge.errors import EdgerecError
 from edge.pipeline import run
 from edge.run_args import (
     DEMO_VIDEO,
-    add_run_arguments,
     demo_defaults,
     describe_change,
     describe_state,
@@ -20,15 +17,8 @@ from edge.run_args import (
 )
 
 
-def parser() -> argparse.ArgumentParser:
-    run_parser = argparse.ArgumentParser(prog="edgerec run")
-    add_model_arguments(run_parser)
-    add_run_arguments(run_parser)
-    return run_parser
-
-
 def test_flags_become_run_options():
-    args = parser().parse_args(
+    args = run_parser().parse_args(
         "--source /dev/video0 --width 1280 --height 720 --fps 30 --no-mjpg --infer-fps 5 --ema 0.3 "
         "--switch-margin 0.2 --switch-frames 4 --min-score 0.4 --no-display --out a.mp4 --events - "
         "--snapshots snaps --top-k 3 --no-stats --max-frames 100 --duration 60 --read-timeout 2".split()
@@ -46,13 +36,13 @@ def test_flags_become_run_options():
 
 
 def test_defaults():
-    options = options_from_args(parser().parse_args(["--source", "clip.mp4", "--as-fast-as-possible", "--loop"]))
+    options = options_from_args(run_parser().parse_args(["--source", "clip.mp4", "--as-fast-as-possible", "--loop"]))
     assert options.display is None and options.infer_fps is None and not options.source.paced
     assert options.source.loop and options.source.mjpg and options.overlay.top_k == 0
 
 
 def test_help_teaches_every_source_with_an_example():
-    text = parser().format_help()
+    text = run_parser().format_help()
     sources = ("0, 1", "/dev/video0", "clip.mp4", "photos/", "photo.jpg", "rtsp://", "http://", "gst:", "picamera2")
     for example in (*sources, "demo"):
         assert example in text
@@ -66,7 +56,7 @@ def test_help_teaches_every_source_with_an_example():
      ("--device gpu", "--device: unknown device 'gpu'; valid: auto, cpu, "), ("--max-frames 0", "max-frames 0")],
 )
 def test_bad_values_are_clear_errors(flags, message):
-    args = parser().parse_args(["--source", "0", *flags.split()])
+    args = run_parser().parse_args(["--source", "0", *flags.split()])
     with pytest.raises(EdgerecError) as error:
         options_from_args(args)
     assert str(error.value).startswith(message)
@@ -74,17 +64,13 @@ def test_bad_values_are_clear_errors(flags, message):
 
 def test_source_comes_from_the_flag_or_the_config():
     with pytest.raises(EdgerecError, match="needs --source URI or --config FILE"):
-        options_from_args(parser().parse_args([]))
+        options_from_args(run_parser().parse_args([]))
 
 
 def test_parsed_options_run_end_to_end(tmp_path):
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 48))
-    for colour in [(200, 30, 30)] * 8 + [(30, 30, 200)] * 8:
-        writer.write(np.full((48, 64, 3), colour, np.uint8))
-    writer.release()
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 8 + ["red"] * 8, size=(64, 48))
     model = make_tiny_model(tmp_path / "tiny.onnx")
-    args = parser().parse_args(
+    args = run_parser().parse_args(
         [
             "--source",
             str(clip),
@@ -111,7 +97,7 @@ def test_parsed_options_run_end_to_end(tmp_path):
 
 
 def test_the_demo_alone_shows_a_window_on_a_desktop_and_records_on_a_headless_machine():
-    demo = options_from_args(parser().parse_args(["--source", "demo"]))
+    demo = options_from_args(run_parser().parse_args(["--source", "demo"]))
     desktop, note = demo_defaults(demo, window=True)
     assert desktop.display is True and desktop.out is None and "window" in note
     headless, note = demo_defaults(demo, window=False)
@@ -119,9 +105,9 @@ def test_the_demo_alone_shows_a_window_on_a_desktop_and_records_on_a_headless_ma
     assert note.endswith("the annotated video goes to edgerec-demo.mp4")
 
     for flags in (["--no-display"], ["--display"], ["--out", "x.mp4"], ["--events", "-"], ["--snapshots", "s"]):
-        asked = options_from_args(parser().parse_args(["--source", "demo", *flags]))
+        asked = options_from_args(run_parser().parse_args(["--source", "demo", *flags]))
         assert demo_defaults(asked, window=False) == (asked, "")  # an output asked for: nothing added
-    clip = options_from_args(parser().parse_args(["--source", "clip.mp4"]))
+    clip = options_from_args(run_parser().parse_args(["--source", "clip.mp4"]))
     assert demo_defaults(clip, window=False) == (clip, "")
 
 

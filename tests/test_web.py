@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import http.client
 import json
@@ -18,19 +17,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_tiny_model, run_cli
+from conftest import make_tiny_model, run_cli, run_parser, write_clip
 
 from edge.capture import SourceOptions, open_source
-from edge.cli import add_model_arguments
 from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import FrameLoop, RunOptions, close_all, open_sinks
 from edge.result import Result
-from edge.run_args import add_run_arguments, options_from_args
+from edge.run_args import options_from_args
 from edge.sinks.web import EXTRA_CONNECTIONS, TOKEN_ENV, JpegFeed, WebOptions, WebSink, parse_listen
 
 LABELS = ("blue", "green", "red")
-COLOURS = {"blue": (200, 40, 40), "green": (40, 200, 40), "red": (40, 40, 200)}  # BGR
 SIZE = (160, 120)
 TOKEN = "s3cret-token-0123456789"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -44,13 +41,8 @@ def model(tmp_path_factory) -> Model:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """Two seconds at 25 fps: blue, green, red, each for 16 frames, twice."""
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, SIZE)
-    for label in [*LABELS, *LABELS]:
-        for _ in range(16):
-            writer.write(np.full((SIZE[1], SIZE[0], 3), COLOURS[label], np.uint8))
-    writer.release()
-    return path
+    labels = [label for label in [*LABELS, *LABELS] for _ in range(16)]
+    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", labels, size=SIZE)
 
 
 @contextlib.contextmanager
@@ -381,21 +373,14 @@ def test_listen_addresses_and_bad_values():
             sink.close()
 
 
-def parser() -> argparse.ArgumentParser:
-    run_parser = argparse.ArgumentParser(prog="edgerec run")
-    add_model_arguments(run_parser)
-    add_run_arguments(run_parser)
-    return run_parser
-
-
 def test_run_flags():
-    args = parser().parse_args("--source 0 --web 127.0.0.1:8080 --web-fps 4 --web-max-clients 2".split())
+    args = run_parser().parse_args("--source 0 --web 127.0.0.1:8080 --web-fps 4 --web-max-clients 2".split())
     assert options_from_args(args).web == WebOptions("127.0.0.1:8080", None, 2, 4.0)
-    args = parser().parse_args(f"--source 0 --web 0.0.0.0:8080 --web-token {TOKEN}".split())
+    args = run_parser().parse_args(f"--source 0 --web 0.0.0.0:8080 --web-token {TOKEN}".split())
     assert options_from_args(args).web == WebOptions("0.0.0.0:8080", TOKEN)
-    assert options_from_args(parser().parse_args(["--source", "0"])).web is None
+    assert options_from_args(run_parser().parse_args(["--source", "0"])).web is None
     with pytest.raises(EdgerecError, match="--web-fps"):
-        options_from_args(parser().parse_args("--source 0 --web 127.0.0.1:8080 --web-fps 0".split()))
+        options_from_args(run_parser().parse_args("--source 0 --web 127.0.0.1:8080 --web-fps 0".split()))
 
 
 def chromium(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
