@@ -10,7 +10,7 @@ INT8 file is measured twice:
 * **this CPU** (reported beside it): ``edge.model.Model``, ONNX Runtime's fused INT8 kernels on the
   machine that trains. On x86 CPUs with AVX2 but no VNNI those add pairs of u8 x s8 products in a
   saturating 16-bit sum (docs/quantization.md), and a file that is exact elsewhere can lose points here:
-  on Fashion-MNIST 91.1% exact against 88.9% with this CPU's kernels (docs/training.md).
+  on Fashion-MNIST 91.2% exact against 88.9% with this CPU's kernels (docs/training.md).
 
 The INT8 file passes when its exact top-1 is at most ``max_drop`` percentage points below FP32's. When
 the default calibration fails, better (slower to calibrate, or slower to run) settings are tried in turn;
@@ -93,9 +93,14 @@ class GateReport:
         return None if self.int8_top1 is None else 100 * (self.fp32_top1 - self.int8_top1)
 
     @property
+    def best_attempt(self) -> Attempt | None:
+        """The INT8 attempt kept as model-int8.onnx: the highest exact top-1."""
+        return max(self.attempts, key=lambda a: a.val_top1) if self.attempts else None
+
+    @property
     def int8_cpu_top1(self) -> float | None:
         """The best attempt's top-1 with this CPU's ONNX Runtime INT8 kernels."""
-        return max(self.attempts, key=lambda a: a.val_top1).cpu_top1 if self.attempts else None
+        return self.best_attempt.cpu_top1 if self.attempts else None
 
     @property
     def precision(self) -> str:
@@ -109,8 +114,7 @@ class GateReport:
 
 def predict(path: Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
     """Class index per image, from the model file run by ONNX Runtime on this CPU as at run time."""
-    model = Model.load(path, device="cpu")
-    return np.concatenate([model.infer(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
+    return _classes(Model.load(path, device="cpu").infer, images, batch)
 
 
 def predict_exact(path: Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -119,8 +123,11 @@ def predict_exact(path: Path, images: np.ndarray, batch: int = 64) -> np.ndarray
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i : i + batch]})[0].argmax(1)
-                           for i in range(0, len(images), batch)])
+    return _classes(lambda x: session.run(None, {name: x})[0], images, batch)
+
+
+def _classes(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([infer(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
 
 
 def gate_int8(
@@ -199,7 +206,7 @@ def _record_metrics(report: GateReport) -> None:
     metrics = {"val_top1_fp32": report.fp32_top1, "val_top1_int8": report.int8_top1,
                "val_top1_int8_training_cpu": report.int8_cpu_top1,
                "int8_max_drop_points": report.max_drop, "int8_gate_passed": float(report.passed)}
-    best = max(report.attempts, key=lambda a: a.val_top1)
+    best = report.best_attempt
     for path in (report.fp32_path, report.int8_path):
         proto = onnx.load(str(path))
         info = Model.load(path, device="cpu").info
