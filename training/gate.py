@@ -51,8 +51,9 @@ class Recipe:
 
 # Tried in this order until one passes: the runtime's default first (the fastest file), then twice the
 # calibration images with the classifier kept in float, then the depthwise convolutions in float as well
-# (a slower file that matched FP32 where the others did not). Percentile calibration is not tried: on the
-# 5-class photo set it took 2.5x as long as MinMax and changed no prediction (docs/training.md).
+# (a slower file that matched FP32 where the others did not). Percentile and entropy calibration are not
+# tried: on both 5-class photo sets they took 2.5-3x as long as MinMax and changed the same predictions
+# (docs/training.md).
 RECIPES = (
     Recipe("default", QuantOptions(), 0.5),
     Recipe("classifier-float", QuantOptions(keep_float=(*DEFAULT_FLOAT, "classifier")), 1.0),
