@@ -105,14 +105,39 @@ create_user() {
     fi
 }
 
+# An upgrade keeps what the user swapped into the venv: an accelerated onnxruntime (Jetson: onnxruntime-gpu;
+# Intel: onnxruntime-openvino) or OpenCV (JetPack's, with GStreamer, seen through --system-site-packages once
+# opencv-python-headless is uninstalled) provides the module of one of edgerec's requirements under another
+# distribution name, and pip would install the CPU wheel over it. Then edgerec goes in without its
+# dependencies and the others are installed around the kept build. A new venv gets the CPU wheels.
 install_venv() {
     say "virtual environment $VENV"
+    local upgrade=""
     if [[ -x $VENV/bin/python ]]; then
         echo "   (exists: upgrading edgerec in it)"
+        upgrade=1
     else
         run "$PYTHON" -m venv "${VENV_OPTIONS[@]}" "$VENV"
     fi
-    run "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SOURCE"
+    local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+    local helper=$HERE/scripts/venv_requirements.py replaced=() listed requirements=()
+    if [[ -n $upgrade ]]; then
+        listed=$("$VENV/bin/python" "$helper" replaced) || die "$helper could not inspect $VENV"
+        [[ -z $listed ]] || mapfile -t replaced <<<"$listed"
+    fi
+    if ((${#replaced[@]} == 0)); then
+        run "${pip[@]}" --upgrade "$SOURCE"
+        return
+    fi
+    echo "   (keeps the venv's own build of ${replaced[*]}: edgerec goes in without its dependencies, the others after it)"
+    run "${pip[@]}" --upgrade --no-deps "$SOURCE"
+    if [[ -n $DRY_RUN ]]; then
+        echo "+ ${pip[*]} <edgerec's requirements except ${replaced[*]}>"
+        return
+    fi
+    listed=$("$VENV/bin/python" "$helper" requirements --except "${replaced[@]}") || die "$helper could not list edgerec's requirements"
+    [[ -z $listed ]] || mapfile -t requirements <<<"$listed"
+    if ((${#requirements[@]})); then run "${pip[@]}" "${requirements[@]}"; fi
 }
 
 # The config belongs to the user: written once, never overwritten, readable by root and the service

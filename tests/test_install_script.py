@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from conftest import REPO, run_cli
 
 SCRIPT = REPO / "scripts" / "install-service.sh"
 UNIT_SOURCE = REPO / "systemd" / "edgerec.service"
+HELPER = REPO / "scripts" / "venv_requirements.py"
+PIP = "venv-python -m pip install --quiet --disable-pip-version-check"
 
 FAKE_PYTHON = """#!/bin/sh
 echo "python3 $*" >> "$FAKE_LOG"
@@ -26,7 +29,14 @@ echo "python3 $*" >> "$FAKE_LOG"
 [ "$1 $2" = "-m venv" ] || exit 3
 for venv; do :; done
 mkdir -p "$venv/bin"
-printf '#!/bin/sh\\necho "venv-python $*" >> "$FAKE_LOG"\\n' > "$venv/bin/python"
+cat > "$venv/bin/python" <<'EOF'
+#!/bin/sh
+echo "venv-python $*" >> "$FAKE_LOG"
+case "$1 $2" in
+    *venv_requirements.py\\ replaced) [ -z "$FAKE_REPLACED" ] || printf '%s\\n' $FAKE_REPLACED ;;
+    *venv_requirements.py\\ requirements) printf '%s\\n' 'numpy>=1.24' 'tomli>=1.1; python_version < "3.11"' ;;
+esac
+EOF
 cat > "$venv/bin/edgerec" <<'EOF'
 #!/bin/sh
 [ "$*" = "config --defaults" ] && [ -n "$FAKE_DEFAULTS" ] && { printf '%s\\n' "$FAKE_DEFAULTS"; exit 0; }
@@ -136,6 +146,49 @@ def test_second_run_keeps_the_config_and_the_venv_and_restores_the_unit(env: dic
     assert unit.read_text() == UNIT_SOURCE.read_text()
     assert not any("-m venv" in call for call in calls(env))  # the venv is upgraded, not recreated
     assert any("pip install" in call for call in calls(env))
+
+
+def test_upgrade_keeps_an_accelerated_onnxruntime_build(env: dict[str, str], root: Path) -> None:
+    """A Jetson's onnxruntime-gpu (or an Intel box's onnxruntime-openvino) survives the upgrade."""
+    install({**env, "FAKE_REPLACED": "onnxruntime"}, "--root", str(root))
+    assert f"{PIP} --upgrade {REPO}" in calls(env)  # a new venv gets the CPU wheels whatever the system has
+    Path(env["FAKE_LOG"]).unlink()
+    out = install({**env, "FAKE_REPLACED": "onnxruntime"}, "--root", str(root)).stdout
+
+    assert "keeps the venv's own build of onnxruntime" in out
+    assert [call for call in calls(env) if call.startswith("venv-python")] == [
+        f"venv-python {HELPER} replaced",
+        f"{PIP} --upgrade --no-deps {REPO}",
+        f"venv-python {HELPER} requirements --except onnxruntime",
+        f'{PIP} numpy>=1.24 tomli>=1.1; python_version < "3.11"',
+    ]
+
+
+def test_venv_requirements_names_a_module_that_another_build_provides(tmp_path: Path) -> None:
+    """The helper, run by a real venv's python: an `onnxruntime` module without the onnxruntime distribution."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "onnxruntime").mkdir()
+    (site / "onnxruntime" / "__init__.py").write_text("")  # as onnxruntime-gpu leaves it, under another name
+    (site / "onnxruntime_gpu-1.23.0.dist-info").mkdir()
+    (site / "onnxruntime_gpu-1.23.0.dist-info" / "METADATA").write_text("Name: onnxruntime-gpu\nVersion: 1.23.0\n")
+
+    found = subprocess.run([str(venv / "bin" / "python"), str(HELPER), "replaced"], capture_output=True, text=True,
+                           timeout=60)
+    assert (found.returncode, found.stdout) == (0, "onnxruntime\n")  # no cv2 in this venv: nothing else replaced
+    bare = subprocess.run([str(venv / "bin" / "python"), str(HELPER), "requirements"], capture_output=True, text=True,
+                          timeout=60)
+    assert bare.returncode == 2 and "edgerec is not installed in" in bare.stderr
+
+
+def test_venv_requirements_lists_edgerec_requirements_without_extras_or_the_kept_ones() -> None:
+    listed = subprocess.run([sys.executable, str(HELPER), "requirements", "--except", "onnxruntime"],
+                            capture_output=True, text=True, timeout=60)
+    names = [line.split(">")[0].split(";")[0].strip() for line in listed.stdout.splitlines()]
+    assert listed.returncode == 0
+    assert "onnxruntime" not in names and {"numpy", "opencv-python-headless", "pydantic"} <= set(names)
+    assert not {"torch", "paho-mqtt", "pytest"} & set(names)  # extras are not the service's business
 
 
 def test_prefix_moves_the_venv_and_execstart(env: dict[str, str], root: Path) -> None:
