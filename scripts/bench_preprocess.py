@@ -77,6 +77,14 @@ def linear_2x_then_box(view: np.ndarray, out: np.ndarray) -> np.ndarray:
     return cv2.resize(large, _size(out), dst=out, interpolation=cv2.INTER_AREA)
 
 
+def box_then_linear(view: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """2x2 box halvings to the power of two nearest the scale, then INTER_LINEAR for the rest (0.71x-1.41x)."""
+    scale = min(view.shape[0] / out.shape[0], view.shape[1] / out.shape[1])
+    for _ in range(max(0, round(np.log2(scale)))):
+        view = cv2.resize(view, (view.shape[1] // 2, view.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(view, _size(out), dst=out, interpolation=cv2.INTER_LINEAR)
+
+
 def _integer_factor(view: np.ndarray, out: np.ndarray) -> int:
     return max(1, int(min(view.shape[0] / out.shape[0], view.shape[1] / out.shape[1])))
 
@@ -94,6 +102,7 @@ def methods(geometry: Geometry) -> list[Method]:
         Method("INTER_AREA x floor(scale) + LINEAR", integer_area_then_linear, box_multiple=True),
         Method("pyrDown chain + LINEAR", pyrdown_then_linear),
         Method("LINEAR to 2x + 2x2 box", linear_2x_then_box),
+        Method("2x2 box to nearest 2^k + LINEAR", box_then_linear, box_multiple=True),
         Method("edge.preprocess.Fitter.fit", lambda frame, out: fitter.fit(frame, out), whole_frame=True),
     ]
 
@@ -217,6 +226,7 @@ def print_label_table(photos: list[Path]) -> None:
     candidates = [
         ("edge.preprocess.fit", lambda frame: fit(frame, geometry)),
         ("cv2 INTER_LINEAR", lambda frame: _on_crop(linear, frame, geometry, shift=0)),
+        ("2x2 box to nearest 2^k + LINEAR", lambda frame: _on_crop(box_then_linear, frame, geometry, shift=0)),
         ("INTER_AREA, crop moved 1 px (baseline)", lambda frame: _on_crop(area, frame, geometry, shift=1)),
     ]
     print(f"\ndefault model ({model.info.arch}, {model.info.precision}, {model.provider}), net {geometry}")
