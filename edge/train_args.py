@@ -125,6 +125,8 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def describe_report(report: Any) -> list[str]:
     """The summary table printed after training (``report`` is a training.train.TrainReport)."""
+    from edge.evaluate import interval_text  # OpenCV and onnxruntime: not needed to parse the flags
+
     gate = report.gate
     lines = [f"classes      {len(report.classes)}: {', '.join(report.classes)}",
              f"images       {sum(report.train_counts)} training, {sum(report.val_counts)} validation"
@@ -159,5 +161,9 @@ def describe_report(report: Any) -> list[str]:
     if not gate.passed:
         lines.append(f"model        {report.deliverable} is the FP32 file: INT8 lost {gate.drop:.1f} points "
                      f"(more than --max-int8-drop {gate.max_drop:g}) with every calibration tried")
+    n = sum(report.val_counts)
+    shipped = gate.int8_top1 if gate.passed else gate.fp32_top1
+    lines.append(f"validation   {interval_text(shipped, n)} for {report.deliverable.name}"
+                 + (f"; one image is {100 / n:.1f} points" if 0 < n < 1000 else ""))
     lines.append(f"report       {report.out_dir / 'report'}/ (curves.png, confusion.png, metrics.json)")
     return lines

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, make_tiny_model, run_cli
 
 from edge.errors import EdgerecError
-from edge.evaluate import OTHER, EvalOptions, evaluate, write_report
+from edge.evaluate import OTHER, EvalOptions, evaluate, top1_interval, write_report
 from edge.figures import render_confusion
 from edge.model import Model
 from edge.progress import progress
@@ -108,6 +108,7 @@ def test_cli_json_and_report_files(tiny_model: Path, colour_folder: Path, tmp_pa
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["top1"] == pytest.approx(0.9) and summary["top5"] == 1.0 and summary["n"] == 10
+    assert summary["top1_interval95"] == pytest.approx([0.596, 0.982], abs=0.001)  # 9 of 10: Wilson's interval
     assert summary["precision"] == "fp32" and summary["latency_ms"] > 0
     assert summary["per_class"]["red"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7), "support": 4}
     assert summary["confusion"]["counts"] == [[3, 0, 0], [0, 3, 0], [0, 1, 3]]
@@ -123,7 +124,18 @@ def test_cli_json_and_report_files(tiny_model: Path, colour_folder: Path, tmp_pa
 def test_cli_text_output(tiny_model: Path, colour_folder: Path):
     result = run_cli("evaluate", str(tiny_model), str(colour_folder))
     assert result.returncode == 0, result.stderr
-    assert "top-1 90.0%" in result.stdout and "wrong.jpg: red -> green" in result.stdout
+    assert "top-1 90.0% (9/10 right, 95% interval 59.6-98.2%)" in result.stdout
+    assert "wrong.jpg: red -> green" in result.stdout
+
+
+@pytest.mark.parametrize(("correct", "n", "low", "high"), [
+    (56, 59, 0.861, 0.983),  # the default split of the 5-class photo set (docs/training.md)
+    (912, 1000, 0.893, 0.928),  # Fashion-MNIST's 1000 validation images
+    (0, 10, 0.0, 0.278),
+    (10, 10, 0.722, 1.0),
+])
+def test_top1_interval_is_wilsons(correct: int, n: int, low: float, high: float):
+    assert top1_interval(correct, n) == pytest.approx((low, high), abs=0.001)
 
 
 def test_contact_sheet_without_mistakes(tiny_model: Path, tmp_path: Path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,8 @@ def test_gate_failure_keeps_fp32_and_exits_with_its_own_status(trained, dataset:
     assert run.returncode == GATE_FAILED, run.stderr
     assert "model.onnx is the FP32 model" in run.stderr and "Traceback" not in run.stderr
     assert "is the FP32 file: INT8 lost" in run.stdout
+    assert re.search(r"^validation   \d+/\d+ right, 95% interval [\d.]+-[\d.]+% for model\.onnx; one image is [\d.]+ "
+                     r"points$", run.stdout, re.M), run.stdout
     info = Model.load(out / "model.onnx", device="cpu").info
     assert info.precision == "fp32" and info.metrics["int8_gate_passed"] == 0.0
     assert (out / "model.onnx").read_bytes() == (out / "model-fp32.onnx").read_bytes()
