@@ -1,6 +1,6 @@
 """Build a 5-class set of real colour photos from two Debian packages: Tux Paint stamps and GCompris.
 
-Classes bird, mammal, fish, tool and monument, each a few dozen photos, about 290 in all:
+Classes bird, mammal, fish, tool and monument, each a few dozen photos, 299 in all (Debian bookworm):
 
 - tuxpaint-stamps-default (GPL-2+, Copyright 2002-2022 Bill Kendrick and the Tux Paint contributors):
   photographs of animals and tools cut out on a transparent background. Each is cropped to its visible
