@@ -159,8 +159,11 @@ def describe_report(report: Any) -> list[str]:
                      "on x86 with AVX2 but no VNNI they saturate; ARM boards and VNNI CPUs compute the exact "
                      "figure above (docs/quantization.md)")
     if not gate.passed:
+        n = sum(report.val_counts)
+        lost = round(gate.drop / 100 * n)
         lines.append(f"model        {report.deliverable} is the FP32 file: INT8 lost {gate.drop:.1f} points "
-                     f"(more than --max-int8-drop {gate.max_drop:g}) with every calibration tried")
+                     f"({lost} of {n} validation images; more than --max-int8-drop {gate.max_drop:g}) with every "
+                     "calibration tried")
     n = sum(report.val_counts)
     shipped = gate.int8_top1 if gate.passed else gate.fp32_top1
     lines.append(f"validation   {interval_text(shipped, n)} for {report.deliverable.name}"
