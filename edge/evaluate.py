@@ -56,15 +56,15 @@ class Mistake:
     true_score: float  # probability the model gave the true label
 
 
-def top1_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval for a top-1 of ``correct`` out of ``n`` images.
+def top1_interval(top1: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval for a top-1 measured on ``n`` images.
 
     On the few dozen validation photos of a small set one image moves top-1 by several points; the interval
     says how far the accuracy on further photos like these may lie from the measured one.
     """
     if n <= 0:
         return 0.0, 1.0
-    p = correct / n
+    p = top1
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
@@ -72,9 +72,8 @@ def top1_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def interval_text(top1: float, n: int) -> str:
     """'56/59 right, 95% interval 86.1-98.3%' for a top-1 measured on n images."""
-    correct = round(top1 * n)
-    low, high = top1_interval(correct, n)
-    return f"{correct}/{n} right, 95% interval {100 * low:.1f}-{100 * high:.1f}%"
+    low, high = top1_interval(top1, n)
+    return f"{round(top1 * n)}/{n} right, 95% interval {100 * low:.1f}-{100 * high:.1f}%"
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ class EvalReport:
         return {
             "model": self.model, "precision": self.precision, "provider": self.provider,
             "data_dir": self.data_dir, "n": self.n, "top1": self.top1,
-            "top1_interval95": list(top1_interval(round(self.top1 * self.n), self.n)),
+            "top1_interval95": list(top1_interval(self.top1, self.n)),
             "top5": self.top5, "top_k": self.top_k, "macro_f1": self.macro_f1,
             "per_class": {label: vars(m) for label, m in self.per_class.items()},
             "confusion": {"rows": self.classes, "columns": self.columns, "counts": self.confusion.tolist()},

@@ -127,7 +127,7 @@ def describe_report(report: Any) -> list[str]:
     """The summary table printed after training (``report`` is a training.train.TrainReport)."""
     from edge.evaluate import interval_text  # OpenCV and onnxruntime: not needed to parse the flags
 
-    gate = report.gate
+    gate, n = report.gate, sum(report.val_counts)
     lines = [f"classes      {len(report.classes)}: {', '.join(report.classes)}",
              f"images       {sum(report.train_counts)} training, {sum(report.val_counts)} validation"
              + (f" (largest class {report.imbalance:.1f}x the smallest)" if report.imbalance >= 2 else "")]
@@ -159,14 +159,11 @@ def describe_report(report: Any) -> list[str]:
                      "on x86 with AVX2 but no VNNI they saturate; ARM boards and VNNI CPUs compute the exact "
                      "figure above (docs/quantization.md)")
     if not gate.passed:
-        n = sum(report.val_counts)
         lost = round(gate.drop / 100 * n)
         lines.append(f"model        {report.deliverable} is the FP32 file: INT8 lost {gate.drop:.1f} points "
                      f"({lost} of {n} validation images; more than --max-int8-drop {gate.max_drop:g}) with every "
                      "calibration tried")
-    n = sum(report.val_counts)
-    shipped = gate.int8_top1 if gate.passed else gate.fp32_top1
-    lines.append(f"validation   {interval_text(shipped, n)} for {report.deliverable.name}"
+    lines.append(f"validation   {interval_text(gate.top1, n)} for {report.deliverable.name}"
                  + (f"; one image is {100 / n:.1f} points" if 0 < n < 1000 else ""))
     lines.append(f"report       {report.out_dir / 'report'}/ (curves.png, confusion.png, metrics.json)")
     return lines

@@ -135,7 +135,7 @@ def test_cli_text_output(tiny_model: Path, colour_folder: Path):
     (10, 10, 0.722, 1.0),
 ])
 def test_top1_interval_is_wilsons(correct: int, n: int, low: float, high: float):
-    assert top1_interval(correct, n) == pytest.approx((low, high), abs=0.001)
+    assert top1_interval(correct / n, n) == pytest.approx((low, high), abs=0.001)
 
 
 def test_contact_sheet_without_mistakes(tiny_model: Path, tmp_path: Path):

@@ -104,6 +104,11 @@ class GateReport:
         return self.best_attempt.cpu_top1 if self.attempts else None
 
     @property
+    def top1(self) -> float:
+        """The deliverable's validation top-1 (exact INT8 when the gate passed, else FP32)."""
+        return self.int8_top1 if self.passed else self.fp32_top1
+
+    @property
     def precision(self) -> str:
         return "int8" if self.passed else "fp32"
 

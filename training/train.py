@@ -464,7 +464,7 @@ class Run:
         write_metrics(folder / "metrics.json", {
             "val_top1_fp32": gate.fp32_top1, "val_top1_int8": gate.int8_top1, "int8_drop_points": gate.drop,
             "val_top1_int8_training_cpu": gate.int8_cpu_top1,
-            "val_top1_interval95": list(top1_interval(int(counts.trace()), int(counts.sum()))),
+            "val_top1_interval95": list(top1_interval(gate.top1, len(truth))),
             "gate_passed": gate.passed, "max_int8_drop": gate.max_drop, "deliverable": str(gate.deliverable),
             "deliverable_precision": gate.precision, "quantization_attempts": [asdict(a) for a in gate.attempts],
             "classes": list(data.classes), "train_counts": list(data.train_counts),
