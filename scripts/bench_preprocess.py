@@ -226,6 +226,7 @@ def print_label_table(photos: list[Path]) -> None:
     candidates = [
         ("edge.preprocess.fit", lambda frame: fit(frame, geometry)),
         ("cv2 INTER_LINEAR", lambda frame: _on_crop(linear, frame, geometry, shift=0)),
+        ("LINEAR to 2x + 2x2 box", lambda frame: _on_crop(linear_2x_then_box, frame, geometry, shift=0)),
         ("2x2 box to nearest 2^k + LINEAR", lambda frame: _on_crop(box_then_linear, frame, geometry, shift=0)),
         ("INTER_AREA, crop moved 1 px (baseline)", lambda frame: _on_crop(area, frame, geometry, shift=1)),
     ]
