@@ -2,6 +2,12 @@
 
 Text sits on boxes that darken the pixels under them, so it reads on bright and dark frames alike;
 sizes follow the frame's height.
+
+The label box and the stats box are rendered once into small patches (text on black) and stamped onto
+each frame with one `cv2.addWeighted` (box pixels x DARKEN + text): the label box again only when the
+label or its rounded score changes, the stats box at most every STATS_REFRESH_S (figures that change on
+every frame cannot be read anyway). Whatever runs right after `session.run` pays for every cache line
+it touches, so the per-frame work is kept to that one pass over each box (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from edge.result import Result
 WHITE, GREY, BAR = (255, 255, 255), (170, 170, 170), (40, 125, 40)
 FONT, LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
 DARKEN = 0.3  # box pixels keep this fraction of their brightness
+STATS_REFRESH_S = 0.5  # the fps / latency figures change at most this often
+_MAX_CACHED = 256  # label boxes kept (label x score x frame size); the cache starts over beyond
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,15 @@ class OverlayOptions:
     """Draw frames per second and latency in the bottom-left corner."""
 
 
+@dataclass(frozen=True)
+class _Box:
+    """A box's place in the frame and its text, rendered on black at the box's size."""
+
+    x: int
+    y: int
+    patch: np.ndarray
+
+
 class Overlay:
     """One verb: `draw(frame, result)` writes onto `frame` (BGR uint8) without copying it."""
 
@@ -34,29 +51,57 @@ class Overlay:
         self.labels = list(labels)
         self.options = options or OverlayOptions()
         self._fitted: dict[tuple[str, float, int], str] = {}
+        self._label_boxes: dict[tuple[str, str, bool, int, int], _Box] = {}
+        self._stats: _Box | None = None
+        self._stats_key: tuple[int, int] = (0, 0)
+        self._stats_at = 0.0
 
     def draw(self, frame: np.ndarray, result: Result) -> None:
-        scale = max(frame.shape[0] / 720.0, 0.45)
-        bottom = self._draw_label(frame, result, scale)
+        height, width = frame.shape[:2]
+        scale = max(height / 720.0, 0.45)
+        label = self._label_box(result, height, width, scale)
+        _stamp(frame, label)
         if self.options.top_k > 0:
-            self._draw_bars(frame, result.probs, max(scale, 0.6), bottom)
+            self._draw_bars(frame, result.probs, max(scale, 0.6), label.y + label.patch.shape[0])
         if self.options.stats:
-            self._draw_stats(frame, result, max(scale, 0.6))  # small text needs a larger minimum
+            _stamp(frame, self._stats_box(result, height, width, max(scale, 0.6)))  # small text: larger minimum
 
-    def _draw_label(self, frame: np.ndarray, result: Result, scale: float) -> int:
-        size, thick, pad = 1.1 * scale, max(1, round(2 * scale)), round(10 * scale)
+    def _label_box(self, result: Result, height: int, width: int, scale: float) -> _Box:
         score = f"{100 * result.score:.0f}%"
+        key = (result.label, score, result.index >= 0, height, width)
+        box = self._label_boxes.get(key)
+        if box is None:
+            if len(self._label_boxes) >= _MAX_CACHED:
+                self._label_boxes.clear()
+            box = self._label_boxes[key] = self._render_label(result.label, score, result.index >= 0, width, scale)
+        return box
+
+    def _render_label(self, text: str, score: str, known: bool, width: int, scale: float) -> _Box:
+        size, thick, pad = 1.1 * scale, max(1, round(2 * scale)), round(10 * scale)
         score_w = cv2.getTextSize(score, LABEL_FONT, size, thick)[0][0]
-        room = frame.shape[1] - 2 * pad - score_w - 3 * pad
-        label = self._fit(result.label, LABEL_FONT, size, thick, room)
+        label = self._fit(text, LABEL_FONT, size, thick, width - 2 * pad - score_w - 3 * pad)
         (label_w, text_h), base = cv2.getTextSize(label, LABEL_FONT, size, thick)
-        bottom = 2 * pad + text_h + base
-        _darken(frame, 0, 0, label_w + score_w + 4 * pad, bottom)
-        colour = WHITE if result.index >= 0 else GREY
-        cv2.putText(frame, label, (pad, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
+        patch = np.zeros((2 * pad + text_h + base, label_w + score_w + 4 * pad, 3), np.uint8)
+        colour = WHITE if known else GREY
+        cv2.putText(patch, label, (pad, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
         x = 3 * pad + label_w
-        cv2.putText(frame, score, (x, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
-        return bottom
+        cv2.putText(patch, score, (x, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
+        return _Box(0, 0, patch)
+
+    def _stats_box(self, result: Result, height: int, width: int, scale: float) -> _Box:
+        stale = result.captured - self._stats_at >= STATS_REFRESH_S or result.captured < self._stats_at
+        if self._stats is None or stale or self._stats_key != (height, width):
+            self._stats = self._render_stats(f"{result.fps:.1f} fps  {result.latency_ms:.0f} ms", height, scale)
+            self._stats_key, self._stats_at = (height, width), result.captured
+        return self._stats
+
+    @staticmethod
+    def _render_stats(text: str, height: int, scale: float) -> _Box:
+        size, thick, pad = 0.6 * scale, max(1, round(scale)), round(8 * scale)
+        (w, h), base = cv2.getTextSize(text, FONT, size, thick)
+        patch = np.zeros((h + base + 2 * pad, w + 2 * pad, 3), np.uint8)
+        cv2.putText(patch, text, (pad, pad + h), FONT, size, WHITE, thick, cv2.LINE_AA)
+        return _Box(0, height - patch.shape[0], patch)
 
     def _draw_bars(self, frame: np.ndarray, probs: np.ndarray, scale: float, top: int) -> None:
         k = min(self.options.top_k, probs.shape[0])
@@ -77,14 +122,6 @@ class Overlay:
             at = (baseline[0] + pct_w, baseline[1])
             cv2.putText(frame, label, at, FONT, size, WHITE, thick, cv2.LINE_AA)
 
-    def _draw_stats(self, frame: np.ndarray, result: Result, scale: float) -> None:
-        size, thick, pad = 0.6 * scale, max(1, round(scale)), round(8 * scale)
-        text = f"{result.fps:.1f} fps  {result.latency_ms:.0f} ms"
-        (w, h), base = cv2.getTextSize(text, FONT, size, thick)
-        y0 = frame.shape[0] - h - base - 2 * pad
-        _darken(frame, 0, y0, w + 2 * pad, frame.shape[0])
-        cv2.putText(frame, text, (pad, y0 + pad + h), FONT, size, WHITE, thick, cv2.LINE_AA)
-
     def _fit(self, text: str, font: int, size: float, thick: int, room: int) -> str:
         """`text`, cut with "..." to fit `room` pixels; cached, as labels repeat from frame to frame."""
         key = (text, size, room)
@@ -97,6 +134,15 @@ class Overlay:
                 self._fitted.clear()
             self._fitted[key] = fitted
         return fitted
+
+
+def _stamp(frame: np.ndarray, box: _Box) -> None:
+    """Darken the box's pixels and add its text, in one pass: pixel x DARKEN + text (saturating)."""
+    y0, x0 = max(0, box.y), max(0, box.x)
+    roi = frame[y0 : box.y + box.patch.shape[0], x0 : box.x + box.patch.shape[1]]
+    if roi.size:
+        patch = box.patch[y0 - box.y : y0 - box.y + roi.shape[0], x0 - box.x : x0 - box.x + roi.shape[1]]
+        cv2.addWeighted(roi, DARKEN, patch, 1.0, 0.0, dst=roi)
 
 
 def _darken(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:

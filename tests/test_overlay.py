@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.overlay import DARKEN, Overlay, OverlayOptions
+from edge.overlay import DARKEN, STATS_REFRESH_S, Overlay, OverlayOptions
 from edge.result import Result
 
 LABELS = ["tabby cat", "golden retriever", "espresso", "fire engine"]
@@ -74,3 +74,19 @@ def test_unknown_is_drawn_in_grey():
     frame = np.zeros((480, 640, 3), np.uint8)
     Overlay(LABELS, OverlayOptions(stats=False)).draw(frame, result("unknown", -1))
     assert frame.max() == 170
+
+
+def test_stats_change_at_most_twice_a_second_and_the_label_at_once():
+    overlay = Overlay(LABELS)
+
+    def drawn(captured: float, label: str, index: int, fps: float) -> np.ndarray:
+        frame = np.full((480, 640, 3), 128, np.uint8)
+        overlay.draw(frame, Result(1, captured, label, index, 0.62, PROBS, True, True, 23.4, fps))
+        return frame
+
+    first = drawn(10.0, "tabby cat", 0, 29.97)
+    soon = drawn(10.2, "espresso", 2, 12.5)
+    later = drawn(10.0 + STATS_REFRESH_S, "espresso", 2, 12.5)
+    assert (first[:60] != soon[:60]).any()  # the new label shows on the next frame
+    assert np.array_equal(first[-40:], soon[-40:])  # the figures hold still, so they can be read
+    assert (soon[-40:] != later[-40:]).any()  # and are refreshed after STATS_REFRESH_S
