@@ -14,7 +14,7 @@ import pytest
 from conftest import COLOURS, make_tiny_model, write_clip
 from mjpeg_server import MjpegServer
 
-from edge.capture import SourceOptions, StillSource
+from edge.capture import SourceOptions, StillSource, open_source
 from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, StageTimer, install_signal_handlers, run
@@ -168,14 +168,33 @@ def test_a_slow_pipeline_only_works_on_the_newest_frame(model):
             time.sleep(0.06)  # three camera frames
             return model.infer(batch)
 
+    class Watched:
+        """The camera, counting reads that returned a frame older than one already there when asked."""
+
+        def __init__(self, source):
+            self.source, self.stale = source, 0
+
+        def __getattr__(self, name):
+            return getattr(self.source, name)
+
+        def read(self, timeout):
+            newest = self.source.status().frames - 1
+            frame = self.source.read(timeout)
+            self.stale += frame is not None and frame.index < newest
+            return frame
+
     camera = MjpegServer(fps=50).start()
     try:
-        summary = run(options(camera.url, source={"read_timeout": 2.0}, max_frames=12), model=Slow())
+        live = options(camera.url, source={"read_timeout": 2.0}, max_frames=12)
+        source = Watched(open_source(live.source))
+        summary = run(live, model=Slow(), source=source)
     finally:
         camera.stop()
-    assert summary.frames == 12
-    assert summary.frame_age.p95_ms < 20 + 15  # at most one camera frame interval (20 ms) + scheduling
-    assert summary.source.dropped >= 12
+    assert summary.frames == 12 and summary.source.dropped >= 12
+    assert source.stale == 0  # every read handed over the newest frame
+    # Its age when preprocessing starts: at most one camera frame interval (20 ms) + scheduling. The median,
+    # as one pause of the test process (a garbage collection late in a long suite) can hold back any frame.
+    assert summary.frame_age.p50_ms < 20 + 15
 
 
 def test_stage_timer_keeps_a_fixed_ring():
@@ -189,7 +208,7 @@ def test_stage_timer_keeps_a_fixed_ring():
 
 SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, threading
-    from edge.capture import SourceOptions, StillSource
+    from edge.capture import SourceOptions, StillSource, open_source
     from edge.model import Model
     from edge.pipeline import RunOptions, install_signal_handlers, run
 
