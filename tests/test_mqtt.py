@@ -255,3 +255,27 @@ def test_a_change_written_before_the_connection_is_announced_once(broker):
     finally:
         sink.close()
         listener.close()
+
+
+@needs_broker
+def test_closing_before_the_connection_is_up_still_delivers_the_change_and_offline(broker):
+    listener = Listener(broker.port)
+    try:
+        sink = MqttSink(MqttOptions("127.0.0.1", broker.port, "edgerec/short", client_id="short"))
+        sink.write(np.zeros((4, 4, 3), np.uint8), result(0, "blue"))  # a run shorter than the connect
+        sink.close()
+        listener.wait_for("edgerec/short/availability", b"offline")
+    finally:
+        listener.close()
+    assert [json.loads(p)["label"] for p, _ in listener.on("edgerec/short/state")] == ["blue"]  # before offline
+    assert listener.on("edgerec/short/availability")[-1][0] == b"offline"  # never a stale "online" at the end
+
+
+@needs_broker
+def test_closing_with_nothing_to_send_and_no_broker_does_not_wait(broker):
+    port = broker.port
+    broker.stop()
+    sink = MqttSink(MqttOptions("127.0.0.1", port, "edgerec/none", client_id="none"))
+    started = time.monotonic()
+    sink.close()
+    assert time.monotonic() - started < 3.0  # not CLOSE_WAIT_S; paho looks at its stop flag once a second

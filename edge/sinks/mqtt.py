@@ -25,6 +25,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,9 +33,13 @@ from edge.errors import EdgerecError
 from edge.result import Result
 from edge.sinks.events import wall_clock
 
+if TYPE_CHECKING:
+    from paho.mqtt.client import MQTTMessageInfo
+
 PASSWORD_ENV = "EDGEREC_MQTT_PASSWORD"
 QOS = 1
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
+CLOSE_WAIT_S = 5.0  # the longest `close` waits for a label change the broker has not acknowledged yet
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class MqttSink:
         self._on_state = on_state
         self._last_state: bytes | None = None
         self._last_mid = -1  # paho's message id of the newest _last_state publish
+        self._state_acked = threading.Event()  # set when the broker acknowledges _last_mid
+        self._lock = threading.Lock()  # "closing" against "connected": see close()
         self._acked_mid = -2  # the newest message id a broker acknowledged (set on paho's thread)
         self._closing = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
@@ -133,10 +140,17 @@ class MqttSink:
         self.events += 1
 
     def close(self) -> None:
-        self._closing = True
-        if self.connected.is_set():
-            info = self._client.publish(self.availability_topic, "offline", qos=QOS, retain=True)
-            info.wait_for_publish(timeout=2.0)
+        """Deliver the last label change (waiting up to CLOSE_WAIT_S for a connection that is not up yet, as
+        after a run shorter than the connect), announce "offline", disconnect."""
+        with self._lock:  # a connect either happened before (close announces "offline") or sees _closing
+            self._closing = True
+            connected = self.connected.is_set()
+        if self._last_state is not None and self._acked_mid != self._last_mid:  # a change not acknowledged yet
+            connected = connected or self.connected.wait(CLOSE_WAIT_S)
+            if connected:
+                self._state_acked.wait(CLOSE_WAIT_S)
+        if connected:
+            _wait(self._client.publish(self.availability_topic, "offline", qos=QOS, retain=True), 2.0)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -164,10 +178,11 @@ class MqttSink:
         if reason_code.is_failure:
             self._tell(f"mqtt: {self.options.host}:{self.options.port} refused the connection ({reason_code})")
             return
-        self._announce()
+        with self._lock:
+            self._announce()
+            self.connected.set()
         if self.options.discovery_prefix:
             client.subscribe(f"{self.options.discovery_prefix}/status", qos=QOS)
-        self.connected.set()
         self._tell(f"mqtt: connected to {self.options.host}:{self.options.port} as {self.client_id}")
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
@@ -179,14 +194,18 @@ class MqttSink:
 
     def _message(self, client, userdata, message) -> None:
         if message.payload == b"online":  # Home Assistant restarted: it wants the discovery config again
-            self._announce()
+            with self._lock:
+                self._announce()
 
     def _announce(self) -> None:
         """Discovery config, then availability, then the label now (a broker without persistence forgot them).
 
         A label change that a broker has not acknowledged yet is still in paho's queue and goes out after
-        this; sending it here too would announce the same change twice.
+        this; sending it here too would announce the same change twice. A connection that comes up after
+        close() began announces nothing: close() delivers the queued change, then says "offline".
         """
+        if self._closing:
+            return
         if self.options.discovery_prefix:
             self._client.publish(*self.discovery(), qos=QOS, retain=True)
         self._client.publish(self.availability_topic, "online", qos=QOS, retain=True)
@@ -194,14 +213,25 @@ class MqttSink:
             self._publish_state()
 
     def _publish_state(self) -> None:
+        self._state_acked.clear()
         self._last_mid = self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True).mid
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         self._acked_mid = mid
+        if mid == self._last_mid:
+            self._state_acked.set()
 
     def _tell(self, line: str) -> None:
         if self._on_state is not None:
             self._on_state(line)
+
+
+def _wait(info: MQTTMessageInfo, timeout: float) -> None:
+    """Wait for the broker to acknowledge `info`; at once when it could not be sent (connection lost)."""
+    try:
+        info.wait_for_publish(timeout)
+    except (ValueError, RuntimeError):
+        pass
 
 
 def _import_paho():
