@@ -120,7 +120,7 @@ class OverlaySection(Section):
 
     top_k: int = Field(_OVERLAY.top_k, ge=0, description="bars for the k most probable labels under the "
                        "label; 0: none")
-    stats: bool = Field(_OVERLAY.stats, description="draw frames per second and latency")
+    stats: bool = Field(_OVERLAY.stats, description="draw frames per second and latency, updated twice a second")
 
 
 class DisplaySection(Section):

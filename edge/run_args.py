@@ -90,7 +90,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--top-k", type=int, metavar="K",
                          help="draw bars for the K most probable labels (default: none)")
     outputs.add_argument("--no-stats", dest="stats", action="store_false", default=None,
-                         help="do not draw frames per second and latency")
+                         help="do not draw frames per second and latency (drawn by default, updated twice a second)")
 
     add_web_arguments(parser.add_argument_group("web preview"), defaults)
     add_mqtt_arguments(parser.add_argument_group("MQTT"), defaults)
