@@ -140,7 +140,8 @@ def test_label_changes_availability_and_discovery_reach_the_broker(broker, tmp_p
     assert [e["label"] for e in events] == [c.label for c in changes] == ["blue", "green", "red"]
     assert [e["frame"] for e in events] == [c.frame_index for c in changes]
     assert all(set(e) == {"label", "score", "time", "frame", "latency_ms"} and e["score"] > 0.5 for e in events)
-    assert [p for p, _ in listener.on("edgerec/test/availability")] == [b"online", b"offline"]
+    availability = [p for p, _ in listener.on("edgerec/test/availability")]
+    assert availability in ([b"online", b"offline"], [b"offline"])  # no "online" when the run beat the connect
     assert config["state_topic"] == config["json_attributes_topic"] == "edgerec/test/state"
     assert config["availability_topic"] == "edgerec/test/availability"
     assert config["value_template"] == "{{ value_json.label }}" and config["unique_id"] == "edgerec-test_label"
@@ -269,6 +270,7 @@ def test_closing_before_the_connection_is_up_still_delivers_the_change_and_offli
         listener.close()
     assert [json.loads(p)["label"] for p, _ in listener.on("edgerec/short/state")] == ["blue"]  # before offline
     assert listener.on("edgerec/short/availability")[-1][0] == b"offline"  # never a stale "online" at the end
+    assert listener.on("homeassistant/sensor/short/label/config")  # Home Assistant still learns of the sensor
 
 
 @needs_broker

@@ -202,12 +202,12 @@ class MqttSink:
 
         A label change that a broker has not acknowledged yet is still in paho's queue and goes out after
         this; sending it here too would announce the same change twice. A connection that comes up after
-        close() began announces nothing: close() delivers the queued change, then says "offline".
+        close() began sends only the discovery config: close() delivers the queued change, then "offline".
         """
-        if self._closing:
-            return
         if self.options.discovery_prefix:
             self._client.publish(*self.discovery(), qos=QOS, retain=True)
+        if self._closing:
+            return
         self._client.publish(self.availability_topic, "online", qos=QOS, retain=True)
         if self._last_state is not None and self._acked_mid == self._last_mid:
             self._publish_state()
