@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Build the embedded default model: ImageNet EfficientNet-Lite0 as FP32 and INT8 contract files.
 
-Reproduce the file shipped in edge/assets/ (needs the [train] extra and Debian's opencv-doc photos):
+Build the file shipped in edge/assets/ (needs the [train] extra and Debian's opencv-doc photos; the
+shipped file was calibrated with the `fit` of commit 903c9be, see docs/quantization.md):
 
     apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb /tmp/ocvdoc
     python scripts/build_default_model.py --out build/ \\
