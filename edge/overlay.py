@@ -37,9 +37,8 @@ class OverlayOptions:
 
 @dataclass(frozen=True)
 class _Box:
-    """A box's place in the frame and its text, rendered on black at the box's size."""
+    """A box at the frame's left edge, `y` rows down, with its text rendered on black at the box's size."""
 
-    x: int
     y: int
     patch: np.ndarray
 
@@ -53,7 +52,7 @@ class Overlay:
         self._fitted: dict[tuple[str, float, int], str] = {}
         self._label_boxes: dict[tuple[str, str, bool, int, int], _Box] = {}
         self._stats: _Box | None = None
-        self._stats_key: tuple[int, int] = (0, 0)
+        self._stats_height = 0  # the frame height the stats box was rendered for
         self._stats_at = 0.0
 
     def draw(self, frame: np.ndarray, result: Result) -> None:
@@ -64,7 +63,7 @@ class Overlay:
         if self.options.top_k > 0:
             self._draw_bars(frame, result.probs, max(scale, 0.6), label.y + label.patch.shape[0])
         if self.options.stats:
-            _stamp(frame, self._stats_box(result, height, width, max(scale, 0.6)))  # small text: larger minimum
+            _stamp(frame, self._stats_box(result, height, max(scale, 0.6)))  # small text: larger minimum
 
     def _label_box(self, result: Result, height: int, width: int, scale: float) -> _Box:
         score = f"{100 * result.score:.0f}%"
@@ -86,13 +85,13 @@ class Overlay:
         cv2.putText(patch, label, (pad, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
         x = 3 * pad + label_w
         cv2.putText(patch, score, (x, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
-        return _Box(0, 0, patch)
+        return _Box(0, patch)
 
-    def _stats_box(self, result: Result, height: int, width: int, scale: float) -> _Box:
+    def _stats_box(self, result: Result, height: int, scale: float) -> _Box:
         stale = result.captured - self._stats_at >= STATS_REFRESH_S or result.captured < self._stats_at
-        if self._stats is None or stale or self._stats_key != (height, width):
+        if self._stats is None or stale or self._stats_height != height:
             self._stats = self._render_stats(f"{result.fps:.1f} fps  {result.latency_ms:.0f} ms", height, scale)
-            self._stats_key, self._stats_at = (height, width), result.captured
+            self._stats_height, self._stats_at = height, result.captured
         return self._stats
 
     @staticmethod
@@ -101,7 +100,7 @@ class Overlay:
         (w, h), base = cv2.getTextSize(text, FONT, size, thick)
         patch = np.zeros((h + base + 2 * pad, w + 2 * pad, 3), np.uint8)
         cv2.putText(patch, text, (pad, pad + h), FONT, size, WHITE, thick, cv2.LINE_AA)
-        return _Box(0, height - patch.shape[0], patch)
+        return _Box(height - patch.shape[0], patch)
 
     def _draw_bars(self, frame: np.ndarray, probs: np.ndarray, scale: float, top: int) -> None:
         k = min(self.options.top_k, probs.shape[0])
@@ -138,15 +137,20 @@ class Overlay:
 
 def _stamp(frame: np.ndarray, box: _Box) -> None:
     """Darken the box's pixels and add its text, in one pass: pixel x DARKEN + text (saturating)."""
-    y0, x0 = max(0, box.y), max(0, box.x)
-    roi = frame[y0 : box.y + box.patch.shape[0], x0 : box.x + box.patch.shape[1]]
+    height, width = box.patch.shape[:2]
+    roi = _inside(frame, 0, box.y, width, box.y + height)
     if roi.size:
-        patch = box.patch[y0 - box.y : y0 - box.y + roi.shape[0], x0 - box.x : x0 - box.x + roi.shape[1]]
-        cv2.addWeighted(roi, DARKEN, patch, 1.0, 0.0, dst=roi)
+        top = max(0, -box.y)  # rows of the patch above the frame
+        cv2.addWeighted(roi, DARKEN, box.patch[top : top + roi.shape[0], : roi.shape[1]], 1.0, 0.0, dst=roi)
 
 
 def _darken(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
     """Dim a rectangle in place so white text on it reads whatever the picture is."""
-    roi = frame[max(0, y0) : min(frame.shape[0], y1), max(0, x0) : min(frame.shape[1], x1)]
+    roi = _inside(frame, x0, y0, x1, y1)
     if roi.size:
         cv2.convertScaleAbs(roi, dst=roi, alpha=DARKEN)
+
+
+def _inside(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """The view of frame[y0:y1, x0:x1] clipped to the frame (possibly empty)."""
+    return frame[max(0, y0) : min(frame.shape[0], y1), max(0, x0) : min(frame.shape[1], x1)]
