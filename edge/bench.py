@@ -22,9 +22,9 @@ import onnxruntime as ort
 
 from edge.capture import SourceOptions, StillSource
 from edge.model import Model, default_model_path
-from edge.pipeline import FrameLoop, RunOptions, using_opencv_threads
+from edge.pipeline import RUN_MODEL, RunOptions, build_loop, using_opencv_threads
 from edge.preprocess import fit
-from edge.result import Result
+from edge.result import FrameResult
 from edge.sinks import NullSink
 
 FRAME_SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}
@@ -162,7 +162,7 @@ class PixelSink:
 
     wants_overlay = True
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
         pass
 
     def close(self) -> None:
@@ -221,7 +221,7 @@ class PathBench:
         source = StillSource(image, source_options)
         options = RunOptions(source_options, display=False)
         sinks = [NullSink() if sink == "null" else PixelSink()]
-        self.loop = FrameLoop(model, source, sinks, options, threading.Event(), None, clock=clock)
+        self.loop = build_loop(options, {RUN_MODEL: model}, [source], sinks, threading.Event(), clock=clock)
         self.batch = np.ascontiguousarray(fit(image, model.geometry)[None])
         self.clear()
 
@@ -232,7 +232,7 @@ class PathBench:
         start = self.clock()
         self.model.infer(self.batch)
         self.samples["session"].append((self.clock() - start) * 1000)
-        if self.loop.step(1.0) is None:
+        if not self.loop.step(1.0):
             raise RuntimeError("the looping still source gave no frame")
         timers = self.loop.timers
         for name in PATH_STAGES:

@@ -134,6 +134,12 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def is_live(uri: str) -> bool:
+    """Whether `uri` names a live source (camera, stream, GStreamer, Picamera2) rather than a file or folder."""
+    return (uri.isdigit() or uri.startswith(("/dev/video", "gst:")) or uri.lower().startswith(STREAM_SCHEMES)
+            or uri == "picamera2" or uri.startswith("picamera2:"))
+
+
 def open_source(options: SourceOptions, on_state: StateCallback | None = None) -> Source:
     """Open the source `options.uri` names; an impossible URI raises EdgerecError right away."""
     uri = options.uri
@@ -194,6 +200,8 @@ class LiveSource:
     ) -> None:
         self.uri, self.fps, self.options = uri, options.fps, options
         self._opener, self._on_state = opener, on_state
+        self.on_frame: Callable[[], None] | None = None
+        """Called on the grabber thread after each new frame (a frame loop watching several cameras)."""
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._back: np.ndarray | None = None  # the grabber decodes into this
@@ -286,6 +294,8 @@ class LiveSource:
             self._slot_index, self._slot_time, self._fresh = self._frames, captured, True
             self._frames += 1
             self._cond.notify()
+        if self.on_frame is not None:
+            self.on_frame()
 
     def _set_state(self, state: str, error: str) -> None:
         with self._cond:
@@ -431,6 +441,10 @@ class _Playback:
 
     def status(self) -> SourceStatus:
         return SourceStatus(self._state, self._frames, 0, self._skipped, 0, self._error)
+
+    def next_in(self) -> float:
+        """Seconds until the next frame is due (0 when one is, or when reading as fast as possible)."""
+        return max(0.0, self._due - time.monotonic()) if self._period and self._due else 0.0
 
     def __enter__(self) -> _Playback:
         return self

@@ -1,7 +1,10 @@
 """The service's settings: one TOML file, typed and validated, mapped onto the pipeline's RunOptions.
 
-    [source]                      what to read          [recognition]   model rate, smoothing
+    [source]                      what to read          [recognition]   trigger, model rate, smoothing
     [model]                       file, device, threads [overlay]       what is drawn on frames
+    [[regions]]                   places to watch in the picture (none: the whole frame)
+    [motion]                      the motion detector of regions triggered by motion
+    [[cameras]]                   several cameras, each with its own source, regions and motion settings
     [display] [events] [snapshots] [recording] [web] [mqtt]             where results go
 
 Every field has a default and a description; `defaults_toml()` prints them as a commented example
@@ -19,13 +22,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.camera import CameraOptions
 from edge.capture import SourceOptions
 from edge.devices import DEVICES, parse_device
 from edge.errors import EdgerecError
+from edge.motion import MotionOptions
 from edge.overlay import OverlayOptions
 from edge.pipeline import RunOptions
+from edge.regions import KEEPALIVE_S, TRIGGERS, RegionOptions, TriggerOptions, box_problem, name_problem
 from edge.sinks.mqtt import MqttOptions
 from edge.sinks.web import WebOptions
 from edge.smoothing import SmoothingOptions
@@ -40,7 +46,9 @@ DEFAULT_PATH = Path("/etc/edgerec/config.toml")
 SECRETS = frozenset({"web.token", "mqtt.password"})
 """Keys whose values error messages never repeat (they end up in the journal)."""
 
-_SOURCE, _SMOOTHING, _OVERLAY = SourceOptions("0"), SmoothingOptions(), OverlayOptions()
+_SOURCE, _SMOOTHING, _OVERLAY, _MOTION = SourceOptions("0"), SmoothingOptions(), OverlayOptions(), MotionOptions()
+Trigger = typing.Literal["frame", "motion", "interval"]
+assert typing.get_args(Trigger) == TRIGGERS
 
 
 class Section(BaseModel):
@@ -103,8 +111,13 @@ class ModelSection(Section):
 class RecognitionSection(Section):
     """How often the model runs and how its labels are smoothed so they do not flicker."""
 
-    infer_fps: float | None = Field(None, gt=0, description="run the model at most this often; frames in "
-                                    "between carry the last label; unset: every frame", examples=[5])
+    trigger: Trigger = Field("frame", description='when the model runs on a region: "frame" (every frame, at '
+                             'most infer_fps), "motion" (when motion touches the region, once at start and at '
+                             'least every interval s) or "interval" (every interval s)')
+    interval: float | None = Field(None, gt=0, description=f"seconds: the keep-alive of motion regions "
+                                   f"(unset: {KEEPALIVE_S:g}), the period of interval regions", examples=[10])
+    infer_fps: float | None = Field(None, gt=0, description="run the model at most this often per region; "
+                                    "frames in between carry the last label; unset: no cap", examples=[5])
     ema: float = Field(_SMOOTHING.alpha, gt=0, le=1, description="weight of the newest frame in the moving "
                        "average of probabilities; 1: no averaging")
     switch_margin: float = Field(_SMOOTHING.margin, ge=0, lt=1, description="a new label must lead the shown "
@@ -115,12 +128,102 @@ class RecognitionSection(Section):
                              "smoothed score; 0: never")
 
 
+class MotionSection(Section):
+    """The motion detector of regions triggered by motion: a small grey copy of each frame against a running
+    average (docs/motion.md)."""
+
+    threshold: int = Field(_MOTION.threshold, ge=1, le=255, description="grey levels a pixel must change by "
+                           "to count (after blur and the global-brightness correction)")
+    min_area: float = Field(_MOTION.min_area, ge=0, lt=1, description="fraction of the picture a moving blob "
+                            "must cover to count")
+    alpha: float = Field(_MOTION.alpha, gt=0, le=1, description="how fast the background follows the picture "
+                         "(weight of each frame); a still new object fades in after about 1/alpha frames")
+    lightning: float = Field(_MOTION.lightning, gt=0, le=1, description="fraction of the picture changing at "
+                             "once that counts as a global change (lights, IR switch): not motion, re-learnt")
+    width: int = Field(_MOTION.width, ge=16, description="width in pixels of the copy motion is detected on")
+
+
+class RegionSection(Section):
+    """A place to watch: a named rectangle of the frame with its own trigger, smoothing and model. Keys left
+    out take [recognition]'s and [model]'s values."""
+
+    name: str = Field(description="letters, digits, _ and -; names the region in events, MQTT, metrics",
+                      examples=["door"])
+    box: list[float] = Field(description="x, y, w, h as fractions of the frame", examples=[[0.25, 0.1, 0.3, 0.6]])
+    model: str = Field("", description="model file for this region; empty: [model] path")
+    trigger: Trigger | None = Field(None, description="frame, motion or interval; unset: [recognition] trigger")
+    interval: float | None = Field(None, gt=0, description="unset: [recognition] interval")
+    infer_fps: float | None = Field(None, gt=0, description="unset: [recognition] infer_fps")
+    ema: float | None = Field(None, gt=0, le=1, description="unset: [recognition] ema")
+    switch_margin: float | None = Field(None, ge=0, lt=1, description="unset: [recognition] switch_margin")
+    switch_frames: int | None = Field(None, ge=1, description="unset: [recognition] switch_frames")
+    min_score: float | None = Field(None, ge=0, le=1, description="unset: [recognition] min_score")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _valid(name_problem(value), value)
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, value: list[float]) -> list[float]:
+        return _valid(box_problem(value), value)
+
+
+def _valid(problem: str, value: Any) -> Any:
+    """`value`, or the ValueError pydantic reports with the key when edge.regions found a problem."""
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _needs_interval(interval: float | None, what: str) -> None:
+    if interval is None:
+        raise ValueError(f"{what} needs an interval; valid: seconds > 0 (interval = 10)")
+
+
+def _unique_regions(regions: list[RegionSection], where: str) -> None:
+    names = [region.name for region in regions]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"{where}: region name {name!r} appears twice; valid: a different name for each")
+
+
+class CameraSection(Section):
+    """One of several cameras: a name, a source, its regions and its motion settings."""
+
+    name: str = Field(description="letters, digits, _ and -; names the camera in events, MQTT, metrics, the "
+                      "web page", examples=["garage"])
+    source: SourceSection = Field(description="what to read: a URI (source = \"rtsp://...\") or a table with "
+                                  "[source]'s keys")
+    regions: list[RegionSection] = Field(default_factory=list, description="places to watch; none: the whole "
+                                         "frame")
+    motion: MotionSection | None = Field(None, description="unset: [motion]")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _valid(name_problem(value), value)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_shorthand(cls, value: object) -> object:
+        return {"uri": value} if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _regions(self) -> CameraSection:
+        _unique_regions(self.regions, f"camera {self.name}")
+        return self
+
+
 class OverlaySection(Section):
     """What is drawn on frames that are shown or recorded (the window, the recording, the web preview)."""
 
     top_k: int = Field(_OVERLAY.top_k, ge=0, description="bars for the k most probable labels under the "
                        "label; 0: none")
     stats: bool = Field(_OVERLAY.stats, description="draw frames per second and latency, updated twice a second")
+    motion: bool = Field(_OVERLAY.motion, description="outline what the motion detector sees (a debug view, "
+                         "where a region is triggered by motion)")
 
 
 class DisplaySection(Section):
@@ -199,6 +302,9 @@ class Config(Section):
     source: SourceSection = Field(default_factory=SourceSection)
     model: ModelSection = Field(default_factory=ModelSection)
     recognition: RecognitionSection = Field(default_factory=RecognitionSection)
+    motion: MotionSection = Field(default_factory=MotionSection)
+    regions: list[RegionSection] = Field(default_factory=list)
+    cameras: list[CameraSection] = Field(default_factory=list)
     overlay: OverlaySection = Field(default_factory=OverlaySection)
     display: DisplaySection = Field(default_factory=DisplaySection)
     events: EventsSection = Field(default_factory=EventsSection)
@@ -211,6 +317,29 @@ class Config(Section):
     @classmethod
     def _source_shorthand(cls, value: object) -> object:
         return {"uri": value} if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _places(self) -> Config:
+        if self.cameras and self.regions:
+            raise ValueError("[[regions]] belong to the one camera of [source]; with [[cameras]], give each "
+                             "camera its regions as [[cameras.regions]]")
+        if self.cameras and self.source != SourceSection():
+            raise ValueError("[source] and [[cameras]] both name what to read; valid: one of them")
+        _unique_regions(self.regions, "regions")
+        places = [("regions", self.regions)] + [(f"camera {c.name}: regions", c.regions) for c in self.cameras]
+        if not any(regions for _, regions in places) and self.recognition.trigger == "interval":
+            _needs_interval(self.recognition.interval, "recognition: trigger 'interval'")
+        for where, regions in places:
+            for region in regions:
+                trigger = region.trigger or self.recognition.trigger
+                if trigger == "interval":
+                    _needs_interval(region.interval or self.recognition.interval,
+                                    f"{where}: {region.name}: trigger 'interval'")
+        names = [camera.name for camera in self.cameras]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"cameras: camera name {name!r} appears twice; valid: a different name for each")
+        return self
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -248,8 +377,11 @@ def with_overrides(config: Config, values: Mapping[str, Any], names: Mapping[str
     """
     data = config.model_dump()
     for key, value in values.items():
-        section, field = key.split(".")
-        data[section][field] = value
+        section, _, field = key.partition(".")
+        if field:
+            data[section][field] = value
+        else:  # a whole list of tables, e.g. "regions"
+            data[section] = value
     try:
         return Config.model_validate(data)
     except ValidationError as error:
@@ -260,13 +392,15 @@ def describe_error(error: ValidationError, names: Mapping[str, str] | None = Non
     """The first problem of `error` on one line: `KEY.PATH: what is wrong (what is valid)`."""
     problems = error.errors()
     first = problems[0]
-    loc = [str(part) for part in first["loc"]]
-    key = ".".join(loc)
+    loc = [str(part) for part in first["loc"] if not isinstance(part, int)]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
     label = (names or {}).get(key, key)
     more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+    if not loc and first["type"] == "value_error":  # a check across sections: its message names the keys
+        return f"{first['ctx']['error']}{more}"
     if first["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
-        where = f" in [{'.'.join(loc[:-1])}]" if len(loc) > 1 else ""
+        where = f" in [{key.rpartition('.')[0]}]" if len(loc) > 1 else ""
         return f"unknown key '{label}' (valid keys{where}: {', '.join(parent.model_fields)}){more}"
     got = "(hidden)" if key in SECRETS else toml_value(first["input"])
     got = got if len(got) <= 60 else got[:57] + "..."
@@ -279,7 +413,8 @@ def _what_is_valid(problem: Mapping[str, Any], loc: list[str]) -> str:
     if kind in bounds:
         return f"must be {bounds[kind]} {_bound(ctx)}"
     if kind == "literal_error":
-        choices = typing.get_args(_field_at(loc).annotation)
+        choices = [c for arg in typing.get_args(_field_at(loc).annotation) or [_field_at(loc).annotation]
+                   for c in (typing.get_args(arg) or [arg]) if c is not type(None)]
         return "must be one of " + ", ".join(toml_value(c) for c in choices)
     if kind == "model_type":
         return f"must be a table ([{'.'.join(loc)}] with keys {', '.join(_model_at(loc).model_fields)})"
@@ -305,8 +440,16 @@ def _field_at(loc: list[str]) -> Any:
 def _model_at(loc: list[str]) -> type[BaseModel]:
     model: type[BaseModel] = Config
     for part in loc:
-        model = model.model_fields[part].annotation
+        model = _unwrap(model.model_fields[part].annotation)
     return model
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The table type inside list[X] or X | None."""
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
 
 
 # --- using ------------------------------------------------------------------------------------------
@@ -314,18 +457,21 @@ def _model_at(loc: list[str]) -> type[BaseModel]:
 
 def run_options(config: Config) -> RunOptions:
     """The pipeline's options for `config` (limits such as max_frames are the command line's business)."""
-    source, model, recognition = config.source, config.model, config.recognition
+    model, recognition = config.model, config.recognition
     return RunOptions(
-        source=SourceOptions(source.uri, width=source.width, height=source.height, fps=source.fps,
-                             mjpg=source.mjpg, paced=source.paced, loop=source.loop,
-                             open_timeout=source.open_timeout, read_timeout=source.read_timeout),
+        source=source_options(config.source),
         model=model.path or None,
         device=model.device,
         threads=model.threads,
         infer_fps=recognition.infer_fps,
+        trigger=recognition.trigger,
+        interval=recognition.interval,
+        regions=tuple(region_options(region, config) for region in config.regions),
+        cameras=tuple(camera_options(camera, config) for camera in config.cameras),
+        motion=motion_options(config.motion),
         smoothing=SmoothingOptions(recognition.ema, recognition.switch_margin, recognition.switch_frames,
                                    recognition.min_score),
-        overlay=OverlayOptions(top_k=config.overlay.top_k, stats=config.overlay.stats),
+        overlay=OverlayOptions(top_k=config.overlay.top_k, stats=config.overlay.stats, motion=config.overlay.motion),
         display=None if config.display.window == "auto" else config.display.window,
         out=config.recording.path or None,
         events=config.events.path or None,
@@ -333,6 +479,38 @@ def run_options(config: Config) -> RunOptions:
         web=web_options(config.web),
         mqtt=mqtt_options(config.mqtt),
     )  # fmt: skip
+
+
+def source_options(source: SourceSection) -> SourceOptions:
+    return SourceOptions(source.uri, width=source.width, height=source.height, fps=source.fps, mjpg=source.mjpg,
+                         paced=source.paced, loop=source.loop, open_timeout=source.open_timeout,
+                         read_timeout=source.read_timeout)
+
+
+def region_options(region: RegionSection, config: Config) -> RegionOptions:
+    """A region's options; the keys it leaves out come from [recognition] and [model]."""
+    recognition = config.recognition
+
+    def pick(key: str) -> Any:
+        value = getattr(region, key)
+        return value if value is not None else getattr(recognition, key)
+
+    return RegionOptions(
+        name=region.name, box=tuple(region.box), model=region.model or config.model.path or None,
+        trigger=TriggerOptions(pick("trigger"), pick("interval"), pick("infer_fps")),
+        smoothing=SmoothingOptions(pick("ema"), pick("switch_margin"), pick("switch_frames"), pick("min_score")),
+    )  # fmt: skip
+
+
+def camera_options(camera: CameraSection, config: Config) -> CameraOptions:
+    return CameraOptions(source_options(camera.source), camera.name,
+                         tuple(region_options(region, config) for region in camera.regions),
+                         motion_options(camera.motion or config.motion))
+
+
+def motion_options(motion: MotionSection) -> MotionOptions:
+    return MotionOptions(width=motion.width, threshold=motion.threshold, min_area=motion.min_area,
+                         alpha=motion.alpha, lightning=motion.lightning)
 
 
 def web_options(web: WebSection) -> WebOptions | None:
@@ -360,14 +538,33 @@ def describe_config(config: Config) -> list[str]:
         ("web", config.web.listen + (" (token set)" if config.web.token else "")),
         ("mqtt", f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.enabled else "")) if value]  # fmt: skip
     return [
-        f"source       {source.uri}" + (f" ({camera})" if camera else ""),
+        *([f"source       {source.uri}" + (f" ({camera})" if camera else "")] if not config.cameras else []),
         f"model        {model.path or 'embedded ImageNet EfficientNet-Lite0 INT8'}, device {model.device}, "
         f"threads {model.threads or 'auto'}",
-        f"recognition  {'every frame' if not recognition.infer_fps else f'{recognition.infer_fps:g} fps'}, "
+        f"recognition  {recognition.trigger}"
+        + (f" (every {recognition.interval:g} s)" if recognition.interval and recognition.trigger != "frame" else "")
+        + f", {'no rate cap' if not recognition.infer_fps else f'at most {recognition.infer_fps:g} fps'}, "
         f"ema {recognition.ema:g}, switch after {recognition.switch_frames} frames "
         f"{recognition.switch_margin:g} ahead, min score {recognition.min_score:g}",
+        *describe_places(config),
         f"outputs      {', '.join(outputs)}",
     ]
+
+
+def describe_places(config: Config) -> list[str]:
+    """One line per camera of [[cameras]] and per region: name, box, trigger."""
+    recognition = config.recognition
+
+    def region(r: RegionSection) -> str:
+        trigger = r.trigger or recognition.trigger
+        every = r.interval or recognition.interval
+        when = trigger + (f" every {every:g} s" if every and trigger != "frame" else "")
+        return f"{r.name} [{', '.join(f'{v:g}' for v in r.box)}] on {when}" + (f", model {r.model}" if r.model else "")
+
+    lines = [f"camera       {c.name}: {c.source.uri}; regions: {', '.join(map(region, c.regions)) or 'whole frame'}"
+             for c in config.cameras]  # fmt: skip
+    lines += [f"region       {region(r)}" for r in config.regions]
+    return lines
 
 
 # --- writing the example ----------------------------------------------------------------------------
@@ -385,12 +582,32 @@ def defaults_toml() -> str:
     parts = [HEADER]
     for name, section_field in Config.model_fields.items():
         section = section_field.annotation
+        if typing.get_origin(section) is list:
+            parts.append("\n" + _list_example(name, _unwrap(section)))
+            continue
         parts.append("\n" + _comment(section.__doc__ or "") + f"[{name}]\n")
         for key, field in section.model_fields.items():
             value = getattr(getattr(defaults, name), key)
             line = f"{key} = {toml_value(value)}" if value is not None else f"# {key} = {toml_value(field.examples[0])}"
             parts.append(_comment(field.description or "") + line + "\n")
     return "".join(parts)
+
+
+LIST_EXAMPLES = {
+    "regions": '# [[regions]]\n# name = "door"\n# box = [0.25, 0.1, 0.3, 0.6]\n# trigger = "motion"\n',
+    "cameras": '#   regions: [[cameras.regions]] tables with the keys of [[regions]]\n'
+               '#   motion: a [cameras.motion] table with the keys of [motion]; unset: [motion]\n'
+               '# (with [[cameras]], leave [source] out or at its defaults)\n'
+               '# [[cameras]]\n# name = "garage"\n# source = "rtsp://cam.local:554/stream1"\n'
+               '# [[cameras.regions]]\n# name = "door"\n# box = [0.25, 0.1, 0.3, 0.6]\n',
+}
+
+
+def _list_example(name: str, table: type[BaseModel]) -> str:
+    """A list of tables ([[regions]], [[cameras]]) is empty by default: its keys, then a commented example."""
+    keys = "".join(f"#   {key}: {' '.join((field.description or '').split())}\n"
+                   for key, field in table.model_fields.items() if key not in ("regions", "motion"))
+    return _comment(table.__doc__ or "") + f"# keys of [[{name}]]:\n{keys}{LIST_EXAMPLES[name]}"
 
 
 def _comment(text: str) -> str:

@@ -58,12 +58,17 @@ class Model:
         self._batch = np.zeros((1, *info.input_size, 3), np.uint8)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> Model:
-        """Open and validate a model file (None = the embedded default) and warm its session up."""
+    def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None,
+             spinning: bool = True) -> Model:
+        """Open and validate a model file (None = the embedded default) and warm its session up.
+
+        `spinning`: ONNX Runtime's pool threads spin between runs (its default: a little lower latency when
+        runs follow each other at once); False lets them sleep, for frames that arrive at a camera's pace.
+        """
         start = time.perf_counter()
         path = Path(path) if path is not None else default_model_path()
         providers = resolve_providers(device, ort.get_available_providers())
-        session = _open_session(path, providers, threads)
+        session = _open_session(path, providers, threads, spinning)
         info = from_props(session.get_modelmeta().custom_metadata_map, str(path))
         _check_io(session, info, str(path))
         model = cls(path, session, info, 0.0)
@@ -103,10 +108,13 @@ class Model:
         return Prediction([Category(self.labels[i], int(i), float(probs[i])) for i in best])
 
 
-def _open_session(path: Path, providers: list[Provider], threads: int | None) -> ort.InferenceSession:
+def _open_session(path: Path, providers: list[Provider], threads: int | None,
+                  spinning: bool = True) -> ort.InferenceSession:
     if not path.is_file():
         raise EdgerecError(f"{path}: no such model file")
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if threads < 1:
             raise EdgerecError(f"threads must be >= 1, got {threads}")

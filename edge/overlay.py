@@ -1,4 +1,7 @@
-"""Draw the label, its score, optional top-k bars, FPS and latency onto a frame, in place.
+"""Draw the labels, their scores, optional top-k bars, FPS and latency onto a frame, in place.
+
+The whole-frame region (no region configured) gets the label box in the top-left corner, as before
+regions; a named region gets its outline and a tag "name: label 87%" at its top-left corner.
 
 Text sits on boxes that darken the pixels under them, so it reads on bright and dark frames alike;
 sizes follow the frame's height.
@@ -18,9 +21,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.result import Result
+from edge.regions import pixel_rect
+from edge.result import FrameResult, Result
 
-WHITE, GREY, BAR = (255, 255, 255), (170, 170, 170), (40, 125, 40)
+WHITE, GREY, BAR, MOTION = (255, 255, 255), (170, 170, 170), (40, 125, 40), (0, 200, 255)
 FONT, LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
 DARKEN = 0.3  # box pixels keep this fraction of their brightness
 STATS_REFRESH_S = 0.5  # the fps / latency figures change at most this often
@@ -33,6 +37,8 @@ class OverlayOptions:
     """Bars for the k most probable classes under the label; 0 draws none."""
     stats: bool = True
     """Draw frames per second and latency in the bottom-left corner."""
+    motion: bool = False
+    """Outline the motion the camera's detector found (a debug view; only where a region uses motion)."""
 
 
 @dataclass(frozen=True)
@@ -55,24 +61,43 @@ class Overlay:
         self._stats_height = 0  # the frame height the stats box was rendered for
         self._stats_at = 0.0
 
-    def draw(self, frame: np.ndarray, result: Result) -> None:
+    def draw(self, frame: np.ndarray, result: FrameResult, motion: object | None = None) -> None:
+        """Draw every region's result of `result` onto `frame`; `motion`: the camera's MotionState, whose
+        boxes are outlined when the options ask for it."""
         height, width = frame.shape[:2]
         scale = max(height / 720.0, 0.45)
-        label = self._label_box(result, height, width, scale)
-        _stamp(frame, label)
-        if self.options.top_k > 0:
-            self._draw_bars(frame, result.probs, max(scale, 0.6), label.y + label.patch.shape[0])
-        if self.options.stats:
+        if motion is not None and self.options.motion:
+            for box in motion.boxes:
+                rows, cols = pixel_rect(box, height, width)
+                cv2.rectangle(frame, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), MOTION, 1)
+        for region in result.regions:
+            if region.whole_frame:
+                label = self._label_box(region, height, width, scale)
+                _stamp(frame, label)
+                if self.options.top_k > 0:
+                    self._draw_bars(frame, region.probs, max(scale, 0.6), label.y + label.patch.shape[0])
+            else:
+                self._draw_region(frame, region, height, width, scale)
+        if self.options.stats and result.regions:
             _stamp(frame, self._stats_box(result, height, max(scale, 0.6)))  # small text: larger minimum
 
-    def _label_box(self, result: Result, height: int, width: int, scale: float) -> _Box:
+    def _draw_region(self, frame: np.ndarray, region: Result, height: int, width: int, scale: float) -> None:
+        rows, cols = pixel_rect(region.box, height, width)
+        colour = WHITE if region.index >= 0 else GREY
+        thick = max(1, round(2 * scale))
+        cv2.rectangle(frame, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), colour, thick)
+        tag = self._label_box(region, height, width, scale * 0.7, f"{region.region}: ")
+        box = _Box(rows.start, tag.patch)
+        _stamp(frame, box, cols.start)
+
+    def _label_box(self, result: Result, height: int, width: int, scale: float, prefix: str = "") -> _Box:
         score = f"{100 * result.score:.0f}%"
-        key = (result.label, score, result.index >= 0, height, width)
+        key = (prefix + result.label, score, result.index >= 0, height, width)
         box = self._label_boxes.get(key)
         if box is None:
             if len(self._label_boxes) >= _MAX_CACHED:
                 self._label_boxes.clear()
-            box = self._label_boxes[key] = self._render_label(result.label, score, result.index >= 0, width, scale)
+            box = self._label_boxes[key] = self._render_label(key[0], score, result.index >= 0, width, scale)
         return box
 
     def _render_label(self, text: str, score: str, known: bool, width: int, scale: float) -> _Box:
@@ -87,10 +112,11 @@ class Overlay:
         cv2.putText(patch, score, (x, pad + text_h), LABEL_FONT, size, colour, thick, cv2.LINE_AA)
         return _Box(0, patch)
 
-    def _stats_box(self, result: Result, height: int, scale: float) -> _Box:
+    def _stats_box(self, result: FrameResult, height: int, scale: float) -> _Box:
         stale = result.captured - self._stats_at >= STATS_REFRESH_S or result.captured < self._stats_at
         if self._stats is None or stale or self._stats_height != height:
-            self._stats = self._render_stats(f"{result.fps:.1f} fps  {result.latency_ms:.0f} ms", height, scale)
+            latency = max(region.latency_ms for region in result.regions)
+            self._stats = self._render_stats(f"{result.fps:.1f} fps  {latency:.0f} ms", height, scale)
             self._stats_height, self._stats_at = height, result.captured
         return self._stats
 
@@ -135,10 +161,10 @@ class Overlay:
         return fitted
 
 
-def _stamp(frame: np.ndarray, box: _Box) -> None:
+def _stamp(frame: np.ndarray, box: _Box, x: int = 0) -> None:
     """Darken the box's pixels and add its text, in one pass: pixel x DARKEN + text (saturating)."""
     height, width = box.patch.shape[:2]
-    roi = _inside(frame, 0, box.y, width, box.y + height)
+    roi = _inside(frame, x, box.y, x + width, box.y + height)
     if roi.size:
         top = max(0, -box.y)  # rows of the patch above the frame
         cv2.addWeighted(roi, DARKEN, box.patch[top : top + roi.shape[0], : roi.shape[1]], 1.0, 0.0, dst=roi)

@@ -1,50 +1,62 @@
-"""The per-frame loop: source -> preprocess.fit -> model.infer -> smoothing -> overlay -> sinks.
+"""The frame loop: cameras -> regions due -> one batch per model -> per-region smoothing -> sinks.
 
-    grabber thread: camera -> newest-frame slot          (edge.capture)
-    this loop:      slot -> fit into a preallocated batch -> infer -> smooth -> Result
-                    Result -> raw sinks -> overlay (only if a sink shows pixels) -> drawing sinks
+    grabber thread per live camera:  camera -> newest-frame slot                 (edge.capture)
+    this loop, one turn:  every camera's new frame (newest only, a fair turn for all cameras)
+                          -> motion (per camera, only when a region is triggered by motion)  (edge.motion)
+                          -> regions due now: every frame | motion | interval               (edge.triggers)
+                          -> crop from the full frame -> fit -> one batch per model -> run  (edge.scheduler)
+                          -> per-region smoothing -> Result per region, carried until the next run
+                          -> FrameResult -> raw sinks -> overlay (only if a sink shows pixels) -> drawing sinks
 
-Nothing on this path logs or allocates what it can reuse; every stage is timed into a fixed-size
-ring, summarised once at the end. One stop event ends the loop; sources and sinks close in `finally`.
-Signal handling belongs to the program (`install_signal_handlers`, called by the CLI), not to `run`.
+No region configured means one implicit whole-frame region: the single-camera, whole-frame run is the same
+loop with one camera and one region. Nothing on this path logs or allocates what it can reuse; every stage
+is timed into a fixed-size ring. One stop event ends the loop; sources and sinks close in `finally`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import cv2
-import numpy as np
 
-from edge.capture import Frame, Source, SourceOptions, SourceStatus, StateCallback, open_source
+from edge.camera import DEFAULT_CAMERA, Camera, CameraOptions, ModelLike, RegionState
+from edge.capture import Frame, Source, SourceOptions, SourceStatus, StateCallback, is_live, open_source
 from edge.devices import resolve_providers
 from edge.errors import EdgerecError
+from edge.motion import MotionOptions
 from edge.overlay import Overlay, OverlayOptions
-from edge.preprocess import Fitter, Geometry
-from edge.result import Result
+from edge.regions import IMPLICIT, RegionOptions, TriggerOptions
+from edge.result import FrameResult, Result
+from edge.scheduler import Scheduler
 from edge.service import Notifier, ServiceSink
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
-from edge.sinks.mqtt import MqttOptions, MqttSink
+from edge.sinks.base import OneCamera
+from edge.sinks.mqtt import MqttOptions, MqttSink, Place
 from edge.sinks.web import WebOptions, WebSink
-from edge.smoothing import Smoother, SmoothingOptions
+from edge.smoothing import SmoothingOptions
+from edge.stages import StageStats, StageTimer
 
-STAGES = ("wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
+__all__ = ["RunOptions", "RunSummary", "StageStats", "StageTimer", "run", "FrameLoop", "build_loop"]
+
+STAGES = ("wait", "motion", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
 POLL_S = 0.1  # the longest the loop waits for a frame before looking at the stop event again
 LOG = logging.getLogger("edgerec.pipeline")
+RUN_MODEL = ""
+"""The key of the run's own model (RunOptions.model) among the loaded models."""
 
 
 @dataclass(frozen=True)
 class RunOptions:
     source: SourceOptions
-    """What to read and how (URI, camera requests, pacing, loop, timeouts)."""
+    """What to read and how (URI, camera requests, pacing, loop, timeouts): the one camera when `cameras`
+    is empty."""
     model: str | None = None
     """Model file; None: the embedded ImageNet EfficientNet-Lite0 INT8 model."""
     device: str = "auto"
@@ -52,21 +64,36 @@ class RunOptions:
     threads: int | None = None
     """Inference threads; None: ONNX Runtime's choice."""
     infer_fps: float | None = None
-    """Run the model at most this often; other frames carry the last result. None: every frame."""
+    """Run the model at most this often per region; other frames carry the last result. None: no cap."""
+    trigger: str = "frame"
+    """When the model runs on a region that does not say: "frame", "motion" or "interval" (edge.regions)."""
+    interval: float | None = None
+    """motion: keep-alive period (default edge.regions.KEEPALIVE_S); interval: the period."""
+    regions: tuple[RegionOptions, ...] = ()
+    """The one camera's regions (when `cameras` is empty); none: the whole frame."""
+    cameras: tuple[CameraOptions, ...] = ()
+    """Several cameras, each with its own source and regions; empty: one camera, `source` and `regions`."""
+    motion: MotionOptions = field(default_factory=MotionOptions)
+    """The one camera's motion detector settings (when `cameras` is empty)."""
+    spinning: bool | None = None
+    """ONNX Runtime's pool threads spin between runs: True, False, or None for "only when frames queue"
+    (sources read as fast as possible); a paced camera then costs what its work costs."""
     max_frames: int | None = None
-    """Stop after this many frames reached the sinks."""
+    """Stop after this many frames reached the sinks (all cameras together)."""
     duration: float | None = None
     """Stop after this many seconds."""
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+    """Smoothing of the implicit whole-frame region (configured regions have their own)."""
     overlay: OverlayOptions = field(default_factory=OverlayOptions)
     display: bool | None = None
     """Show a window: True, False, or None for "when OpenCV has a GUI and there is a display"."""
     out: str | None = None
-    """Annotated video file (.mp4, .avi, ...)."""
+    """Annotated video file (.mp4, .avi, ...); with several cameras, one per camera: NAME inserted before
+    the suffix (out-garage.mp4)."""
     events: str | None = None
-    """JSON-lines file, one line per label change; "-" for standard output."""
+    """JSON-lines file, one line per label change of a region; "-" for standard output."""
     snapshots: str | None = None
-    """Folder for a JPEG of the frame at each label change."""
+    """Folder for JPEGs at each label change: the full frame, and the region's crop for a named region."""
     web: WebOptions | None = None
     """Web preview, status, health and metrics over HTTP; None: no web server."""
     mqtt: MqttOptions | None = None
@@ -85,49 +112,68 @@ class RunOptions:
             raise EdgerecError(f"max-frames {self.max_frames} is not positive; valid: an integer >= 1")
         if self.opencv_threads is not None and self.opencv_threads < 1:
             raise EdgerecError(f"opencv_threads {self.opencv_threads} is not positive; valid: an integer >= 1")
+        self.whole_frame()  # the trigger settings are valid
+        cameras = self.camera_options()
+        names = [camera.name for camera in cameras]
+        for name in names:
+            if names.count(name) > 1:
+                raise EdgerecError(f"camera name {name!r} appears twice; valid: a different name for each camera")
+
+    def whole_frame(self) -> RegionOptions:
+        """The implicit region of a camera without regions: the whole frame, with the run's trigger."""
+        return RegionOptions(trigger=TriggerOptions(self.trigger, self.interval, self.infer_fps),
+                             smoothing=self.smoothing)
+
+    def camera_options(self) -> tuple[CameraOptions, ...]:
+        """The cameras to read: `cameras`, or the one camera `source` with `regions`."""
+        if self.cameras:
+            return self.cameras
+        return (CameraOptions(self.source, DEFAULT_CAMERA, self.regions, self.motion),)
 
 
 @dataclass(frozen=True)
-class StageStats:
-    count: int
-    mean_ms: float
-    p50_ms: float
-    """Median over the last `StageTimer.capacity` samples; likewise p95_ms."""
-    p95_ms: float
-    max_ms: float
+class RegionSummary:
+    label: str
+    """The label shown last ("" when the model never ran)."""
+    inferences: int
+    label_changes: int
+    trigger: str
+    """The region's trigger kind."""
+
+
+@dataclass(frozen=True)
+class CameraSummary:
+    frames: int
+    """Frames of this camera that reached the sinks."""
+    source: SourceStatus
+    regions: dict[str, RegionSummary]
 
 
 @dataclass(frozen=True)
 class RunSummary:
     frames: int
-    """Frames that reached the sinks."""
+    """Frames that reached the sinks, all cameras together."""
     inferred: int
-    """Frames the model ran on."""
+    """Region inferences (the model ran on one region of one frame)."""
     label_changes: int
     label: str
-    """The label shown last ("" when no frame arrived)."""
+    """The label the first region of the first camera showed last ("" when no frame arrived)."""
     elapsed_s: float
     fps: float
     """Frames that reached the sinks per second of the run."""
     stopped_by: str
-    """"end" (of a file or folder), "max-frames", "duration" or "stop" (the stop event)."""
+    """"end" (of every file or folder), "max-frames", "duration" or "stop" (the stop event)."""
     source: SourceStatus
-    """The source's final counters: frames produced, dropped, skipped, reconnects, last error."""
+    """The first camera's source's final counters: frames produced, dropped, skipped, reconnects, last error."""
     stages: dict[str, StageStats]
-    """Milliseconds per stage: wait (for the source), preprocess, infer, smooth, overlay, sinks; frame:
-    everything from the frame's arrival to the last sink; beyond-model: frame minus infer, per frame."""
+    """Milliseconds per stage: wait (for the sources), motion, preprocess, infer (per batch), smooth, overlay,
+    sinks; frame: everything from a frame's arrival to its last sink; beyond-model: frame minus infer."""
     frame_age: StageStats
     """Milliseconds from capture to the start of preprocessing, for the frames the model ran on."""
     latency: StageStats
     """Milliseconds from capture to the last sink done, for every frame."""
-
-
-class ModelLike(Protocol):
-    labels: list[str]
-    geometry: Geometry
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] BGR -> float32 probabilities [N, C]."""
+    cameras: dict[str, CameraSummary] = field(default_factory=dict)
+    """Per camera: frames, source counters, and per region the last label and counts."""
 
 
 def run(
@@ -139,28 +185,85 @@ def run(
     on_source_state: StateCallback | None = None,
     source: Source | None = None,
 ) -> RunSummary:
-    """Recognise every frame of `options.source` until it ends, a limit is reached or `stop` is set.
+    """Recognise every camera's frames until they end, a limit is reached or `stop` is set.
 
-    `model` and `source` replace loading `options.model` and opening `options.source` (tests,
-    benchmarks); `run` closes `source` all the same. `on_change` is called with each label change and
-    `on_source_state` with each source state change (connected, reconnecting, ...).
+    `model` replaces loading `options.model` (regions with a model file of their own still load it), and
+    `source` replaces opening the first camera's source (tests, benchmarks); `run` closes it all the same.
+    `on_change` is called with each region's label change and `on_source_state` with each source state
+    change (connected, reconnecting, ...).
     """
     stop = stop if stop is not None else threading.Event()
-    if model is None:
+    cameras = options.camera_options()
+    spinning = options.spinning if options.spinning is not None else frames_queue(cameras)
+    models = load_models(options, cameras, model, spinning)
+    sources: list[Source] = []
+    sinks: list[Sink] = []
+    try:
+        for index, camera in enumerate(cameras):
+            given = source if index == 0 and source is not None else None
+            relay = functools.partial(relay_source_state, camera.name, on_source_state, sinks)
+            sources.append(given or open_source(camera.source, relay))
+        loop = build_loop(options, models, sources, sinks, stop, on_change)
+        open_sinks(options, loop.cameras, stop, into=sinks)
+        loop.attach(sinks)
+        with using_opencv_threads(options.opencv_threads):
+            return loop.run()
+    finally:
+        if source is not None and source not in sources:
+            sources.append(source)
+        close_all(sinks, sources)
+
+
+def relay_source_state(camera: str, callback: StateCallback | None, sinks: Sequence[Sink],
+                       status: SourceStatus) -> None:
+    """A camera's source changed state: tell the caller, and each sink that follows cameras (MQTT)."""
+    if callback is not None:
+        callback(status)
+    for sink in sinks:
+        follow = getattr(sink, "source_state", None)
+        if follow is not None:
+            follow(camera, status)
+
+
+def frames_queue(cameras: Sequence[CameraOptions]) -> bool:
+    """Whether frames wait for the model (a file or folder read as fast as possible): only then is it worth
+    keeping ONNX Runtime's pool threads spinning between runs, which burns a core on a paced camera."""
+    return any(not camera.source.paced and not is_live(camera.source.uri) for camera in cameras)
+
+
+def load_models(options: RunOptions, cameras: Sequence[CameraOptions], given: ModelLike | None,
+                spinning: bool) -> dict[str, ModelLike]:
+    """One loaded model per distinct model file, shared by every region that uses it; RUN_MODEL is the run's."""
+    paths = {region.model for camera in cameras for region in camera.regions if region.model}
+    if given is None or any(not camera.regions or any(not r.model for r in camera.regions) for camera in cameras):
+        paths.add(RUN_MODEL)
+    models: dict[str, ModelLike] = {}
+    for path in sorted(paths):
+        if path == RUN_MODEL and given is not None:
+            models[path] = given
+            continue
         from edge.model import Model
 
         ask_for_engine_build_time(options.device)
-        model = Model.load(options.model, options.device, options.threads)
-        LOG.info("model %s (%s %s, %d labels) on %s", model.path, model.info.arch, model.info.precision,
-                 len(model.labels), model.provider)
-    source = source if source is not None else open_source(options.source, on_source_state)
-    sinks: list[Sink] = []
-    try:
-        open_sinks(options, source, stop, into=sinks)
-        with using_opencv_threads(options.opencv_threads):
-            return FrameLoop(model, source, sinks, options, stop, on_change).run()
-    finally:
-        close_all(sinks, source)
+        loaded = Model.load(path or options.model, options.device, options.threads, spinning=spinning)
+        LOG.info("model %s (%s %s, %d labels) on %s, %d thread(s), spinning %s", loaded.path, loaded.info.arch,
+                 loaded.info.precision, len(loaded.labels), loaded.provider, loaded.threads,
+                 "on" if spinning else "off")  # fmt: skip
+        models[path] = loaded
+    return models
+
+
+def build_loop(options: RunOptions, models: Mapping[str, ModelLike], sources: Sequence[Source],
+               sinks: Sequence[Sink], stop: threading.Event, on_change: Callable[[Result], None] | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> FrameLoop:
+    """The frame loop for `options`' cameras reading `sources` (in the same order), with `models` loaded."""
+    cameras = []
+    for camera_options, source in zip(options.camera_options(), sources):
+        regions = [RegionState(camera_options.name, region, region.model or RUN_MODEL,
+                               models[region.model or RUN_MODEL])
+                   for region in camera_options.regions or (options.whole_frame(),)]  # fmt: skip
+        cameras.append(Camera(camera_options, source, regions))
+    return FrameLoop(models, cameras, sinks, options, stop, on_change, clock)
 
 
 ENGINE_BUILD_S = 20 * 60
@@ -183,29 +286,47 @@ def ask_for_engine_build_time(device: str) -> bool:
         return notifier.extend_timeout(ENGINE_BUILD_S)
 
 
-def open_sinks(options: RunOptions, source: Source, stop: threading.Event, into: list[Sink]) -> None:
-    """Append the sinks `options` asks for to `into` (so the caller closes those opened before a failure)."""
-    if options.display or (options.display is None and window_possible()):
-        into.append(WindowSink(stop))
-    if options.out:
-        into.append(VideoFileSink(options.out, fps=lambda: source.fps))
+def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.Event, into: list[Sink]) -> None:
+    """Append the sinks `options` asks for to `into` (so the caller closes those opened before a failure).
+
+    The window and the recording show one camera's pixels: with several cameras each camera gets its own.
+    """
+    several = len(cameras) > 1
+    for camera in cameras:
+        def only(sink: Sink, name: str = camera.name) -> Sink:
+            return OneCamera(sink, name) if several else sink
+
+        if options.display or (options.display is None and window_possible()):
+            into.append(only(WindowSink(stop, title=f"edgerec {camera.name}" if several else "edgerec")))
+        if options.out:
+            path = per_camera_path(options.out, camera.name) if several else options.out
+            into.append(only(VideoFileSink(path, fps=lambda source=camera.source: source.fps)))
     if options.events:
         into.append(EventsSink(options.events))
     if options.snapshots:
         into.append(SnapshotSink(options.snapshots))
     if options.web:
-        into.append(WebSink(options.web, source.status))
+        into.append(WebSink(options.web, cameras[0].source.status))
     if options.mqtt:
-        into.append(MqttSink(options.mqtt))
+        legacy = len(cameras) == 1 and cameras[0].regions[0].options.name == IMPLICIT
+        places = (Place(),) if legacy else tuple(Place(camera.name, region.name, legacy=False)
+                                                 for camera in cameras for region in camera.regions)  # fmt: skip
+        into.append(MqttSink(options.mqtt, places=places))
     notifier = Notifier()  # under systemd ($NOTIFY_SOCKET): READY at the first frame, then the watchdog
     if notifier.enabled:
         into.append(ServiceSink(notifier))
 
 
-def close_all(sinks: Sequence[Sink], source: Source) -> None:
-    """Close every sink and the source even when one of them fails; then raise the first failure."""
+def per_camera_path(path: str, camera: str) -> str:
+    """`out.mp4` -> `out-garage.mp4`: one recording per camera."""
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}-{camera}.{suffix}" if dot and "/" not in suffix else f"{path}-{camera}"
+
+
+def close_all(sinks: Sequence[Sink], sources: Sequence[Source]) -> None:
+    """Close every sink and source even when one of them fails; then raise the first failure."""
     failure: BaseException | None = None
-    for closable in (*sinks, source):
+    for closable in (*sinks, *sources):
         try:
             closable.close()
         except Exception as error:  # the others must still close
@@ -226,11 +347,173 @@ def using_opencv_threads(threads: int | None) -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
+class FrameLoop:
+    """The loop itself: cameras, their regions, the scheduler, and every buffer and timer made up front."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelLike],
+        cameras: Sequence[Camera],
+        sinks: Sequence[Sink],
+        options: RunOptions,
+        stop: threading.Event,
+        on_change: Callable[[Result], None] | None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """`clock` times the stages (seconds); time.thread_time gives CPU time (edgerec bench --pipeline)."""
+        self.models, self.cameras, self.options, self.clock = models, list(cameras), options, clock
+        self.stop, self.on_change = stop, on_change
+        self.timers = {name: StageTimer() for name in STAGES}
+        self.frame_age, self.latency = StageTimer(), StageTimer()
+        regions = [region for camera in self.cameras for region in camera.regions]
+        self.scheduler = Scheduler(models, regions, self.timers, clock, time.monotonic)
+        self.wake = threading.Event()  # set by live sources when a frame arrives (several cameras)
+        if len(self.cameras) > 1:
+            for camera in self.cameras:
+                camera.source.on_frame = self.wake.set  # type: ignore[union-attr]
+        self.frames = 0
+        self._turn = 0
+        self._due: list[tuple[RegionState, Frame, float]] = []
+        self.attach(sinks)
+
+    def attach(self, sinks: Sequence[Sink]) -> None:
+        """Deliver to `sinks` (raw ones get the camera's pixels, drawing ones the overlay drawn on them)."""
+        self.raw_sinks = [s for s in sinks if not s.wants_overlay]
+        self.drawing_sinks = [s for s in sinks if s.wants_overlay]
+        self.overlays = {camera.name: Overlay(camera.regions[0].model.labels, self.options.overlay)
+                         for camera in self.cameras} if self.drawing_sinks else {}  # fmt: skip
+
+    def run(self) -> RunSummary:
+        start = time.monotonic()
+        deadline = start + self.options.duration if self.options.duration else math.inf
+        stopped_by = "stop"
+        while not self.stop.is_set():
+            delivered = self.step(POLL_S)
+            if not delivered and all(camera.source.ended for camera in self.cameras):
+                stopped_by = "end"
+                break
+            if delivered and self.options.max_frames is not None and self.frames >= self.options.max_frames:
+                stopped_by = "max-frames"
+                break
+            if time.monotonic() >= deadline:
+                stopped_by = "duration"
+                break
+        return self._summary(time.monotonic() - start, stopped_by)
+
+    def step(self, timeout: float) -> list[FrameResult]:
+        """One turn: wait up to `timeout` s for new frames, then take each through the whole path."""
+        clock = self.clock
+        waited = clock()
+        frames = self._collect(timeout)
+        if not frames:
+            return []
+        arrived = clock()
+        self.timers["wait"].add((arrived - waited) * 1000)
+        due = self._due
+        for camera, frame in frames:
+            for region in camera.due(frame):
+                due.append((region, frame, camera.fps))
+        t_motion = clock()
+        self.timers["motion"].add((t_motion - arrived) * 1000)
+        if due:
+            now = time.monotonic()
+            for _, frame, _ in due:
+                self.frame_age.add((now - frame.captured) * 1000)
+            inferred_before = self.timers["infer"].total
+            self.scheduler.run(due)
+            infer_ms = self.timers["infer"].total - inferred_before
+            due.clear()
+        else:
+            infer_ms = 0.0
+        delivered = [self._deliver(camera, frame) for camera, frame in frames]
+        ms = (clock() - arrived) * 1000
+        self.timers["frame"].add(ms)
+        self.timers["beyond-model"].add(ms - infer_ms)
+        return delivered
+
+    def _collect(self, timeout: float) -> list[tuple[Camera, Frame]]:
+        """The newest frame of every camera that has one, waiting up to `timeout` s for the first."""
+        if len(self.cameras) == 1:
+            camera = self.cameras[0]
+            frame = camera.source.read(timeout)
+            return [(camera, frame)] if frame is not None else []
+        deadline = time.monotonic() + timeout
+        while True:
+            self.wake.clear()
+            self._turn += 1
+            order = self.cameras[self._turn % len(self.cameras):] + self.cameras[: self._turn % len(self.cameras)]
+            frames = [(camera, frame) for camera in order if (frame := camera.source.read(0)) is not None]
+            left = deadline - time.monotonic()
+            if frames or left <= 0 or self.stop.is_set():
+                return frames
+            self.wake.wait(min(left, self._next_due()))
+
+    def _next_due(self) -> float:
+        """Seconds until a paced file or folder has its next frame due (live sources set `wake`)."""
+        waits = [camera.source.next_in() for camera in self.cameras if hasattr(camera.source, "next_in")]
+        return max(0.0, min(waits, default=POLL_S))
+
+    def _deliver(self, camera: Camera, frame: Frame) -> FrameResult:
+        clock = self.clock
+        results = tuple(region.shown(frame) for region in camera.regions if region.result is not None)
+        frame_result = FrameResult(camera.name, frame.index, frame.captured, camera.fps, results)
+        t0 = clock()
+        for sink in self.raw_sinks:
+            sink.write(frame.image, frame_result)
+        t1 = t2 = clock()
+        if self.drawing_sinks and self._pixels_shown(camera.name):
+            self.overlays[camera.name].draw(frame.image, frame_result, camera.motion_state)
+            t2 = clock()
+            self.timers["overlay"].add((t2 - t1) * 1000)
+        for sink in self.drawing_sinks:
+            sink.write(frame.image, frame_result)
+        t3 = clock()
+        self.timers["sinks"].add((t1 - t0 + t3 - t2) * 1000)
+        self.latency.add((time.monotonic() - frame.captured) * 1000)
+        camera.frames += 1
+        self.frames += 1
+        if self.on_change is not None:
+            for result in results:
+                if result.changed:
+                    self.on_change(result)
+        return frame_result
+
+    def _pixels_shown(self, camera: str) -> bool:
+        """Whether a drawing sink shows this camera's frame (a web preview does only while someone watches)."""
+        for sink in self.drawing_sinks:
+            if getattr(sink, "shows_pixels", True) and getattr(sink, "camera", camera) in (camera, None):
+                return True
+        return False
+
+    def _summary(self, elapsed: float, stopped_by: str) -> RunSummary:
+        cameras = {camera.name: CameraSummary(camera.frames, camera.source.status(), {
+            region.name: RegionSummary(region.result.label if region.result else "", region.inferences,
+                                       region.changes, region.options.trigger.kind)
+            for region in camera.regions}) for camera in self.cameras}  # fmt: skip
+        first = self.cameras[0].regions[0].result
+        regions = [region for camera in self.cameras for region in camera.regions]
+        return RunSummary(
+            frames=self.frames,
+            inferred=sum(region.inferences for region in regions),
+            label_changes=sum(region.changes for region in regions),
+            label=first.label if first else "",
+            elapsed_s=elapsed,
+            fps=self.frames / elapsed if elapsed > 0 else 0.0,
+            stopped_by=stopped_by,
+            source=self.cameras[0].source.status(),
+            stages={name: timer.stats() for name, timer in self.timers.items()},
+            frame_age=self.frame_age.stats(),
+            latency=self.latency.stats(),
+            cameras=cameras,
+        )
+
+
 def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
     """Make SIGINT and SIGTERM set `stop` (a second Ctrl-C raises KeyboardInterrupt).
 
     For the program's main thread (the CLI, a service); returns a function restoring the old handlers.
     """
+    import signal
 
     def handle(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and stop.is_set():
@@ -244,174 +527,3 @@ def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
             signal.signal(sig, handler)
 
     return restore
-
-
-class StageTimer:
-    """Count, mean and max of every sample; median and p95 over the last `capacity` (a fixed ring)."""
-
-    capacity = 2048
-
-    def __init__(self) -> None:
-        self._ring = np.zeros(self.capacity)
-        self.count, self.total, self.max, self.latest = 0, 0.0, 0.0, 0.0
-
-    def add(self, ms: float) -> None:
-        self.latest = ms
-        self._ring[self.count % self.capacity] = ms
-        self.count += 1
-        self.total += ms
-        if ms > self.max:
-            self.max = ms
-
-    def stats(self) -> StageStats:
-        if not self.count:
-            return StageStats(0, 0.0, 0.0, 0.0, 0.0)
-        recent = self._ring[: min(self.count, self.capacity)]
-        p50, p95 = np.percentile(recent, [50, 95])
-        return StageStats(self.count, self.total / self.count, float(p50), float(p95), self.max)
-
-
-class RateMeter:
-    """Frames per second from frame timestamps, averaged over about the last second (an EMA)."""
-
-    def __init__(self) -> None:
-        self._last, self._interval = -1.0, 0.0
-
-    def tick(self, now: float) -> float:
-        if self._last >= 0 and now > self._last:
-            gap = now - self._last
-            self._interval = gap if not self._interval else self._interval + 0.05 * (gap - self._interval)
-        self._last = now
-        return 1.0 / self._interval if self._interval else 0.0
-
-
-class FrameLoop:
-    """The loop itself, with every buffer and timer it needs made once up front."""
-
-    def __init__(
-        self,
-        model: ModelLike,
-        source: Source,
-        sinks: Sequence[Sink],
-        options: RunOptions,
-        stop: threading.Event,
-        on_change: Callable[[Result], None] | None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        """`clock` times the stages (seconds); time.thread_time gives CPU time (edgerec bench --pipeline)."""
-        self.model, self.source, self.options, self.clock = model, source, options, clock
-        self.stop, self.on_change = stop, on_change
-        geometry = model.geometry
-        self.batch = np.zeros((1, geometry.height, geometry.width, 3), np.uint8)
-        self.batch_slot = self.batch[0]  # fit writes here; the model reads the batch
-        self.fitter = Fitter(geometry)  # keeps its intermediate buffers between frames
-        self.smoother = Smoother(model.labels, options.smoothing)
-        self.raw_sinks = [s for s in sinks if not s.wants_overlay]
-        self.drawing_sinks = [s for s in sinks if s.wants_overlay]
-        self.overlay = Overlay(model.labels, options.overlay) if self.drawing_sinks else None
-        self.timers = {name: StageTimer() for name in STAGES}
-        self.frame_age, self.latency = StageTimer(), StageTimer()
-        self.rate = RateMeter()
-        self.period = 1.0 / options.infer_fps if options.infer_fps else 0.0
-        self.next_inference = -math.inf
-        self.last: Result | None = None
-        self.frames = self.changes = 0
-
-    def run(self) -> RunSummary:
-        start = time.monotonic()
-        deadline = start + self.options.duration if self.options.duration else math.inf
-        stopped_by = "stop"
-        while not self.stop.is_set():
-            result = self.step(POLL_S)
-            if result is None and self.source.ended:
-                stopped_by = "end"
-                break
-            if result is not None and self.frames == self.options.max_frames:
-                stopped_by = "max-frames"
-                break
-            if time.monotonic() >= deadline:
-                stopped_by = "duration"
-                break
-        return self._summary(time.monotonic() - start, stopped_by)
-
-    def step(self, timeout: float) -> Result | None:
-        """Wait up to `timeout` s for the next frame and take it through the whole path; None if none came."""
-        clock = self.clock
-        waited = clock()
-        frame = self.source.read(timeout)
-        if frame is None:
-            return None
-        arrived = clock()
-        self.timers["wait"].add((arrived - waited) * 1000)
-        result = self._recognize(frame)
-        self._deliver(frame, result)
-        ms = (clock() - arrived) * 1000
-        self.timers["frame"].add(ms)
-        self.timers["beyond-model"].add(ms - (self.timers["infer"].latest if result.inferred else 0.0))
-        return result
-
-    def _recognize(self, frame: Frame) -> Result:
-        fps = self.rate.tick(frame.captured)
-        if self.last is not None and frame.captured < self.next_inference:
-            last = self.last  # between inferences (--infer-fps) the frame carries the last result
-            return Result(frame.index, frame.captured, last.label, last.index, last.score, last.probs,
-                          changed=False, inferred=False, latency_ms=last.latency_ms, fps=fps)  # fmt: skip
-        self.next_inference = max(self.next_inference + self.period, frame.captured)
-        self.frame_age.add((time.monotonic() - frame.captured) * 1000)
-        t0 = self.clock()
-        self.fitter.fit(frame.image, out=self.batch_slot)
-        t1 = self.clock()
-        probs = self.model.infer(self.batch)[0]
-        t2 = self.clock()
-        shown = self.smoother.update(probs)
-        t3 = self.clock()
-        self.timers["preprocess"].add((t1 - t0) * 1000)
-        self.timers["infer"].add((t2 - t1) * 1000)
-        self.timers["smooth"].add((t3 - t2) * 1000)
-        latency_ms = (time.monotonic() - frame.captured) * 1000
-        self.last = Result(frame.index, frame.captured, shown.label, shown.index, shown.score, shown.probs,
-                           changed=shown.changed, inferred=True, latency_ms=latency_ms, fps=fps,
-                           infer_ms=(t2 - t1) * 1000)  # fmt: skip
-        return self.last
-
-    def _deliver(self, frame: Frame, result: Result) -> None:
-        t0 = self.clock()
-        for sink in self.raw_sinks:
-            sink.write(frame.image, result)
-        t1 = t2 = self.clock()
-        if self.overlay is not None and self._pixels_shown():
-            self.overlay.draw(frame.image, result)
-            t2 = self.clock()
-            self.timers["overlay"].add((t2 - t1) * 1000)
-        for sink in self.drawing_sinks:
-            sink.write(frame.image, result)
-        t3 = self.clock()
-        self.timers["sinks"].add((t1 - t0 + t3 - t2) * 1000)
-        self.latency.add((time.monotonic() - frame.captured) * 1000)
-        self.frames += 1
-        if result.changed:
-            self.changes += 1
-            if self.on_change is not None:
-                self.on_change(result)
-
-    def _pixels_shown(self) -> bool:
-        """Whether a drawing sink shows this frame (a web preview does only while someone watches)."""
-        for sink in self.drawing_sinks:
-            if getattr(sink, "shows_pixels", True):
-                return True
-        return False
-
-    def _summary(self, elapsed: float, stopped_by: str) -> RunSummary:
-        return RunSummary(
-            frames=self.frames,
-            inferred=self.timers["infer"].count,
-            label_changes=self.changes,
-            label=self.last.label if self.last else "",
-            elapsed_s=elapsed,
-            fps=self.frames / elapsed if elapsed > 0 else 0.0,
-            stopped_by=stopped_by,
-            source=self.source.status(),
-            stages={name: timer.stats() for name, timer in self.timers.items()},
-            frame_age=self.frame_age.stats(),
-            latency=self.latency.stats(),
-        )

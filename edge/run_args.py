@@ -19,6 +19,7 @@ from edge.capture import SOURCE_HELP, SourceOptions, SourceStatus
 from edge.config import Config, load_config, run_options, with_overrides
 from edge.errors import EdgerecError
 from edge.pipeline import RunOptions, RunSummary
+from edge.regions import KEEPALIVE_S, TRIGGERS, parse_region
 from edge.result import Result
 from edge.sinks.events import wall_clock
 from edge.sinks.mqtt import PASSWORD_ENV, parse_broker
@@ -31,7 +32,8 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "mjpg": "source.mjpg", "paced": "source.paced", "loop": "source.loop",
     "read_timeout": "source.read_timeout", "open_timeout": "source.open_timeout",
     "model": "model.path", "device": "model.device", "threads": "model.threads",
-    "infer_fps": "recognition.infer_fps", "ema": "recognition.ema", "switch_margin": "recognition.switch_margin",
+    "infer_fps": "recognition.infer_fps", "trigger": "recognition.trigger", "interval": "recognition.interval",
+    "ema": "recognition.ema", "switch_margin": "recognition.switch_margin",
     "switch_frames": "recognition.switch_frames", "min_score": "recognition.min_score",
     "top_k": "overlay.top_k", "stats": "overlay.stats",
     "display": "display.window", "out": "recording.path", "events": "events.path", "snapshots": "snapshots.dir",
@@ -49,7 +51,10 @@ examples:
   edgerec run --source clip.mp4 --out a.mp4 --events e.jsonl --no-display
   edgerec run --source rtsp://cam.local/s1 --infer-fps 5 --events - --no-display
   edgerec run --source /dev/video0 --width 1280 --height 720 --fps 30 --top-k 3
-  edgerec run --source 0 --web 127.0.0.1:8080 --no-display       preview at http://127.0.0.1:8080/"""
+  edgerec run --source 0 --web 127.0.0.1:8080 --no-display       preview at http://127.0.0.1:8080/
+  edgerec run --source 0 --region door=0.25,0.1,0.3,0.6 --trigger motion --interval 10 --events -
+                                                           watch one place; run the model when it moves
+  edgerec run --config garage.toml                         several cameras and regions ([[cameras]])"""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +68,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(device=None)  # add_model_arguments' default would hide whether --device was given
     add_source_arguments(parser)
 
-    recognise = parser.add_argument_group("recognition")
+    recognise = parser.add_argument_group("places and triggers")
+    recognise.add_argument("--region", action="append", metavar="NAME=X,Y,W,H",
+                           help="watch this rectangle of the frame (fractions of its width and height), e.g. "
+                                "door=0.25,0.1,0.3,0.6; repeat for more regions; default: the whole frame")
+    recognise.add_argument("--trigger", choices=TRIGGERS,
+                           help="when the model runs: every frame; on motion in the region (plus once at start "
+                                f"and every --interval s, default {KEEPALIVE_S:g}); or every --interval s "
+                                "(default: frame)")
+    recognise.add_argument("--interval", type=float, metavar="S",
+                           help="seconds between runs: the keep-alive of --trigger motion, the period of "
+                                "--trigger interval")
     recognise.add_argument("--infer-fps", type=float, metavar="FPS",
-                           help="run the model at most this often (default: every frame); display and "
+                           help="run the model at most this often per region (default: no cap); display and "
                                 "recording keep the source's frame rate")
     smoothing = defaults.recognition
     recognise.add_argument("--ema", type=float, metavar="ALPHA",
@@ -165,6 +180,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     if getattr(args, "mqtt", None) is not None:
         host, port = parse_broker(args.mqtt)
         given |= {"mqtt.enabled": True, "mqtt.host": host, "mqtt.port": port}
+    if getattr(args, "region", None):
+        regions = [parse_region(text) for text in args.region]
+        given["regions"] = [{"name": name, "box": list(box)} for name, box in regions]
     config = with_overrides(config or Config(), given, names)
     return dataclasses.replace(run_options(config), max_frames=args.max_frames, duration=args.duration)
 
@@ -192,9 +210,12 @@ def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunO
             f"{why}, so the annotated video goes to {DEMO_VIDEO}")
 
 def describe_change(result: Result) -> str:
-    """One line per label change, e.g. `12:00:01.234  frame 42  tabby cat 87%  (35 ms)`."""
+    """One line per label change, e.g. `12:00:01.234  frame 42  tabby cat 87%  (35 ms)`, with the camera and
+    region when it is not the whole frame: `12:00:01.234  frame 42  camera/door  open 87%  (35 ms)`."""
     when = wall_clock(result.captured).strftime("%H:%M:%S.%f")[:-3]
-    return f"{when}  frame {result.frame_index}  {result.label} {result.score:.0%}  ({result.latency_ms:.0f} ms)"
+    where = "" if result.whole_frame else f"{result.camera}/{result.region}  "
+    return (f"{when}  frame {result.frame_index}  {where}{result.label} {result.score:.0%}  "
+            f"({result.latency_ms:.0f} ms)")
 
 
 def describe_state(status: SourceStatus) -> str:
@@ -209,14 +230,20 @@ def log_state(status: SourceStatus) -> None:
 
 def describe_summary(summary: RunSummary) -> list[str]:
     """A few lines for the end of a run: counts, rates, and where the milliseconds went."""
-    source = summary.source
     lines = [
         f"{summary.frames} frames in {summary.elapsed_s:.1f} s ({summary.fps:.1f} fps), model on "
         f"{summary.inferred}, {summary.label_changes} label changes, stopped by {summary.stopped_by}",
-        f"source: {source.frames} frames, {source.dropped} dropped (newer frame waiting), "
-        f"{source.reconnects} reconnects, {source.skipped} skipped",
-        "ms per frame    mean    p50    p95",
     ]
+    several = len(summary.cameras) > 1
+    for name, camera in summary.cameras.items() or {"": None}.items():
+        source = camera.source if camera else summary.source
+        lines.append(f"{'source' if not several else f'camera {name}'}: {source.frames} frames, {source.dropped} "
+                     f"dropped (newer frame waiting), {source.reconnects} reconnects, {source.skipped} skipped")
+        named = {region: r for region, r in (camera.regions.items() if camera else ()) if region != "frame"}
+        for region, r in named.items():
+            lines.append(f"  region {region}: {r.label or '-'}, model ran {r.inferences} times ({r.trigger}), "
+                         f"{r.label_changes} label changes")
+    lines.append("ms per frame    mean    p50    p95")
     for name, stats in summary.stages.items():
         lines.append(f"  {name:11s} {stats.mean_ms:7.2f} {stats.p50_ms:6.2f} {stats.p95_ms:6.2f}")
     for name, stats in (("frame age", summary.frame_age), ("latency", summary.latency)):

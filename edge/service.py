@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.result import FrameResult
 
 
 def socket_address(value: str) -> bytes | None:
@@ -124,14 +124,20 @@ class ServiceSink:
         self.ready = False
         self._next_status = -math.inf
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        """Any camera's frame keeps the watchdog fed: it fires only when every camera has stalled (or the
+        process hangs); one dead camera among several shows in /healthz and /metrics instead."""
         if not self.ready:
             self.ready = self.notifier.ready()
         self.notifier.watchdog()
         if result.captured >= self._next_status:  # the frame's own timestamp: no clock read per frame
             self._next_status = result.captured + self.status_every
-            self.notifier.status(f"{result.fps:.1f} fps, {result.label} {result.score:.0%}, "
-                                 f"latency {result.latency_ms:.0f} ms")
+            shown = ", ".join(f"{r.label} {r.score:.0%}" if r.whole_frame else f"{r.region} {r.label} {r.score:.0%}"
+                              for r in result.regions[:4])
+            first = result.first if result.regions else None
+            latency = f", latency {first.latency_ms:.0f} ms" if first else ""
+            camera = "" if len(result.regions) == 1 and result.first.whole_frame else f"{result.camera}: "
+            self.notifier.status(f"{camera}{result.fps:.1f} fps, {shown}{latency}")
 
     def close(self) -> None:
         self.notifier.stopping()

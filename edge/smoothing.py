@@ -5,6 +5,9 @@ Three steps per frame, in this order:
 2. hysteresis: a new label replaces the shown one only after it has led it by `margin`
    for `frames` consecutive frames;
 3. under `min_score` (smoothed) the shown label is "unknown".
+
+`settled` says whether more inferences on the same picture would still move the result: a region that
+runs on motion keeps running after the motion stopped until its smoother has settled (edge.triggers).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 from edge.errors import EdgerecError
 
 UNKNOWN = "unknown"
+SETTLE_TOLERANCE = 0.05
+"""The moving average counts as settled once no class is further than this from the newest probabilities."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class Smoother:
         self._challenger = -1  # class currently leading the held one by the margin
         self._streak = 0  # consecutive frames the challenger has led
         self._shown = -2  # index last shown (-1 unknown, -2 nothing yet)
+        self._gap = 1.0  # largest |newest probabilities - moving average| after the last update
 
     def update(self, probs: np.ndarray) -> Smoothed:
         """Fold one frame's probabilities [C] into the running state and return what to show."""
@@ -80,15 +86,23 @@ class Smoother:
         self._hold()
         return self._show()
 
+    @property
+    def settled(self) -> bool:
+        """True when the average has caught up with the newest probabilities and no new label is on its way:
+        another inference on the same picture would not change what is shown."""
+        return self._streak == 0 and self._gap < SETTLE_TOLERANCE
+
     def _average(self, probs: np.ndarray) -> None:
         alpha = self.options.alpha
         if not self._started or alpha == 1.0:
             self._ema[:] = probs
-            self._started = True
+            self._started, self._gap = True, 0.0
             return
         np.multiply(probs, alpha, out=self._scratch)
         self._ema *= 1.0 - alpha
         self._ema += self._scratch
+        np.subtract(probs, self._ema, out=self._scratch)
+        self._gap = float(np.abs(self._scratch, out=self._scratch).max())
 
     def _hold(self) -> None:
         best = int(self._ema.argmax())

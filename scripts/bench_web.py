@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edge.overlay import Overlay
-from edge.result import Result
+from edge.result import FrameResult, Result, single
 from edge.sinks import NullSink
 from edge.sinks.web import WebOptions, WebSink
 
@@ -71,9 +71,9 @@ def overlay_ms(frame: np.ndarray, runs: int = 50) -> float:
     return float(np.median(times[1:])) * 1000  # the first draw loads the font
 
 
-def result(index: int) -> Result:
-    return Result(index, time.monotonic(), "fox squirrel", 0, 0.9, np.ones(1, np.float32), index == 0, True,
-                  30.0, 30.0, 20.0)
+def result(index: int) -> FrameResult:
+    return single(Result(index, time.monotonic(), "fox squirrel", 0, 0.9, np.ones(1, np.float32), index == 0,
+                         True, 30.0, 30.0, 20.0))
 
 
 def tight_us(frame: np.ndarray, count: int = 10000) -> float:

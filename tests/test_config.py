@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ from edge.run_args import FLAG_KEYS, options_from_args
 from edge.sinks.mqtt import MqttOptions
 from edge.sinks.web import WebOptions
 
-VALID_TOP = "source, model, recognition, overlay, display, events, snapshots, recording, web, mqtt"
+VALID_TOP = ("source, model, recognition, motion, regions, cameras, overlay, display, events, snapshots, recording, web, "
+             "mqtt")
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -104,6 +106,11 @@ def test_printed_defaults_pass_check_config_and_load_to_the_schema_defaults(tmp_
 def test_every_setting_is_described_and_shown_in_the_defaults():
     text = defaults_toml()
     for name, section in Config.model_fields.items():
+        if typing.get_origin(section.annotation) is list:  # [[regions]], [[cameras]]: keys and an example
+            table = typing.get_args(section.annotation)[0]
+            assert table.__doc__ and f"\n# [[{name}]]\n" in text
+            assert all(f"#   {key}: " in text and field.description for key, field in table.model_fields.items())
+            continue
         assert section.annotation.__doc__ and f"\n[{name}]\n" in text
         for key, field in section.annotation.model_fields.items():
             assert field.description, f"{name}.{key} has no description"

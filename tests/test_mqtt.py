@@ -20,7 +20,7 @@ from edge.capture import SourceOptions
 from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, run
-from edge.result import Result
+from edge.result import FrameResult, Result, single
 from edge.run_args import options_from_args
 from edge.sinks.mqtt import MqttOptions, MqttSink, parse_broker
 
@@ -118,8 +118,9 @@ def wait_until(condition, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def result(index: int, label: str, changed: bool = True) -> Result:
-    return Result(index, time.monotonic(), label, 2, 0.875, np.zeros(3, np.float32), changed, True, 12.0, 25.0, 3.0)
+def result(index: int, label: str, changed: bool = True) -> FrameResult:
+    return single(Result(index, time.monotonic(), label, 2, 0.875, np.zeros(3, np.float32), changed, True, 12.0,
+                         25.0, 3.0))
 
 
 @needs_broker
@@ -139,7 +140,9 @@ def test_label_changes_availability_and_discovery_reach_the_broker(broker, tmp_p
 
     assert [e["label"] for e in events] == [c.label for c in changes] == ["blue", "green", "red"]
     assert [e["frame"] for e in events] == [c.frame_index for c in changes]
-    assert all(set(e) == {"label", "score", "time", "frame", "latency_ms"} and e["score"] > 0.5 for e in events)
+    keys = {"label", "score", "time", "camera", "region", "frame", "latency_ms"}
+    assert all(set(e) == keys and e["camera"] == "camera" and e["region"] == "frame" and e["score"] > 0.5
+               for e in events)
     availability = [p for p, _ in listener.on("edgerec/test/availability")]
     assert availability in ([b"online", b"offline"], [b"offline"])  # no "online" when the run beat the connect
     assert config["state_topic"] == config["json_attributes_topic"] == "edgerec/test/state"

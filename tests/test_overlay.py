@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 
 from edge.overlay import DARKEN, STATS_REFRESH_S, Overlay, OverlayOptions
-from edge.result import Result
+from edge.result import FrameResult, Result, single
 
 LABELS = ["tabby cat", "golden retriever", "espresso", "fire engine"]
 PROBS = np.array([0.62, 0.2, 0.1, 0.08], np.float32)
 
 
-def result(label: str = "tabby cat", index: int = 0) -> Result:
-    return Result(7, 0.0, label, index, 0.62, PROBS, True, True, 23.4, 29.97)
+def result(label: str = "tabby cat", index: int = 0) -> FrameResult:
+    return single(Result(7, 0.0, label, index, 0.62, PROBS, True, True, 23.4, 29.97))
 
 
 def changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ def test_stats_change_at_most_twice_a_second_and_the_label_at_once():
 
     def drawn(captured: float, label: str, index: int, fps: float) -> np.ndarray:
         frame = np.full((480, 640, 3), 128, np.uint8)
-        overlay.draw(frame, Result(1, captured, label, index, 0.62, PROBS, True, True, 23.4, fps))
+        overlay.draw(frame, single(Result(1, captured, label, index, 0.62, PROBS, True, True, 23.4, fps)))
         return frame
 
     first = drawn(10.0, "tabby cat", 0, 29.97)

@@ -55,7 +55,8 @@ def test_every_frame_is_recorded_and_each_label_change_is_an_event(tmp_path, mod
     assert lines[0]["frame"] == 0 and 15 <= lines[1]["frame"] <= 20 and 30 <= lines[2]["frame"] <= 35
     assert all(e["latency_ms"] >= 0 and 0 < e["score"] <= 1 for e in lines)
     stages = summary.stages
-    assert set(stages) == {"wait", "preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model"}
+    assert set(stages) == {"wait", "motion", "preprocess", "infer", "smooth", "overlay", "sinks", "frame",
+                           "beyond-model"}
     parts = sum(stages[name].mean_ms for name in ("preprocess", "infer", "smooth", "overlay", "sinks"))
     assert parts <= stages["frame"].mean_ms < 1.5 * parts + 5
     assert stages["beyond-model"].mean_ms == pytest.approx(stages["frame"].mean_ms - stages["infer"].mean_ms)

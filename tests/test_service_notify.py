@@ -20,7 +20,7 @@ from conftest import make_tiny_model
 from edge.capture import Frame, SourceOptions
 from edge.errors import EdgerecError
 from edge.model import Model
-from edge.pipeline import FrameLoop, RunOptions
+from edge.pipeline import RUN_MODEL, RunOptions, build_loop
 from edge.service import Notifier, ServiceSink
 
 
@@ -197,7 +197,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Model:
 
 def frame_loop(model: Model, source: ScriptedSource, sink: ServiceSink, duration: float | None = None) -> str:
     options = RunOptions(SourceOptions("scripted"), display=False, duration=duration)
-    return FrameLoop(model, source, [sink], options, threading.Event(), None).run().stopped_by
+    return build_loop(options, {RUN_MODEL: model}, [source], [sink], threading.Event()).run().stopped_by
 
 
 def test_service_sink_tells_systemd_ready_status_and_stopping(manager: tuple[socket.socket, str],

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.result import FrameResult, Result, single
 from edge.sinks import EventsSink, NullSink, SnapshotSink, VideoFileSink, WindowSink
 from edge.sinks import window as window_module
 
 PROBS = np.array([0.7, 0.3], np.float32)
 
 
-def result(index: int, label: str = "cat", changed: bool = False) -> Result:
-    return Result(index, time.monotonic() - 0.02, label, 0, 0.7123456, PROBS, changed, True, 20.04, 30.0)
+def result(index: int, label: str = "cat", changed: bool = False) -> FrameResult:
+    return single(Result(index, time.monotonic() - 0.02, label, 0, 0.7123456, PROBS, changed, True, 20.04, 30.0))
 
 
 def frame(level: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:

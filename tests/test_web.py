@@ -22,8 +22,8 @@ from conftest import make_tiny_model, run_cli, run_parser, write_clip
 from edge.capture import SourceOptions, open_source
 from edge.errors import EdgerecError
 from edge.model import Model
-from edge.pipeline import FrameLoop, RunOptions, close_all, open_sinks
-from edge.result import Result
+from edge.pipeline import RUN_MODEL, FrameLoop, RunOptions, build_loop, close_all, open_sinks
+from edge.result import FrameResult, Result, single
 from edge.run_args import options_from_args
 from edge.sinks.web import EXTRA_CONNECTIONS, TOKEN_ENV, JpegFeed, WebOptions, WebSink, parse_listen
 
@@ -53,8 +53,9 @@ def serving(clip: Path, model: Model, web: WebOptions) -> Iterator[tuple[WebSink
     source = open_source(options.source)
     thread = None
     try:
-        open_sinks(options, source, stop, into=sinks)
-        loop = FrameLoop(model, source, sinks, options, stop, None)
+        loop = build_loop(options, {RUN_MODEL: model}, [source], sinks, stop)
+        open_sinks(options, loop.cameras, stop, into=sinks)
+        loop.attach(sinks)
         thread = threading.Thread(target=loop.run, name="test-frame-loop")
         thread.start()
         yield sinks[0], loop
@@ -62,7 +63,7 @@ def serving(clip: Path, model: Model, web: WebOptions) -> Iterator[tuple[WebSink
         stop.set()
         if thread is not None:
             thread.join()
-        close_all(sinks, source)
+        close_all(sinks, [source])
 
 
 def get(sink: WebSink, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -238,9 +239,9 @@ def test_a_viewer_that_stops_reading_holds_up_neither_the_frame_loop_nor_others(
     assert time.monotonic() - started < 3
 
 
-def result(index: int, captured: float | None = None) -> Result:
+def result(index: int, captured: float | None = None) -> FrameResult:
     captured = time.monotonic() if captured is None else captured
-    return Result(index, captured, "red", 2, 0.9, np.zeros(3, np.float32), index == 0, True, 12.0, 25.0, 3.0)
+    return single(Result(index, captured, "red", 2, 0.9, np.zeros(3, np.float32), index == 0, True, 12.0, 25.0, 3.0))
 
 
 def test_a_viewer_who_leaves_while_no_frame_comes_frees_the_slot_and_connections_are_capped():

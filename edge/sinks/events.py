@@ -1,4 +1,5 @@
-"""JSON lines, one per label change: {"time", "frame", "label", "score", "latency_ms"}; flushed at once.
+"""JSON lines, one per label change of a region; flushed at once:
+{"time", "camera", "region", "label", "score", "frame", "latency_ms"} ("region" is "frame" for the whole frame).
 
 The file is appended to, so a restarted service keeps its history; "-" writes to standard output.
 """
@@ -15,7 +16,7 @@ from typing import TextIO
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.result import FrameResult, Result
 
 
 class EventsSink:
@@ -32,18 +33,14 @@ class EventsSink:
         except OSError as error:
             raise EdgerecError(f"--events {self.path}: cannot open for writing ({error.strerror})") from None
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
-        if not result.changed:
-            return
-        event = {
-            "time": wall_clock(result.captured).isoformat(timespec="milliseconds"),
-            "frame": result.frame_index,
-            "label": result.label,
-            "score": round(result.score, 4),
-            "latency_ms": round(result.latency_ms, 1),
-        }
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        for region in result.regions:
+            if region.changed:
+                self._append(event(region))
+
+    def _append(self, record: dict) -> None:
         try:
-            self._file.write(json.dumps(event) + "\n")
+            self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as error:
             raise EdgerecError(f"--events {self.path}: cannot write ({error.strerror})") from None
@@ -52,6 +49,19 @@ class EventsSink:
     def close(self) -> None:
         if self._file is not sys.stdout:
             self._file.close()
+
+
+def event(result: Result) -> dict:
+    """A region's label change as events and MQTT give it."""
+    return {
+        "time": wall_clock(result.captured).isoformat(timespec="milliseconds"),
+        "camera": result.camera,
+        "region": result.region,
+        "label": result.label,
+        "score": round(result.score, 4),
+        "frame": result.frame_index,
+        "latency_ms": round(result.latency_ms, 1),
+    }
 
 
 def wall_clock(monotonic: float) -> datetime.datetime:

@@ -2,12 +2,16 @@
 
     PREFIX/availability   "online" (retained) once connected; "offline" when closed, or from the broker as
                           the last will when the process dies or the connection is lost
-    PREFIX/state          one JSON object per label change (retained, so a new subscriber sees the label now):
-                          {"label", "score", "time", "frame", "latency_ms"}
-    DISCOVERY/sensor/NODE/label/config
-                          Home Assistant MQTT discovery for a sensor showing the label, with the rest of the
-                          state as attributes (retained; sent again on each connect and when Home Assistant
-                          announces "online" on DISCOVERY/status)
+    PREFIX/state          the whole-frame label of a single camera without regions: one JSON object per
+                          label change (retained, so a new subscriber sees the label now):
+                          {"label", "score", "time", "camera", "region", "frame", "latency_ms"}
+    PREFIX/CAMERA/REGION/state     the same, per region, when regions or several cameras are configured
+    PREFIX/CAMERA/availability     "online" while the camera streams, "offline" while it reconnects
+    DISCOVERY/sensor/NODE/label/config (or .../NODE/CAMERA_REGION/config)
+                          Home Assistant MQTT discovery: one sensor per region showing its label, with the rest
+                          of the state as attributes, available while edgerec and its camera are (retained;
+                          sent again on each connect and when Home Assistant announces "online" on
+                          DISCOVERY/status)
 
 paho-mqtt (the `[mqtt]` extra) runs the connection on its own thread (loop_start) and reconnects with a
 growing delay; `write` only calls `publish`, which queues the message for that thread, and only when the
@@ -29,9 +33,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.capture import SourceStatus
 from edge.errors import EdgerecError
-from edge.result import Result
-from edge.sinks.events import wall_clock
+from edge.result import FrameResult, Result
+from edge.sinks.events import event
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
@@ -88,24 +93,37 @@ def parse_broker(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@dataclass(frozen=True)
+class Place:
+    """A region of a camera, as MQTT names it."""
+
+    camera: str = "camera"
+    region: str = "frame"
+    legacy: bool = True
+    """The whole frame of a single camera: the topics and sensor of edgerec before regions (PREFIX/state)."""
+
+
 class MqttSink:
     wants_overlay = False
 
     def __init__(self, options: MqttOptions, environ: Mapping[str, str] | None = None,
-                 on_state: Callable[[str], None] | None = None) -> None:
-        """Starts connecting in the background; `on_state` hears "connected ..." and "disconnected ..."."""
+                 on_state: Callable[[str], None] | None = None, places: tuple[Place, ...] = (Place(),)) -> None:
+        """Starts connecting in the background; `on_state` hears "connected ..." and "disconnected ...";
+        `places`: the regions to announce to Home Assistant."""
         mqtt = _import_paho()
         environ = os.environ if environ is None else environ
         self.options = options
         self.client_id = options.client_id or f"edgerec-{socket.gethostname()}"
         self.node = re.sub(r"[^A-Za-z0-9_-]", "_", self.client_id)
+        self.places = places
         self.state_topic = f"{options.topic_prefix}/state"
         self.availability_topic = f"{options.topic_prefix}/availability"
         self.connected = threading.Event()
         self.events = 0
         self._on_state = on_state
-        self._last_state: bytes | None = None
-        self._last_mid = -1  # paho's message id of the newest _last_state publish
+        self._states: dict[str, bytes] = {}  # the newest state published on each state topic
+        self._cameras: dict[str, bytes] = {}  # the newest availability of each camera
+        self._last_mid = -1  # paho's message id of the newest state publish
         self._state_acked = threading.Event()  # set when the broker acknowledges _last_mid
         self._lock = threading.Lock()  # "closing" against "connected": see close()
         self._acked_mid = -2  # the newest message id a broker acknowledged (set on paho's thread)
@@ -125,19 +143,30 @@ class MqttSink:
         self._client.connect_async(options.host, options.port, keepalive=options.keepalive)
         self._client.loop_start()
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
-        if not result.changed:
-            return
-        event = {
-            "label": result.label,
-            "score": round(result.score, 4),
-            "time": wall_clock(result.captured).isoformat(timespec="milliseconds"),
-            "frame": result.frame_index,
-            "latency_ms": round(result.latency_ms, 1),
-        }
-        self._last_state = json.dumps(event).encode()
-        self._publish_state()
-        self.events += 1
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        for region in result.regions:
+            if region.changed:
+                topic = self.topic_of(region)
+                self._states[topic] = json.dumps(event(region)).encode()
+                self._publish_state(topic)
+                self.events += 1
+
+    def source_state(self, camera: str, status: SourceStatus) -> None:
+        """A camera's source changed state (on its grabber thread): its availability topic follows."""
+        if all(place.legacy for place in self.places):
+            return  # one camera, whole frame: PREFIX/availability says it all
+        payload = b"online" if status.state == "streaming" else b"offline"
+        if self._cameras.get(camera) != payload:
+            self._cameras[camera] = payload
+            self._client.publish(self.camera_topic(camera), payload, qos=QOS, retain=True)
+
+    def topic_of(self, result: Result) -> str:
+        if result.whole_frame and all(place.legacy for place in self.places):
+            return self.state_topic
+        return f"{self.options.topic_prefix}/{result.camera}/{result.region}/state"
+
+    def camera_topic(self, camera: str) -> str:
+        return f"{self.options.topic_prefix}/{camera}/availability"
 
     def close(self) -> None:
         """Deliver the last label change (waiting up to CLOSE_WAIT_S for a connection that is not up yet, as
@@ -145,7 +174,7 @@ class MqttSink:
         with self._lock:  # a connect either happened before (close announces "offline") or sees _closing
             self._closing = True
             connected = self.connected.is_set()
-        if self._last_state is not None and self._acked_mid != self._last_mid:  # a change not acknowledged yet
+        if self._states and self._acked_mid != self._last_mid:  # a change not acknowledged yet
             connected = connected or self.connected.wait(CLOSE_WAIT_S)
             if connected:
                 self._state_acked.wait(CLOSE_WAIT_S)
@@ -154,22 +183,32 @@ class MqttSink:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def discovery(self) -> tuple[str, bytes]:
-        """The Home Assistant discovery topic and config for the label sensor."""
+    def discovery(self, place: Place | None = None) -> tuple[str, bytes]:
+        """The Home Assistant discovery topic and config for one region's label sensor (default: the first)."""
+        place = place or self.places[0]
+        if place.legacy:
+            object_id, name, state = "label", "Label", self.state_topic
+            availability = {"availability_topic": self.availability_topic}
+        else:
+            object_id, name = f"{place.camera}_{place.region}", f"{place.camera} {place.region}"
+            state = f"{self.options.topic_prefix}/{place.camera}/{place.region}/state"
+            availability = {"availability": [{"topic": self.availability_topic},
+                                             {"topic": self.camera_topic(place.camera)}],
+                            "availability_mode": "all"}  # fmt: skip
         config = {
-            "name": "Label",
-            "unique_id": f"{self.node}_label",
-            "state_topic": self.state_topic,
+            "name": name,
+            "unique_id": f"{self.node}_{object_id}",
+            "state_topic": state,
             "value_template": "{{ value_json.label }}",
-            "json_attributes_topic": self.state_topic,
-            "availability_topic": self.availability_topic,
+            "json_attributes_topic": state,
+            **availability,
             "payload_available": "online",
             "payload_not_available": "offline",
             "icon": "mdi:cctv",
             "device": {"identifiers": [self.node], "name": f"edgerec {self.node}", "manufacturer": "edgerec",
                        "model": "edgerec image recognition", "sw_version": _version()},
         }
-        topic = f"{self.options.discovery_prefix}/sensor/{self.node}/label/config"
+        topic = f"{self.options.discovery_prefix}/sensor/{self.node}/{object_id}/config"
         return topic, json.dumps(config).encode()
 
     # --- on paho's network thread ---
@@ -205,16 +244,20 @@ class MqttSink:
         close() began sends only the discovery config: close() delivers the queued change, then "offline".
         """
         if self.options.discovery_prefix:
-            self._client.publish(*self.discovery(), qos=QOS, retain=True)
+            for place in self.places:
+                self._client.publish(*self.discovery(place), qos=QOS, retain=True)
         if self._closing:
             return
         self._client.publish(self.availability_topic, "online", qos=QOS, retain=True)
-        if self._last_state is not None and self._acked_mid == self._last_mid:
-            self._publish_state()
+        for camera, payload in list(self._cameras.items()):
+            self._client.publish(self.camera_topic(camera), payload, qos=QOS, retain=True)
+        if self._states and self._acked_mid == self._last_mid:
+            for topic in list(self._states):
+                self._publish_state(topic)
 
-    def _publish_state(self) -> None:
+    def _publish_state(self, topic: str) -> None:
         self._state_acked.clear()
-        self._last_mid = self._client.publish(self.state_topic, self._last_state, qos=QOS, retain=True).mid
+        self._last_mid = self._client.publish(topic, self._states[topic], qos=QOS, retain=True).mid
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         self._acked_mid = mid

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.result import Result
+from edge.result import FrameResult
 
 
 class NullSink:
     wants_overlay = False
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
         pass
 
     def close(self) -> None:

@@ -1,6 +1,8 @@
-"""A JPEG of the camera's frame (no overlay) each time the label changes, written atomically.
+"""JPEGs of the camera's frame (no overlay) each time a region's label changes, written atomically.
 
-Names sort by time: 20250101T120000.123-f000042-tabby_cat.jpg (local time, frame index, label).
+Names sort by time: 20250101T120000.123-f000042-tabby_cat.jpg (local time, frame index, label) for the
+whole-frame region; for a named region the full frame and the region's crop,
+20250101T120000.123-f000042-garage-door-open.jpg and ...-open.crop.jpg (camera, region, label).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.regions import pixel_rect
+from edge.result import FrameResult, Result
 from edge.sinks.events import wall_clock
 
 
@@ -29,13 +32,27 @@ class SnapshotSink:
         self.params = [cv2.IMWRITE_JPEG_QUALITY, quality]
         self.saved = 0
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
-        if not result.changed:
-            return
-        ok, jpeg = cv2.imencode(".jpg", frame, self.params)
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        whole: np.ndarray | None = None  # the full frame's JPEG, encoded once however many regions changed
+        for region in result.regions:
+            if not region.changed:
+                continue
+            if whole is None:
+                whole = self._encode(frame)
+            name = snapshot_name(region)
+            self._save(name, whole)
+            if not region.whole_frame:
+                rows, cols = pixel_rect(region.box, frame.shape[0], frame.shape[1])
+                self._save(name[: -len(".jpg")] + ".crop.jpg", self._encode(frame[rows, cols]))
+
+    def _encode(self, image: np.ndarray) -> np.ndarray:
+        ok, jpeg = cv2.imencode(".jpg", image, self.params)
         if not ok:
-            return
-        path = self.directory / snapshot_name(result)
+            raise EdgerecError(f"--snapshots: OpenCV could not encode a {image.shape} frame as JPEG")
+        return jpeg
+
+    def _save(self, name: str, jpeg: np.ndarray) -> None:
+        path = self.directory / name
         partial = path.with_name(f".{path.name}.partial")
         try:
             partial.write_bytes(jpeg.tobytes())
@@ -51,4 +68,5 @@ class SnapshotSink:
 def snapshot_name(result: Result) -> str:
     when = wall_clock(result.captured)
     label = re.sub(r"[^\w.-]+", "_", result.label).strip("_")[:60] or "label"
-    return f"{when:%Y%m%dT%H%M%S}.{when.microsecond // 1000:03d}-f{result.frame_index:06d}-{label}.jpg"
+    where = "" if result.whole_frame else f"{result.camera}-{result.region}-"
+    return f"{when:%Y%m%dT%H%M%S}.{when.microsecond // 1000:03d}-f{result.frame_index:06d}-{where}{label}.jpg"

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.result import FrameResult
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 DEFAULT_FPS = 30.0
@@ -43,7 +43,7 @@ class VideoFileSink:
         self._full: queue.Queue[np.ndarray | None] = queue.Queue()
         self._encoder: threading.Thread | None = None
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
         if self._encoder is None:
             self._start(frame)
         buffer = self._next_free_buffer()

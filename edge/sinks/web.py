@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -37,7 +37,7 @@ import numpy as np
 
 from edge.capture import SourceStatus
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.result import FrameResult, Result
 
 TOKEN_ENV = "EDGEREC_WEB_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -296,8 +296,10 @@ class WebSink:
         """Only while someone watches the stream: the frame loop draws the overlay only then."""
         return self.feed.viewers > 0
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
-        self.stats.update(result)
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        first = result.first
+        self.stats.update(replace(first, frame_index=result.frame_index, captured=result.captured, fps=result.fps,
+                                  changed=result.changed, inferred=first.captured == result.captured))
         if self.feed.viewers:
             self.feed.offer(frame)
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import Result
+from edge.result import FrameResult
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 
@@ -42,7 +42,7 @@ class WindowSink:
             raise EdgerecError(f"cannot open a window: {error.err}; pass --no-display") from None
         self.stop, self.title = stop, title
 
-    def write(self, frame: np.ndarray, result: Result) -> None:
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
         cv2.imshow(self.title, frame)
         key = cv2.waitKey(1)
         if key >= 0 and (key & 0xFF) in QUIT_KEYS:
