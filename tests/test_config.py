@@ -27,8 +27,8 @@ from edge.run_args import FLAG_KEYS, options_from_args
 from edge.sinks.mqtt import MqttOptions
 from edge.sinks.web import WebOptions
 
-VALID_TOP = ("source, model, recognition, motion, regions, cameras, overlay, display, events, snapshots, recording, web, "
-             "mqtt")
+VALID_TOP = ("source, model, recognition, motion, regions, cameras, overlay, display, events, snapshots, "
+             "recording, web, mqtt")
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
