@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import cv2
@@ -23,6 +25,17 @@ def write_clip(path: Path, labels: list[str], fps: float = 25.0, size: tuple[int
         writer.write(np.full((size[1], size[0], 3), COLOURS[label], np.uint8))
     writer.release()
     return path
+
+
+def load_script(name: str) -> types.ModuleType:
+    """scripts/NAME.py as a module (scripts are not a package), registered so its dataclasses work."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_parser() -> argparse.ArgumentParser:

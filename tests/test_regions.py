@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import COLOURS, make_tiny_model, run_cli, write_clip
+from conftest import COLOURS, load_script, make_tiny_model, run_cli, write_clip
 
 from edge.camera import CameraOptions
 from edge.capture import SourceOptions
@@ -277,3 +277,39 @@ def test_a_dead_camera_does_not_stop_the_others(tmp_path, model):
     assert summary.cameras["alive"].frames >= 30 and summary.cameras["dead"].frames == 0
     dead = summary.cameras["dead"].source
     assert dead.state in ("connecting", "reconnecting") and dead.reconnects >= 1 and "cannot open" in dead.error
+
+
+# --- a real object put down in a real scene -----------------------------------------------------------
+
+PHOTOS = Path(__file__).parent / "data" / "photos"
+
+
+@pytest.fixture(scope="module")
+def pasted_clip(tmp_path_factory):
+    """4 s of a real photo (a baboon) at 15 fps with sensor noise; at 2 s a photo of a squirrel is put down in
+    the "shelf" region and stays still."""
+    msc = load_script("make_still_clip")
+    path = tmp_path_factory.mktemp("clip") / "pasted.avi"
+    return msc.make_still_clip(path, PHOTOS / "baboon.jpg", seconds=4, fps=15, size=(640, 480), noise_sigma=2.0,
+                               drift=0.5, paste=msc.Paste(PHOTOS / "squirrel_cls.jpg", SHELF, 2.0))
+
+
+SHELF, CORNER = (0.55, 0.45, 0.4, 0.5), (0.02, 0.02, 0.3, 0.3)
+
+
+@pytest.mark.parametrize("trigger", ["frame", "motion"])
+def test_an_object_put_down_in_one_region_is_named_there_within_a_second(tmp_path, pasted_clip, trigger):
+    events = tmp_path / "events.jsonl"
+    places = tuple(RegionOptions(name, box, trigger=TriggerOptions(trigger, interval=60.0))
+                   for name, box in (("shelf", SHELF), ("corner", CORNER)))
+    summary = run(RunOptions(SourceOptions(str(pasted_clip.path), paced=False), threads=1, display=False,
+                             events=str(events), regions=places))  # the embedded ImageNet model
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    after = [e for e in lines if e["frame"] >= pasted_clip.paste_frame]
+    assert [(e["region"], e["label"]) for e in after] == [("shelf", "fox squirrel")], lines
+    assert after[0]["frame"] - pasted_clip.paste_frame <= 15  # within 1 s at 15 fps
+    regions_ = summary.cameras["camera"].regions
+    assert regions_["corner"].label_changes == 1  # its first label, never changed
+    if trigger == "motion":  # the corner saw no motion: it ran at start only; the shelf from the paste on
+        assert regions_["corner"].inferences == 1
+        assert regions_["shelf"].inferences <= summary.frames - pasted_clip.paste_frame + 1
