@@ -6,7 +6,7 @@
 
 Nothing on this path logs or allocates what it can reuse; every stage is timed into a fixed-size
 ring, summarised once at the end. One stop event ends the loop; sources and sinks close in `finally`.
-Signal handling belongs to the program (`install_signal_handlers`, called by the CLI), not to `run`.
+Signal handling belongs to the program (`edge.service.install_signal_handlers`, called by the CLI), not to `run`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -224,26 +223,6 @@ def using_opencv_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         cv2.setNumThreads(previous)
-
-
-def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
-    """Make SIGINT and SIGTERM set `stop` (a second Ctrl-C raises KeyboardInterrupt).
-
-    For the program's main thread (the CLI, a service); returns a function restoring the old handlers.
-    """
-
-    def handle(signum: int, _frame: object) -> None:
-        if signum == signal.SIGINT and stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
 
 class StageTimer:
