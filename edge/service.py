@@ -51,6 +51,13 @@ def socket_address(value: str) -> bytes | None:
                        "(a /path or an @abstract name)")
 
 
+def under_service_manager(environ: Mapping[str, str] | None = None) -> bool:
+    """True when systemd started this process as a service: $NOTIFY_SOCKET (Type=notify, as our unit) or
+    $INVOCATION_ID (any unit, systemd 232 and later)."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("NOTIFY_SOCKET") or environ.get("INVOCATION_ID"))
+
+
 def watchdog_period(environ: Mapping[str, str]) -> float | None:
     """Seconds between keep-alive pings (half of $WATCHDOG_USEC), or None when no watchdog is asked of us."""
     usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
