@@ -48,8 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from edge.logs import setup_logging
-    from edge.pipeline import install_signal_handlers, run
+    from edge.pipeline import run
     from edge.run_args import LOG, demo_defaults, describe_change, describe_summary, log_state, options_from_args
+    from edge.service import install_signal_handlers
 
     options, note = demo_defaults(options_from_args(args))
     setup_logging()
@@ -73,8 +74,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
     from edge.dataset_capture import CaptureOptions, capture
     from edge.logs import setup_logging
-    from edge.pipeline import install_signal_handlers
     from edge.run_args import log_state, source_options_from_args
+    from edge.service import install_signal_handlers
 
     options = CaptureOptions(source_options_from_args(args), args.out, args.label, args.every, args.max, args.quality)
     of_max = f"/{args.max}" if args.max else ""

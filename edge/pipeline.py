@@ -11,6 +11,7 @@
 No region configured means one implicit whole-frame region: the single-camera, whole-frame run is the same
 loop with one camera and one region. Nothing on this path logs or allocates what it can reuse; every stage
 is timed into a fixed-size ring. One stop event ends the loop; sources and sinks close in `finally`.
+Signal handling belongs to the program (`edge.service.install_signal_handlers`, called by the CLI), not to `run`.
 """
 
 from __future__ import annotations
@@ -507,23 +508,3 @@ class FrameLoop:
             cameras=cameras,
         )
 
-
-def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
-    """Make SIGINT and SIGTERM set `stop` (a second Ctrl-C raises KeyboardInterrupt).
-
-    For the program's main thread (the CLI, a service); returns a function restoring the old handlers.
-    """
-    import signal
-
-    def handle(signum: int, _frame: object) -> None:
-        if signum == signal.SIGINT and stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

@@ -21,6 +21,7 @@ from edge.errors import EdgerecError
 from edge.pipeline import RunOptions, RunSummary
 from edge.regions import KEEPALIVE_S, TRIGGERS, parse_region
 from edge.result import Result
+from edge.service import under_service_manager
 from edge.sinks.events import wall_clock
 from edge.sinks.mqtt import PASSWORD_ENV, parse_broker
 from edge.sinks.web import TOKEN_ENV
@@ -194,20 +195,28 @@ def source_options_from_args(args: argparse.Namespace) -> SourceOptions:
     return run_options(with_overrides(Config(), given, names)).source
 
 
-def demo_defaults(options: RunOptions, window: bool | None = None) -> tuple[RunOptions, str]:
-    """`--source demo` with no output asked for: a window where one can open, else the annotated video
-    DEMO_VIDEO in the current folder. Returns the options and a line saying so ("" when unchanged).
+def demo_defaults(options: RunOptions, window: bool | None = None,
+                  service: bool | None = None) -> tuple[RunOptions, str]:
+    """`--source demo` with no output asked for: a window where one can open; else, under a service manager,
+    no output but the label lines (a service writes nothing its config did not ask for, and its working
+    folder is / , read-only under ProtectSystem=strict); else the annotated video DEMO_VIDEO in the current
+    folder. Returns the options and a line saying so ("" when unchanged).
 
-    `window`: whether a window can open (None: ask OpenCV and the environment).
+    `window`: whether a window can open (None: ask OpenCV and the environment). `service`: whether systemd
+    started us (None: edge.service.under_service_manager).
     """
     asked = options.display is not None or options.out or options.events or options.snapshots
     if options.source.uri != "demo" or asked:
         return options, ""
     if window if window is not None else window_possible():
         return dataclasses.replace(options, display=True), "showing the demo in a window (q or Esc quits)"
+    if service if service is not None else under_service_manager():
+        return (dataclasses.replace(options, display=False),
+                "running as a service: the demo writes no file; its label changes go to standard output (the journal)")
     why = "this OpenCV has no GUI (opencv-python-headless)" if not opencv_gui() else "there is no display"
     return (dataclasses.replace(options, display=False, out=DEMO_VIDEO),
             f"{why}, so the annotated video goes to {DEMO_VIDEO}")
+
 
 def describe_change(result: Result) -> str:
     """One line per label change, e.g. `12:00:01.234  frame 42  tabby cat 87%  (35 ms)`, with the camera and

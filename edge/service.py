@@ -9,13 +9,24 @@ NOTIFY_SOCKET is unset and every method is a no-op, so `edgerec run` behaves the
 first, WATCHDOG=1 while frames flow (the pings stop when frames stop, and systemd restarts a hung
 camera), a STATUS= line about once a second and STOPPING=1 when closed. `Notifier.watchdog()` is cheap
 enough for every frame: one clock read and one comparison until half the watchdog interval has passed.
+
+`install_signal_handlers` turns SIGINT and SIGTERM into the program's one stop event. A Python signal
+handler runs on the main thread between any two bytecodes, nested inside an earlier handler when signals
+come in a burst, so it must never take a lock: `Event.set` does (a second SIGTERM inside the first
+handler's `Event.set` waited for that lock forever). The C-level handler writes the signal's number to a
+pipe (`signal.set_wakeup_fd`), a watcher thread reads it and sets the event; the Python handler only
+notes the time of the first signal, and raises KeyboardInterrupt for a Ctrl-C that comes FORCE_AFTER_S
+or more after it (a stop that seems stuck); a burst of Ctrl-C faster than that is one request to stop,
+so it never cuts the closing of a recording short.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -23,6 +34,9 @@ import numpy as np
 
 from edge.errors import EdgerecError
 from edge.result import FrameResult
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+FORCE_AFTER_S = 1.0  # a Ctrl-C this long after the first stop signal raises KeyboardInterrupt; sooner, it is ignored
 
 
 def socket_address(value: str) -> bytes | None:
@@ -35,6 +49,13 @@ def socket_address(value: str) -> bytes | None:
         return value.encode()
     raise EdgerecError(f"NOTIFY_SOCKET={value!r} is not supported: edgerec speaks to AF_UNIX sockets only "
                        "(a /path or an @abstract name)")
+
+
+def under_service_manager(environ: Mapping[str, str] | None = None) -> bool:
+    """True when systemd started this process as a service: $NOTIFY_SOCKET (Type=notify, as our unit) or
+    $INVOCATION_ID (any unit, systemd 232 and later)."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("NOTIFY_SOCKET") or environ.get("INVOCATION_ID"))
 
 
 def watchdog_period(environ: Mapping[str, str]) -> float | None:
@@ -142,3 +163,42 @@ class ServiceSink:
     def close(self) -> None:
         self.notifier.stopping()
         self.notifier.close()
+
+
+def install_signal_handlers(stop: threading.Event, force_after: float = FORCE_AFTER_S) -> Callable[[], None]:
+    """Make SIGINT and SIGTERM set `stop`, however many arrive and whenever; a Ctrl-C `force_after` seconds
+    or more after the first stop signal raises KeyboardInterrupt in the main thread.
+
+    Call it from the main thread (the CLI, a service); returns a function restoring the old handlers.
+    """
+    reader, writer = os.pipe()  # plain descriptors: open until restore() closes them, kept or not
+    os.set_blocking(writer, False)  # set_wakeup_fd asks for it: the C handler must never block
+    first_signal_at: list[float] = []  # appended to by the handler only; no lock anywhere on its path
+
+    def handle(signum: int, _frame: object) -> None:
+        if not first_signal_at:
+            first_signal_at.append(time.monotonic())
+        elif signum == signal.SIGINT and time.monotonic() - first_signal_at[0] >= force_after:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_set_on_stop_signal, args=(reader, stop), name="edgerec-signals", daemon=True)
+    watcher.start()
+
+    def restore() -> None:
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(writer)  # the watcher reads end-of-file and returns
+        watcher.join()
+        os.close(reader)
+
+    return restore
+
+
+def _set_on_stop_signal(reader: int, stop: threading.Event) -> None:
+    """The watcher thread: one byte per signal caught (its number) until the writing end closes."""
+    while data := os.read(reader, 256):
+        if any(signum in STOP_SIGNALS for signum in data):
+            stop.set()

@@ -17,7 +17,7 @@ from mjpeg_server import MjpegServer
 from edge.capture import SourceOptions, StillSource, open_source
 from edge.errors import EdgerecError
 from edge.model import Model
-from edge.pipeline import RunOptions, StageTimer, install_signal_handlers, run
+from edge.pipeline import RunOptions, StageTimer, run
 from edge.smoothing import SmoothingOptions
 
 
@@ -211,7 +211,8 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, threading
     from edge.capture import SourceOptions, StillSource, open_source
     from edge.model import Model
-    from edge.pipeline import RunOptions, install_signal_handlers, run
+    from edge.pipeline import RunOptions, run
+    from edge.service import install_signal_handlers
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -239,18 +240,6 @@ def test_sigterm_stops_the_run_cleanly_and_the_recording_plays(tmp_path):
     frames, stopped_by = output.split()
     assert stopped_by == "stop" and int(frames) >= 10
     assert count_frames(out) == int(frames)
-
-
-def test_signal_handlers_set_the_stop_event_and_restore():
-    stop = threading.Event()
-    before = signal.getsignal(signal.SIGTERM)
-    restore = install_signal_handlers(stop)
-    try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.wait(1.0)
-    finally:
-        restore()
-    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_the_default_model_names_each_photo_of_the_demo_clip(tmp_path):

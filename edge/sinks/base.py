@@ -1,7 +1,12 @@
-"""The one interface every sink shares, and the wrapper that gives a sink one camera's frames."""
+"""The one interface every sink shares, the wrapper that gives a sink one camera's frames, and the one way
+a sink says why it cannot write a file."""
 
 from __future__ import annotations
 
+import errno
+import os
+import pwd
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -39,3 +44,26 @@ class OneCamera:
 
     def close(self) -> None:
         self.sink.close()
+def why_unwritable(path: str | Path, error: OSError) -> str:
+    """Why creating or opening `path` for writing failed, naming the folder when the folder is the problem,
+    e.g. "folder / is read-only (a read-only file system)": never blamed on the file's type."""
+    path = Path(os.path.abspath(path))
+    folder = path.parent
+    if error.errno == errno.EROFS:
+        return f"folder {folder} is read-only (a read-only file system)"
+    if error.errno == errno.ENOENT and not folder.is_dir():
+        return f"folder {folder} does not exist"
+    if error.errno == errno.ENOTDIR:
+        return f"{folder} is not a folder"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        where = path if path.exists() else f"folder {folder}"
+        return f"{where} is not writable by {user_name()} (permission denied)"
+    return f"{error.strerror} ({path})"
+
+
+def user_name() -> str:
+    """This process's user, e.g. "user edgerec" (or "uid 1234" without a name)."""
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import EdgerecError
 from edge.result import FrameResult, Result
+from edge.sinks.base import why_unwritable
 
 
 class EventsSink:
@@ -31,7 +32,7 @@ class EventsSink:
         try:
             self._file = open(self.path, "a", encoding="utf-8")
         except OSError as error:
-            raise EdgerecError(f"--events {self.path}: cannot open for writing ({error.strerror})") from None
+            raise EdgerecError(f"--events {self.path}: cannot write it: {why_unwritable(self.path, error)}") from None
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         for region in result.regions:

@@ -17,6 +17,7 @@ import numpy as np
 from edge.errors import EdgerecError
 from edge.regions import pixel_rect
 from edge.result import FrameResult, Result
+from edge.sinks.base import why_unwritable
 from edge.sinks.events import wall_clock
 
 
@@ -29,6 +30,13 @@ class SnapshotSink:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise EdgerecError(f"--snapshots {self.directory}: cannot create it ({error.strerror})") from None
+        probe = self.directory / ".edgerec-probe.partial"  # a folder that exists may still refuse files
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            why = why_unwritable(probe, error)
+            raise EdgerecError(f"--snapshots {self.directory}: cannot write there: {why}") from None
         self.params = [cv2.IMWRITE_JPEG_QUALITY, quality]
         self.saved = 0
 

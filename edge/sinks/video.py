@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.errors import EdgerecError
 from edge.result import FrameResult
+from edge.sinks.base import why_unwritable
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 DEFAULT_FPS = 30.0
@@ -32,12 +33,11 @@ class VideoFileSink:
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise EdgerecError(f"--out {self.path}: unknown video type; valid endings: {' '.join(FOURCC)}")
-        if not self.path.parent.is_dir():
-            raise EdgerecError(f"--out {self.path}: folder {self.path.parent} does not exist")
         self.fps = DEFAULT_FPS
         self.frames = 0
         self._source_fps, self._queue_frames = fps, queue_frames
         self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._check_writable()
         self._size = (0, 0)
         self._free: queue.Queue[np.ndarray] = queue.Queue()
         self._full: queue.Queue[np.ndarray | None] = queue.Queue()
@@ -60,6 +60,15 @@ class VideoFileSink:
         self._encoder.join()
         self._encoder = None
         os.replace(self._partial, self.path)
+
+    def _check_writable(self) -> None:
+        """Create and remove the partial file now: OpenCV only says that it could not open a writer."""
+        try:
+            with open(self._partial, "wb"):
+                pass
+            os.remove(self._partial)
+        except OSError as error:
+            raise EdgerecError(f"--out {self.path}: cannot write it: {why_unwritable(self._partial, error)}") from None
 
     def _next_free_buffer(self) -> np.ndarray:
         while True:
