@@ -28,9 +28,6 @@ import numpy as np
 from edge.capture import SourceStatus
 from edge.errors import EdgerecError
 from edge.result import Result
-from edge.sinks import web_server
-from edge.sinks.web_app import create_app
-from edge.sinks.web_metrics import registry_for
 
 TOKEN_ENV = "EDGEREC_WEB_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -263,6 +260,11 @@ class WebSink:
         self.feed = JpegFeed(options.jpeg_fps, options.jpeg_quality, options.max_clients)
         self.started = time.monotonic()
         self.page = (resources.files("edge") / "assets" / "web" / "index.html").read_bytes()
+        # Imported here, not at the top: a run without --web does not load the ASGI stack (~8 MB of RSS).
+        from edge.sinks import web_server
+        from edge.sinks.web_app import create_app
+        from edge.sinks.web_metrics import registry_for
+
         self.registry = registry_for(self)
         try:
             sock = web_server.listen(host, port, options.listen)
