@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 
 import h11
 import uvicorn
@@ -69,9 +70,10 @@ class ConnectionGuard:
         if timer is not None:
             timer.cancel()
 
-    def abort_all(self) -> None:
+    def abort_all(self, stalled_only: bool = False) -> None:
         for protocol in list(self.open):
-            protocol.transport.abort()
+            if protocol.stalled or not stalled_only:
+                protocol.transport.abort()
 
     def _timed_out(self, protocol: GuardedProtocol) -> None:
         self.header_timeouts += 1
@@ -110,6 +112,11 @@ class GuardedProtocol(H11Protocol):
         self.guard.open.discard(self)
         self.resume_writing()
         super().connection_lost(exc)
+
+    @property
+    def stalled(self) -> bool:
+        """The client has not taken what was written (the transport's buffer is over its high-water mark)."""
+        return self._stalled is not None
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -156,16 +163,18 @@ class BackgroundServer:
             self.guard.abort_all()  # what the grace period did not end
             self.sock.close()
 
-    def call_soon(self, callback: object) -> None:
+    def call_soon(self, callback: Callable[[], object]) -> None:
         """Run `callback()` on the server's loop (from any thread); nothing once the loop has ended."""
         loop = self.loop
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(callback)  # type: ignore[arg-type]
+                loop.call_soon_threadsafe(callback)
             except RuntimeError:  # closed in the meantime
                 pass
 
     def stop(self) -> None:
+        """Answers under way finish (STOP_GRACE_S at most); a client that takes nothing is not waited for."""
+        self.call_soon(lambda: self.guard.abort_all(stalled_only=True))
         self.server.should_exit = True
         self._thread.join()
 
