@@ -10,7 +10,7 @@ a first answer, and any byte cancels it), so a few hundred connections that neve
   a new connection (a health probe) is always accepted and answered, and descriptors stay bounded;
 - aborts a connection whose socket has taken nothing for `SEND_TIMEOUT_S` (a stuck MJPEG viewer).
 
-Headers larger than `MAX_HEADER_BYTES` get a 400 (h11's limit). The server never installs signal handlers
+An unfinished request head that grows past `MAX_HEADER_BYTES` gets a 400 (h11's limit). The server never installs signal handlers
 (uvicorn only does so on the main thread), so the process keeps its own SIGTERM/SIGINT handling.
 """
 
