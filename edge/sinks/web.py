@@ -1,36 +1,26 @@
 """A web preview: the live picture and label in a browser, with JSON status, a health check and metrics.
 
-    /             a page (inline CSS and JS, no external assets): the live picture, label, score, fps,
-                  latency and source health, refreshed by polling /api/status
-    /stream.mjpg  the annotated frames as MJPEG (multipart/x-mixed-replace), at most `jpeg_fps`
-    /api/status   JSON: label, score, fps, latency_ms, inference_ms, frames, source, uptime_s, ...
-    /healthz      200 while frames flow (the newest is less than `stale_after` s old), else 503
-    /metrics      Prometheus text format, every name prefixed edgerec_
+The sink is what the frame loop talks to; `web_app` holds the routes (Starlette), `web_server` serves them
+(uvicorn on a background thread, guarded against slow clients) and `web_metrics` writes /metrics
+(prometheus-client).
 
 The frame loop only hands over numbers, and a frame only while someone watches the stream and a JPEG is
 due: it is copied into a reused buffer for the one encoder thread, which makes each JPEG once for all
-viewers. Each viewer's thread sends the newest JPEG when its socket takes it, so a slow viewer skips
-pictures and holds up neither the frame loop nor the other viewers. The server listens on loopback by
-default; any other address needs a token, which every route then checks (`Authorization: Bearer TOKEN` or
-`?token=TOKEN`, compared in constant time).
+viewers. Each viewer is sent the newest JPEG whenever its socket takes it, so a slow viewer skips pictures
+and holds up neither the frame loop nor the other viewers. The server listens on loopback by default; any
+other address needs a token, which every route then checks.
 """
 
 from __future__ import annotations
 
 import bisect
-import hmac
 import ipaddress
-import json
 import os
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
@@ -43,9 +33,6 @@ TOKEN_ENV = "EDGEREC_WEB_TOKEN"
 MIN_TOKEN_CHARS = 16
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 INFERENCE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-BOUNDARY = "edgerecframe"
-SEND_TIMEOUT_S = 10.0  # a viewer whose socket takes nothing for this long is dropped
-EXTRA_CONNECTIONS = 16  # connections at once beyond the viewers: page loads, status polls, health, metrics
 
 
 @dataclass(frozen=True)
@@ -120,16 +107,6 @@ class Histogram:
         twin.counts, twin.sum = list(self.counts), self.sum
         return twin
 
-    def lines(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        total = 0
-        for bound, count in zip(self.bounds, self.counts):
-            total += count
-            lines.append(f'{name}_bucket{{le="{bound:g}"}} {total}')
-        total += self.counts[-1]
-        lines += [f'{name}_bucket{{le="+Inf"}} {total}', f"{name}_sum {self.sum:.6f}", f"{name}_count {total}"]
-        return lines
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -188,6 +165,7 @@ class JpegFeed:
         self._jpeg: memoryview | None = None
         self._sequence = 0
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._encode_loop, name="edgerec-web-jpeg", daemon=True)
         self._thread.start()
 
@@ -204,6 +182,10 @@ class JpegFeed:
         with self._handover:
             self._has_pending = True
             self._handover.notify()
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """`listener()` is called on the encoder thread after each new JPEG, and once on close: it must not wait."""
+        self._listeners.append(listener)
 
     def join(self) -> int | None:
         """A viewer arrives: the sequence number to wait beyond, or None when `max_viewers` already watch."""
@@ -236,6 +218,11 @@ class JpegFeed:
         with self._published:
             self._published.notify_all()
         self._thread.join()
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def _encode_loop(self) -> None:
         while True:
@@ -253,10 +240,11 @@ class JpegFeed:
                     self._jpeg, self._sequence = memoryview(jpeg), self._sequence + 1
                     self.encodes, self.encode_s = self.encodes + 1, self.encode_s + took
                     self._published.notify_all()
+                self._notify()
 
 
 class WebSink:
-    """Serves the preview from daemon threads; `write` hands over counters and, while watched, pixels."""
+    """Serves the preview from a background thread; `write` hands over counters and, while watched, pixels."""
 
     wants_overlay = True
 
@@ -272,15 +260,19 @@ class WebSink:
         self.feed = JpegFeed(options.jpeg_fps, options.jpeg_quality, options.max_clients)
         self.started = time.monotonic()
         self.page = (resources.files("edge") / "assets" / "web" / "index.html").read_bytes()
+        # Imported here, not at the top: a run without --web does not load the ASGI stack (~8 MB of RSS).
+        from edge.sinks import web_server
+        from edge.sinks.web_app import create_app
+        from edge.sinks.web_metrics import registry_for
+
+        self.registry = registry_for(self)
         try:
-            self.server = _Server(host, port, self)
-        except OSError as error:
+            sock = web_server.listen(host, port, options.listen)
+        except EdgerecError:
             self.feed.close()
-            raise EdgerecError(f"web address {options.listen}: cannot listen ({error.strerror or error})") from None
-        self.address: tuple[str, int] = self.server.server_address[:2]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="edgerec-web", daemon=True)  # fmt: skip
-        self._thread.start()
+            raise
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self.server = web_server.BackgroundServer(create_app(self), sock)
 
     @property
     def port(self) -> int:
@@ -304,18 +296,10 @@ class WebSink:
             self.feed.offer(frame)
 
     def close(self) -> None:
-        self.feed.close()  # viewers' threads see it and end
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join()
+        self.feed.close()  # viewers see it and end
+        self.server.stop()
 
-    # --- what the routes answer (called on the server's threads) ---
-
-    def authorized(self, header: str, query: Mapping[str, list[str]]) -> bool:
-        if not self.token:
-            return True
-        given = header[7:] if header.startswith("Bearer ") else query.get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+    # --- what the routes answer (called on the server's thread) ---
 
     def status(self) -> dict:
         snap, now = self.stats.snapshot(), time.monotonic()
@@ -349,9 +333,6 @@ class WebSink:
             return False, f"no frame for {age:.1f} s"
         return True, f"ok: frame {last.frame_index} {age:.2f} s ago"
 
-    def metrics(self) -> str:
-        return "\n".join(metric_lines(self.status(), self.stats.snapshot(), self.feed)) + "\n"
-
 
 def check_token(token: str, host: str, listen: str) -> None:
     if not token and not is_loopback(host):
@@ -361,151 +342,3 @@ def check_token(token: str, host: str, listen: str) -> None:
     if token and len(token) < MIN_TOKEN_CHARS:
         raise EdgerecError(f"web token is {len(token)} characters; valid: at least {MIN_TOKEN_CHARS} "
                            "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)")
-
-
-def metric_lines(status: dict, snap: Snapshot, feed: JpegFeed) -> list[str]:
-    """Prometheus text exposition format 0.0.4."""
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, value: float, labels: str = "") -> None:
-        number = repr(float(value)) if isinstance(value, float) else str(value)
-        lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{labels} {number}"))
-
-    metric("edgerec_fps", "gauge", "Frames per second reaching the sinks (0 while frames do not flow).",
-           status["fps"])
-    metric("edgerec_frames_total", "counter", "Frames that reached the sinks.", snap.frames)
-    metric("edgerec_label_changes_total", "counter", "Changes of the shown label.", snap.label_changes)
-    if snap.last is not None:
-        metric("edgerec_label_score", "gauge", "Smoothed probability of the shown label.", snap.last.score)
-        metric("edgerec_label_info", "gauge", "The shown label (value always 1).", 1,
-               f'{{label="{escape_label(snap.last.label)}"}}')
-        metric("edgerec_last_frame_age_seconds", "gauge", "Seconds since the newest frame was captured.",
-               status["last_frame_age_s"])
-    metric("edgerec_healthy", "gauge", "1 while frames flow (what /healthz answers 200 for).", int(status["healthy"]))
-    lines += snap.latency.lines("edgerec_latency_seconds", "Capture to labelled result, per inference.")
-    lines += snap.inference.lines("edgerec_inference_seconds", "Model run time, per inference.")
-    source = status["source"]
-    if source is not None:
-        metric("edgerec_source_up", "gauge", "1 while the source is streaming.", int(source["state"] == "streaming"))
-        metric("edgerec_source_frames_total", "counter", "Frames the source produced.", source["frames"])
-        metric("edgerec_frames_dropped_total", "counter",
-               "Live source: frames replaced by a newer one before the frame loop took them.", source["dropped"])
-        metric("edgerec_source_reconnects_total", "counter", "Live source: reconnect attempts.",
-               source["reconnects"])
-    metric("edgerec_web_viewers", "gauge", "MJPEG viewers now.", feed.viewers)
-    metric("edgerec_jpeg_encodes_total", "counter", "JPEGs encoded for the MJPEG stream.", feed.encodes)
-    metric("edgerec_jpeg_encode_seconds_total", "counter", "Time spent encoding them.", feed.encode_s)
-    metric("edgerec_uptime_seconds", "gauge", "Seconds since the web preview started.", status["uptime_s"])
-    return lines
-
-
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class _Server(ThreadingHTTPServer):
-    """One daemon thread per connection, and no more than `max_clients` + EXTRA_CONNECTIONS at once."""
-
-    daemon_threads = True
-    request_queue_size = 64  # the listen backlog; socketserver's 5 makes a burst of connections wait 1 s
-
-    def __init__(self, host: str, port: int, sink: WebSink) -> None:
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        self.sink = sink
-        self.slots = threading.BoundedSemaphore(sink.options.max_clients + EXTRA_CONNECTIONS)
-        super().__init__((host, port), _Handler)
-
-    def process_request(self, request: socket.socket, client_address: tuple) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: close rather than queue
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: socket.socket, client_address: tuple) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = SEND_TIMEOUT_S
-    server_version = "edgerec"
-    sys_version = ""
-
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        url = urlsplit(self.path)
-        sink = self.server.sink
-        if not sink.authorized(self.headers.get("Authorization", ""), parse_qs(url.query)):
-            self._send(401, "text/plain", b"401: a token is required (Authorization: Bearer TOKEN or ?token=)\n",
-                       {"WWW-Authenticate": 'Bearer realm="edgerec"'})
-            return
-        if url.path == "/":
-            self._send(200, "text/html; charset=utf-8", sink.page, PAGE_HEADERS)
-        elif url.path == "/stream.mjpg":
-            self._stream(sink.feed)
-        elif url.path == "/api/status":
-            self._send(200, "application/json", json.dumps(sink.status()).encode())
-        elif url.path == "/healthz":
-            healthy, text = sink.health()
-            self._send(200 if healthy else 503, "text/plain", f"{text}\n".encode())
-        elif url.path == "/metrics" and sink.options.metrics:
-            self._send(200, "text/plain; version=0.0.4; charset=utf-8", sink.metrics().encode())
-        else:
-            routes = "/ /stream.mjpg /api/status /healthz" + " /metrics" * sink.options.metrics
-            self._send(404, "text/plain", f"404: routes: {routes}\n".encode())
-
-    def _send(self, code: int, content_type: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(code)
-        for name, value in {**COMMON_HEADERS, "Content-Type": content_type, **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _stream(self, feed: JpegFeed) -> None:
-        sequence = feed.join()
-        if sequence is None:
-            self._send(503, "text/plain", f"503: {feed.max_viewers} viewers already watch\n".encode(),
-                       {"Retry-After": "5"})
-            return
-        try:
-            self.send_response(200)
-            for name, value in COMMON_HEADERS.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            self.end_headers()
-            while not feed.closed:
-                sequence, jpeg = feed.next_jpeg(sequence, timeout=1.0)
-                if jpeg is None:
-                    if self._viewer_gone():  # while no frame comes, a viewer who left frees the slot
-                        return
-                else:
-                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {jpeg.nbytes}\r\n\r\n"
-                    self.wfile.write(head.encode())
-                    self.wfile.write(jpeg)
-                    self.wfile.write(b"\r\n")
-        except OSError:  # the viewer left or stopped reading for SEND_TIMEOUT_S
-            pass
-        finally:
-            feed.leave()
-
-    def _viewer_gone(self) -> bool:
-        try:
-            readable = select.select([self.connection], [], [], 0)[0]
-            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
-        except (OSError, ValueError):  # ValueError: a descriptor select() cannot watch; assume still there
-            return False
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass  # one line per request would be a log line per poll; library code does not print
-
-
-COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
-    "style-src 'unsafe-inline'; script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
-    "X-Frame-Options": "DENY",
-}

@@ -1,0 +1,272 @@
+"""The web preview's routes, as a Starlette (ASGI) app; `web_server` serves it, `web.WebSink` feeds it.
+
+    /              the page (inline CSS and JS, no external assets)
+    /stream.mjpg   the annotated frames as MJPEG (multipart/x-mixed-replace), at most `jpeg_fps`
+    /api/status    JSON (StatusBody below)
+    /healthz       200 while frames flow, else 503
+    /metrics       Prometheus text format 0.0.4 (unless metrics are off)
+    /openapi.json  OpenAPI 3.1 description of these routes
+
+Every route, the 404 included, checks the token when one is set (`Authorization: Bearer TOKEN` or
+`?token=TOKEN`, compared in constant time) and answers with COMMON_HEADERS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, QueryParams
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.schemas import BaseSchemaGenerator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.capture import SourceStatus
+from edge.sinks.web_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from edge.sinks.web_metrics import exposition
+
+if TYPE_CHECKING:
+    from edge.sinks.web import JpegFeed, WebSink
+
+BOUNDARY = "edgerecframe"
+COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
+    "style-src 'unsafe-inline'; script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+}
+TEXT = "text/plain"
+
+
+def create_app(sink: WebSink) -> Starlette:
+    """The routes, answering from `sink` (its status, health, feed and metrics registry)."""
+    wakeup = Wakeup()
+    sink.feed.subscribe(wakeup.notify)
+
+    async def page(_: Request) -> Response:
+        """The live picture, label and numbers (inline CSS and JS, no external assets)."""
+        return Response(sink.page, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    async def mjpeg(_: Request) -> Response:
+        """The annotated frames as MJPEG, at most jpeg_fps; max_viewers at once."""
+        return stream(sink.feed, wakeup)
+
+    async def status(_: Request) -> Response:
+        """Label, score, frame rate, latency, counters and the source's state."""
+        return Response(json.dumps(sink.status()).encode(), media_type="application/json")
+
+    async def healthz(_: Request) -> Response:
+        """200 while frames flow (the newest younger than stale_after), else 503."""
+        healthy, reason = sink.health()
+        return text(200 if healthy else 503, f"{reason}\n")
+
+    async def metrics(_: Request) -> Response:
+        """Every edgerec_* metric, Prometheus text format 0.0.4."""
+        return Response(exposition(sink.registry), media_type=METRICS_CONTENT_TYPE)
+
+    async def openapi_json(_: Request) -> Response:
+        """This description (OpenAPI 3.1)."""
+        return Response(json.dumps(document, indent=1).encode(), media_type="application/json")
+
+    async def not_found(_: Request) -> Response:
+        return text(404, f"404: routes: {listing}\n")
+
+    routes = [Route("/", page), Route("/stream.mjpg", mjpeg), Route("/api/status", status), Route("/healthz", healthz)]
+    if sink.options.metrics:
+        routes.append(Route("/metrics", metrics))
+    routes.append(Route("/openapi.json", openapi_json))
+    document, listing = openapi_document(routes, bool(sink.token)), " ".join(route.path for route in routes)
+    routes.append(Route("/{rest:path}", not_found, include_in_schema=False))
+    return Starlette(routes=routes, middleware=[Middleware(Guard, token=sink.token)])
+
+
+def text(code: int, body: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(body.encode(), code, headers, media_type=TEXT)
+
+
+class Guard:
+    """ASGI middleware: the token on every route, and COMMON_HEADERS on every answer."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *RAW_COMMON_HEADERS]
+            await send(message)
+
+        header = Headers(scope=scope).get("authorization", "")
+        if authorized(self.token, header, QueryParams(scope["query_string"]).get("token", "")):
+            await self.app(scope, receive, send_with_headers)
+        else:
+            denied = text(401, "401: a token is required (Authorization: Bearer TOKEN or ?token=)\n",
+                          {"WWW-Authenticate": 'Bearer realm="edgerec"'})
+            await denied(scope, receive, send_with_headers)
+
+
+RAW_COMMON_HEADERS = [(name.lower().encode(), value.encode()) for name, value in COMMON_HEADERS.items()]
+
+
+def authorized(token: str, header: str, query_token: str) -> bool:
+    if not token:
+        return True
+    given = header[7:] if header.startswith("Bearer ") else query_token
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+# --- the MJPEG stream ---
+
+
+class Wakeup:
+    """The encoder thread's "a new JPEG" (or "closed"), as something the server's event loop can await."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._future: asyncio.Future[None] | None = None
+
+    def bind(self) -> None:
+        """On the loop, before the first wait: from now on notify() reaches it."""
+        self.loop = asyncio.get_running_loop()
+
+    def notify(self) -> None:
+        """Any thread."""
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended
+                loop.call_soon_threadsafe(self._wake)
+
+    async def wait(self, timeout: float) -> None:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+
+    def _wake(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        self._future = None
+
+
+def stream(feed: JpegFeed, wakeup: Wakeup) -> Response:
+    wakeup.bind()
+    sequence = feed.join()
+    if sequence is None:
+        return text(503, f"503: {feed.max_viewers} viewers already watch\n", {"Retry-After": "5"})
+    return MjpegResponse(feed, sequence, wakeup)
+
+
+class MjpegResponse(StreamingResponse):
+    """Sends the newest JPEG whenever the socket takes it; the viewer's slot is freed however it ends."""
+
+    def __init__(self, feed: JpegFeed, sequence: int, wakeup: Wakeup) -> None:
+        self.feed = feed
+        super().__init__(parts(feed, sequence, wakeup), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)  # ends when the viewer leaves (or the feed closes)
+        finally:
+            self.feed.leave()
+
+
+async def parts(feed: JpegFeed, sequence: int, wakeup: Wakeup) -> AsyncIterator[bytes]:
+    while not feed.closed:
+        sequence, jpeg = feed.next_jpeg(sequence, timeout=0)
+        if jpeg is None:
+            await wakeup.wait(1.0)
+            continue
+        head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {jpeg.nbytes}\r\n\r\n".encode()
+        yield b"".join((head, jpeg, b"\r\n"))  # one write per picture; a slow socket makes the next one newer
+
+
+# --- OpenAPI ---
+
+
+class StatusBody(BaseModel):
+    """GET /api/status."""
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True, title="Status")
+
+    label: str | None
+    """The shown (smoothed) label; null before the first frame."""
+    score: float | None
+    """Its smoothed probability, 0-1."""
+    fps: float
+    """Frames per second reaching the sinks; 0 while frames do not flow."""
+    latency_ms: float | None
+    """Capture to labelled result, of the newest inference."""
+    inference_ms: float | None
+    """Model run time of the newest inference."""
+    frames: int
+    """Frames that reached the sinks."""
+    label_changes: int
+    """Changes of the shown label."""
+    last_frame_age_s: float | None
+    """Seconds since the newest frame was captured."""
+    healthy: bool
+    """True while frames flow (what /healthz answers 200 for)."""
+    source: SourceStatus | None
+    """The source's state and counters; null when the sink has no source."""
+    uptime_s: float
+    """Seconds since the web preview started."""
+    viewers: int
+    """MJPEG viewers now."""
+    max_viewers: int
+    """MJPEG viewers allowed at once."""
+    jpeg_fps: float
+    """JPEGs per second at most."""
+
+
+ANSWERS: dict[str, dict[str, Any]] = {
+    "/": {"200": ("text/html", {"type": "string"}, "The page.")},
+    "/stream.mjpg": {
+        "200": (f"multipart/x-mixed-replace; boundary={BOUNDARY}", {"type": "string", "format": "binary"},
+                "JPEG parts until the viewer leaves."),
+        "503": (TEXT, {"type": "string"}, "Too many viewers; Retry-After says when to try again."),
+    },
+    "/api/status": {"200": ("application/json", {"$ref": "#/components/schemas/Status"}, "The newest numbers.")},
+    "/healthz": {"200": (TEXT, {"type": "string"}, "Frames flow: `ok: frame N A s ago`."),
+                 "503": (TEXT, {"type": "string"}, "`no frame yet` or `no frame for A s`.")},
+    "/metrics": {"200": (METRICS_CONTENT_TYPE, {"type": "string"}, "Every edgerec_* metric.")},
+    "/openapi.json": {"200": ("application/json", {"type": "object"}, "This description.")},
+}  # fmt: skip
+
+
+def openapi_document(routes: list[BaseRoute], token: bool) -> dict[str, Any]:
+    """OpenAPI 3.1 for `routes` (listed by Starlette), the status schema from StatusBody (pydantic)."""
+    schema = StatusBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = {"schemas": {**schema.pop("$defs", {}), "Status": schema}}
+    paths: dict[str, Any] = {}
+    for endpoint in BaseSchemaGenerator().get_endpoints(routes):
+        paths.setdefault(endpoint.path, {})[endpoint.http_method] = {
+            "summary": (endpoint.func.__doc__ or "").strip(),
+            "responses": {code: {"description": describe, "content": {kind: {"schema": body}}}
+                          for code, (kind, body, describe) in ANSWERS[endpoint.path].items()},
+        }  # fmt: skip
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "edgerec web preview", "version": "1"},
+        "paths": paths,
+        "components": components,
+    }
+    if token:
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "query": {"type": "apiKey", "in": "query", "name": "token"},
+        }
+        document["security"] = [{"bearer": []}, {"query": []}]
+    return document

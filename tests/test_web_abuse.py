@@ -1,0 +1,162 @@
+"""The web preview under abuse: slow clients that never finish their headers (slowloris) must not lock out
+/healthz. Loopback only, bounded, every socket closed at the end."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import resource
+import socket
+import time
+
+import numpy as np
+
+from edge.result import FrameResult, Result, single
+from edge.sinks import web_server
+from edge.sinks.web import WebOptions, WebSink
+
+SLOW_CLIENTS = 300  # what slowhttptest opened when 21 of 32 health probes failed (issue 15)
+
+
+def result() -> FrameResult:
+    return single(Result(0, time.monotonic(), "red", 2, 0.9, np.zeros(3, np.float32), True, True, 12.0, 25.0, 3.0))
+
+
+def probe(port: int, path: str = "/healthz") -> tuple[int | None, float]:
+    """(status, seconds), or (None, seconds) when the server closed or refused the connection."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - started
+    except OSError:  # reset, refused, closed before an answer, timed out
+        return None, time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def slow_clients(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that each send the start of a request and never the blank line that ends it."""
+    sockets = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sockets.append(connection)
+        try:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        except OSError:  # the server closed it at once
+            pass
+    return sockets
+
+
+def trickle(sockets: list[socket.socket], step: int) -> None:
+    """One more header line on each (what slowloris does to keep its connections)."""
+    for connection in sockets:
+        try:
+            connection.sendall(f"X-Slow-{step}: 1\r\n".encode())
+        except OSError:
+            pass
+
+
+def closed_by_server(connection: socket.socket, timeout: float = 3.0) -> bool:
+    """Reads until the server closes (True) or `timeout` passes (False)."""
+    connection.settimeout(timeout)
+    try:
+        while connection.recv(4096):
+            pass
+    except ConnectionResetError:  # closed with our bytes unread
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_slow_clients_that_never_finish_their_headers_do_not_lock_out_the_health_check():
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    count = min(SLOW_CLIENTS, (soft - 64) // 2)  # both ends live in this process
+    assert count >= 100, f"open-file limit {soft} too low for the test"
+    sink = WebSink(WebOptions("127.0.0.1:0", stale_after=60))
+    slow: list[socket.socket] = []
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result())
+        assert probe(sink.port)[0] == 200
+        slow = slow_clients(sink.port, count)
+        probes = []
+        for step in range(12):
+            trickle(slow, step)
+            probes.append(probe(sink.port))
+            time.sleep(0.1)
+        failed = [(code, round(took, 2)) for code, took in probes if code != 200 or took > 1.0]
+        assert not failed, f"{len(failed)} of {len(probes)} probes failed or took > 1 s during {count} slow clients"
+    finally:
+        for connection in slow:
+            connection.close()
+        sink.close()
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed_after_the_header_timeout(monkeypatch):
+    monkeypatch.setattr(web_server, "HEADER_TIMEOUT_S", 0.5)
+    sink = WebSink(WebOptions("127.0.0.1:0"))
+    slow: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        slow = slow_clients(sink.port, 20)
+        kept = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+        slow.append(kept)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # a kept-alive connection idle after its answer
+        assert kept.recv(4096).startswith(b"HTTP/1.1 503")
+        assert all(closed_by_server(connection) for connection in slow)
+        assert 0.45 < time.monotonic() - started < 2.5
+        assert sink.server.guard.header_timeouts >= 20 and not sink.server.guard.waiting
+    finally:
+        for connection in slow:
+            connection.close()
+        sink.close()
+
+
+def test_waiting_connections_are_capped_by_closing_the_oldest_and_health_still_answers(monkeypatch):
+    monkeypatch.setattr(web_server, "MAX_WAITING", 50)
+    sink = WebSink(WebOptions("127.0.0.1:0", stale_after=60))
+    slow: list[socket.socket] = []
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result())
+        slow = slow_clients(sink.port, 120)
+        assert all(probe(sink.port)[0] == 200 for _ in range(5))
+        guard = sink.server.guard
+        assert len(guard.waiting) <= 50 and len(guard.open) <= 51 and guard.evictions >= 70
+        assert closed_by_server(slow[0]) and closed_by_server(slow[60])  # the oldest were closed...
+        assert probe(sink.port)[0] == 200 and len(guard.waiting) >= 40  # ...the newest are still waiting
+    finally:
+        for connection in slow:
+            connection.close()
+        sink.close()
+
+
+def test_close_ends_within_a_second_and_quietly_with_stuck_viewers_connected(caplog):
+    sink = WebSink(WebOptions("127.0.0.1:0", jpeg_fps=1000, jpeg_quality=95))
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+    viewers: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            connection = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            connection.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            viewers.append(connection)
+        deadline = time.monotonic() + 5
+        while sink.feed.viewers < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(40):  # ~20 MB of JPEGs: the sockets' buffers fill, their writes stall
+            noise[0, 0, 0] = i
+            sink.write(noise, result())
+            time.sleep(0.01)
+        assert sink.feed.viewers == 3
+    finally:
+        started = time.monotonic()
+        sink.close()
+        took = time.monotonic() - started
+        for connection in viewers:
+            connection.close()
+    assert took < 1.0, f"close took {took:.2f} s"
+    assert not sink.server.guard.open
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
