@@ -21,6 +21,7 @@ from edge.preprocess import Fitter, Geometry
 from edge.regions import RegionOptions, check_name, pixel_rect
 from edge.result import Result
 from edge.smoothing import Smoother
+from edge.stages import StageTimer
 from edge.triggers import Trigger
 
 DEFAULT_CAMERA = "camera"
@@ -88,8 +89,8 @@ class RegionState:
         self.trigger.ran(frame.captured, self.smoother.settled)
         self.result = Result(frame.index, frame.captured, shown.label, shown.index, shown.score, shown.probs,
                              changed=shown.changed, inferred=True, latency_ms=latency_ms, fps=fps,
-                             infer_ms=infer_ms, camera=self.camera, region=self.name,
-                             box=self.options.box)  # fmt: skip
+                             infer_ms=infer_ms, camera=self.camera, region=self.name, box=self.options.box,
+                             trigger=self.trigger.reason)  # fmt: skip
         self.carried = replace(self.result, changed=False, inferred=False) if shown.changed else self.result
         self.inferences += 1
         self.changes += shown.changed
@@ -113,6 +114,8 @@ class Camera:
         self.motion_state: MotionState | None = None
         self.fps = 0.0
         self.frames = 0
+        self.frame_age = StageTimer()
+        """Milliseconds from capture to the start of preprocessing, for this camera's frames the model ran on."""
         self.last_captured = -math.inf
         self._rate_last, self._interval = -1.0, 0.0
 

@@ -148,6 +148,8 @@ class CameraSummary:
     """Frames of this camera that reached the sinks."""
     source: SourceStatus
     regions: dict[str, RegionSummary]
+    frame_age: StageStats
+    """Milliseconds from capture to the start of preprocessing, for this camera's frames the model ran on."""
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,7 @@ class FrameLoop:
         self.stop, self.on_change = stop, on_change
         self.timers = {name: StageTimer() for name in STAGES}
         self.frame_age, self.latency = StageTimer(), StageTimer()
+        self.cameras_by_name = {camera.name: camera for camera in self.cameras}
         regions = [region for camera in self.cameras for region in camera.regions]
         self.scheduler = Scheduler(models, regions, self.timers, clock, time.monotonic)
         self.wake = threading.Event()  # set by live sources when a frame arrives (several cameras)
@@ -418,8 +421,10 @@ class FrameLoop:
         self.timers["motion"].add((t_motion - arrived) * 1000)
         if due:
             now = time.monotonic()
-            for _, frame, _ in due:
-                self.frame_age.add((now - frame.captured) * 1000)
+            for region, frame, _ in due:
+                age = (now - frame.captured) * 1000
+                self.frame_age.add(age)
+                self.cameras_by_name[region.camera].frame_age.add(age)
             inferred_before = self.timers["infer"].total
             self.scheduler.run(due)
             infer_ms = self.timers["infer"].total - inferred_before
@@ -457,7 +462,7 @@ class FrameLoop:
     def _deliver(self, camera: Camera, frame: Frame) -> FrameResult:
         clock = self.clock
         results = tuple(region.shown(frame) for region in camera.regions if region.result is not None)
-        frame_result = FrameResult(camera.name, frame.index, frame.captured, camera.fps, results)
+        frame_result = FrameResult(camera.name, frame.index, frame.captured, camera.fps, results, camera.motion_state)
         t0 = clock()
         for sink in self.raw_sinks:
             sink.write(frame.image, frame_result)
@@ -490,7 +495,7 @@ class FrameLoop:
         cameras = {camera.name: CameraSummary(camera.frames, camera.source.status(), {
             region.name: RegionSummary(region.result.label if region.result else "", region.inferences,
                                        region.changes, region.options.trigger.kind)
-            for region in camera.regions}) for camera in self.cameras}  # fmt: skip
+            for region in camera.regions}, camera.frame_age.stats()) for camera in self.cameras}  # fmt: skip
         first = self.cameras[0].regions[0].result
         regions = [region for camera in self.cameras for region in camera.regions]
         return RunSummary(

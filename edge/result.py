@@ -9,8 +9,12 @@ old it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.motion import MotionState
 
 WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
 """The implicit region's box: the whole frame, as fractions x, y, w, h."""
@@ -46,6 +50,8 @@ class Result:
     """The region's name; "frame" for the implicit whole-frame region."""
     box: tuple[float, float, float, float] = WHOLE_FRAME
     """The region as fractions x, y, w, h of the frame."""
+    trigger: str = "frame"
+    """Why the model ran: "frame", "start", "motion", "settling", "interval" or "keep-alive" (edge.triggers)."""
 
     @property
     def whole_frame(self) -> bool:
@@ -68,6 +74,8 @@ class FrameResult:
     """time.monotonic() when the frame arrived from the source."""
     fps: float
     regions: tuple[Result, ...]
+    motion: MotionState | None = None
+    """The camera's motion detector on this frame; None when no region of the camera uses motion."""
 
     @property
     def changed(self) -> bool:
