@@ -18,12 +18,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from edge.capture import SourceOptions, StillSource
 from edge.model import Model, default_model_path
 from edge.pipeline import RUN_MODEL, RunOptions, build_loop, using_opencv_threads
 from edge.preprocess import fit
+from edge.regions import RegionOptions
 from edge.result import FrameResult
 from edge.sinks import NullSink
 
@@ -120,6 +120,10 @@ def time_interleaved(calls: list[Callable[[], object]], runs: int,
 PATH_STAGES = ("preprocess", "infer", "smooth", "overlay", "sinks", "frame", "beyond-model")
 SINKS = ("null", "pixels")
 TARGET_PCT = {"640x480": 10.0, "1920x1080": 25.0}  # issue 5: per-frame cost beyond session.run, % of it
+QUARTERS = ((0.25, 0.25, 0.5, 0.5), (0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5))
+PLACES = {"whole": (), "1 quarter": QUARTERS[:1], "3 quarters": QUARTERS}
+"""Regions timed on 1080p frames: none (the whole frame), one or three boxes of a quarter of the frame each."""
+REGION_TARGET_PCT = 15.0  # issue 12: per region, beyond session.run, % of it
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class PathTiming:
 
     frame_size: str
     sink: str
+    places: str
+    """"whole" (no region), "1 quarter" or "3 quarters" (PLACES)."""
     """"null": nothing shows pixels, so no overlay is drawn; "pixels": a sink that shows pixels, so the
     overlay is drawn for it (the sink's own work, a window's imshow or an encoder, is not counted)."""
     session: Timing
@@ -136,8 +142,11 @@ class PathTiming:
     """The pipeline's own stage timers: preprocess, infer (session.run in the path), smooth, overlay,
     sinks, frame (arrival to last sink) and beyond-model (frame minus infer, per frame)."""
     beyond_pct: float
-    """Median beyond-model as a percentage of the median session.run alone."""
+    """Median beyond-model per region as a percentage of the median session.run alone (batch 1)."""
     target_pct: float
+    infer_per_region_pct: float = 100.0
+    """session.run in the path per region, as a percentage of session.run alone: below 100 when a batch of
+    several regions costs less than as many single runs."""
 
 
 @dataclass
@@ -182,9 +191,10 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
     result = PipelineBenchResult(str(wall_model.path), wall_model.info.precision, wall_model.provider, runs,
                                  opencv_threads, spinning, wall_model.threads)
     with using_opencv_threads(opencv_threads):
-        benches = [PathBench(model, size, sink, clock)
+        benches = [PathBench(model, size, sink, clock, places)
                    for model, clock in ((wall_model, time.perf_counter), (cpu_model, time.thread_time))
-                   for size in FRAME_SIZES for sink in SINKS]
+                   for size in FRAME_SIZES for places in (PLACES if size == "1920x1080" else ("whole",))
+                   for sink in SINKS]  # fmt: skip
         for _ in range(5):  # warm-up: buffers, kernels, caches
             for bench_ in benches:
                 bench_.round()
@@ -200,13 +210,7 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
 
 def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
     """Model.load, with ONNX Runtime's pool threads sleeping between runs when not `spinning`."""
-    model = Model.load(path, device, threads)
-    if not spinning:  # reopen the session with its pool threads sleeping instead of spinning between runs
-        options = model.session.get_session_options()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        model.session = ort.InferenceSession(str(model.path), options, providers=model.session.get_providers())
-        model.infer(np.zeros((1, *model.info.input_size, 3), np.uint8))
-    return model
+    return Model.load(path, device, threads, spinning=spinning)
 
 
 class PathBench:
@@ -214,12 +218,14 @@ class PathBench:
 
     Each `round()` times session.run alone, then one frame through the loop; `timing()` summarises."""
 
-    def __init__(self, model: Model, size: str, sink: str, clock: Callable[[], float]) -> None:
-        self.model, self.size, self.sink, self.clock = model, size, sink, clock
+    def __init__(self, model: Model, size: str, sink: str, clock: Callable[[], float], places: str = "whole") -> None:
+        self.model, self.size, self.sink, self.clock, self.places = model, size, sink, clock, places
         image = sample_frame(*FRAME_SIZES[size])
         source_options = SourceOptions(f"still {size}", paced=False, loop=True)
         source = StillSource(image, source_options)
-        options = RunOptions(source_options, display=False)
+        regions = tuple(RegionOptions(f"q{i}", box) for i, box in enumerate(PLACES[places]))
+        self.regions = max(1, len(regions))
+        options = RunOptions(source_options, display=False, regions=regions)
         sinks = [NullSink() if sink == "null" else PixelSink()]
         self.loop = build_loop(options, {RUN_MODEL: model}, [source], sinks, threading.Event(), clock=clock)
         self.batch = np.ascontiguousarray(fit(image, model.geometry)[None])
@@ -242,8 +248,10 @@ class PathBench:
     def timing(self) -> PathTiming:
         stats = {name: _timing(s) for name, s in self.samples.items() if s}
         session = stats.pop("session")
-        pct = 100.0 * stats["beyond-model"].median_ms / session.median_ms
-        return PathTiming(self.size, self.sink, session, stats, pct, TARGET_PCT[self.size])
+        pct = 100.0 * stats["beyond-model"].median_ms / self.regions / session.median_ms
+        target = TARGET_PCT[self.size] if self.places == "whole" else REGION_TARGET_PCT
+        infer_pct = 100.0 * stats["infer"].median_ms / self.regions / session.median_ms
+        return PathTiming(self.size, self.sink, self.places, session, stats, pct, target, infer_pct)
 
 
 def _timing(samples: Sequence[float]) -> Timing:
@@ -251,23 +259,26 @@ def _timing(samples: Sequence[float]) -> Timing:
 
 
 def pipeline_table(result: PipelineBenchResult) -> list[str]:
-    """`edgerec bench --pipeline` as text: one row per clock, frame size and sink, medians in ms."""
+    """`edgerec bench --pipeline` as text: one row per clock, frame size, regions and sink, medians in ms."""
     lines = [
         f"{Path(result.model).name} ({result.precision}, {result.provider}), {result.runs} interleaved rounds, "
         f"OpenCV {result.opencv_threads} thread(s), ORT spinning {'on' if result.spinning else 'off'}",
-        f"{'clock':17s} {'frame':9s} {'sink':6s} {'session':>7s} {'preproc':>7s} {'smooth':>6s} {'overlay':>7s} "
-        f"{'sinks':>5s} {'frame':>6s} {'beyond':>6s} {'beyond/session':>14s} {'target':>6s}",
+        f"{'clock':17s} {'frame':9s} {'regions':10s} {'sink':6s} {'session':>7s} {'preproc':>7s} {'smooth':>6s} "
+        f"{'overlay':>7s} {'sinks':>5s} {'frame':>6s} {'beyond':>6s} {'beyond/session':>14s} {'target':>6s} "
+        f"{'infer/session':>13s}",
     ]
     for clock, rows in ((f"wall, {result.wall_threads} thr", result.wall), ("cpu, 1 thr", result.cpu_1thread)):
         for row in rows:
             ms = {name: timing.median_ms for name, timing in row.stages.items()}
             overlay = f"{ms['overlay']:7.2f}" if "overlay" in ms else f"{'-':>7s}"
             lines.append(
-                f"{clock:17s} {row.frame_size:9s} {row.sink:6s} {row.session.median_ms:7.2f} "
+                f"{clock:17s} {row.frame_size:9s} {row.places:10s} {row.sink:6s} {row.session.median_ms:7.2f} "
                 f"{ms['preprocess']:7.2f} {ms['smooth']:6.2f} {overlay} {ms['sinks']:5.2f} {ms['frame']:6.2f} "
-                f"{ms['beyond-model']:6.2f} {row.beyond_pct:13.1f}% {'<=':>3s}{row.target_pct:.0f}%"
+                f"{ms['beyond-model']:6.2f} {row.beyond_pct:13.1f}% {'<=':>3s}{row.target_pct:.0f}% "
+                f"{row.infer_per_region_pct:12.0f}%"
             )
-    lines.append("session = session.run alone; frame = arrival to last sink (preprocess + session.run + smooth + "
-                 "overlay + sinks); beyond = frame - session.run in the path, per frame; median ms; cpu = "
+    lines.append("session = session.run alone (batch 1); frame = arrival to last sink (motion + preprocess + "
+                 "session.run + smooth + overlay + sinks); beyond = frame - session.run in the path; beyond/session "
+                 "and infer/session per region (several regions run as one batch); median ms; cpu = "
                  "time.thread_time of a one-thread session, steady on a busy machine")
     return lines

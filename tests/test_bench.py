@@ -19,25 +19,32 @@ def test_pipeline_bench_times_the_path_against_session_run_on_both_clocks(tiny):
 
     assert cv2.getNumThreads() == before and result.wall_threads == 2 and not result.spinning
     for rows in (result.wall, result.cpu_1thread):
-        assert [(r.frame_size, r.sink) for r in rows] == [
-            ("640x480", "null"), ("640x480", "pixels"), ("1920x1080", "null"), ("1920x1080", "pixels")]
+        assert [(r.frame_size, r.places, r.sink) for r in rows] == [
+            ("640x480", "whole", "null"), ("640x480", "whole", "pixels"),
+            ("1920x1080", "whole", "null"), ("1920x1080", "whole", "pixels"),
+            ("1920x1080", "1 quarter", "null"), ("1920x1080", "1 quarter", "pixels"),
+            ("1920x1080", "3 quarters", "null"), ("1920x1080", "3 quarters", "pixels")]
         for row in rows:
             ms = {name: t.median_ms for name, t in row.stages.items()}
+            regions = 3 if row.places == "3 quarters" else 1
             assert ("overlay" in ms) == (row.sink == "pixels")
             assert 0 < ms["preprocess"] < ms["frame"] and 0 < ms["beyond-model"] < ms["frame"]
-            assert row.beyond_pct == pytest.approx(100 * ms["beyond-model"] / row.session.median_ms)
-            assert row.target_pct == {"640x480": 10, "1920x1080": 25}[row.frame_size]
-    # a 1920x1080 frame costs more to fit than a 640x480 one (CPU time, steady on a busy machine)
-    cpu = {(r.frame_size, r.sink): r.stages["preprocess"].median_ms for r in result.cpu_1thread}
-    assert cpu["1920x1080", "null"] > cpu["640x480", "null"]
+            assert row.beyond_pct == pytest.approx(100 * ms["beyond-model"] / regions / row.session.median_ms)
+            assert row.infer_per_region_pct == pytest.approx(100 * ms["infer"] / regions / row.session.median_ms)
+            assert row.target_pct == ({"640x480": 10, "1920x1080": 25}[row.frame_size] if row.places == "whole"
+                                      else 15)
+    # a 1920x1080 frame costs more to fit than a 640x480 one, three quarter regions more than one (CPU time)
+    cpu = {(r.frame_size, r.places, r.sink): r.stages["preprocess"].median_ms for r in result.cpu_1thread}
+    assert cpu["1920x1080", "whole", "null"] > cpu["640x480", "whole", "null"]
+    assert cpu["1920x1080", "3 quarters", "null"] > cpu["1920x1080", "1 quarter", "null"]
     table = pipeline_table(result)
-    assert len(table) == 2 + 8 + 1 and "tiny.onnx" in table[0] and "spinning off" in table[0]
+    assert len(table) == 2 + 16 + 1 and "tiny.onnx" in table[0] and "spinning off" in table[0]
 
 
 def test_bench_pipeline_cli_json_and_one_model_only(tiny, capsys):
     assert main(["bench", "--pipeline", str(tiny), "--device", "cpu", "--runs", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["runs"] == 3 and len(result["wall"]) == len(result["cpu_1thread"]) == 4
+    assert result["runs"] == 3 and len(result["wall"]) == len(result["cpu_1thread"]) == 8
     assert result["spinning"] and result["opencv_threads"] == 1
 
     assert main(["bench", "--pipeline", str(tiny), str(tiny)]) == 2
