@@ -106,6 +106,16 @@ class ModelSection(Section):
         return value
     threads: int | None = Field(None, gt=0, description="inference threads; unset: onnxruntime's choice "
                                 "(one per physical core)", examples=[2])
+    spinning: bool | str = Field("auto", description='onnxruntime\'s threads spin between runs: true, false, or '
+                                 '"auto": only when frames queue (a file read as fast as possible); spinning on a '
+                                 "paced camera burns a core for about a millisecond of latency (docs/benchmarks.md)")
+
+    @field_validator("spinning", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError('must be true, false or "auto"')
 
 
 class RecognitionSection(Section):
@@ -463,6 +473,7 @@ def run_options(config: Config) -> RunOptions:
         model=model.path or None,
         device=model.device,
         threads=model.threads,
+        spinning=None if model.spinning == "auto" else model.spinning,
         infer_fps=recognition.infer_fps,
         trigger=recognition.trigger,
         interval=recognition.interval,

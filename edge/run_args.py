@@ -32,7 +32,7 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "source": "source.uri", "width": "source.width", "height": "source.height", "fps": "source.fps",
     "mjpg": "source.mjpg", "paced": "source.paced", "loop": "source.loop",
     "read_timeout": "source.read_timeout", "open_timeout": "source.open_timeout",
-    "model": "model.path", "device": "model.device", "threads": "model.threads",
+    "model": "model.path", "device": "model.device", "threads": "model.threads", "spinning": "model.spinning",
     "infer_fps": "recognition.infer_fps", "trigger": "recognition.trigger", "interval": "recognition.interval",
     "ema": "recognition.ema", "switch_margin": "recognition.switch_margin",
     "switch_frames": "recognition.switch_frames", "min_score": "recognition.min_score",
@@ -111,6 +111,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_web_arguments(parser.add_argument_group("web preview"), defaults)
     add_mqtt_arguments(parser.add_argument_group("MQTT"), defaults)
 
+    parser.add_argument("--spinning", choices=("auto", "on", "off"), type=str.lower,
+                        help="ONNX Runtime's threads spin between runs: auto (default) spins only when frames "
+                             "queue (a file --as-fast-as-possible); on a paced camera spinning burns a core")
+
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     limits.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -177,6 +181,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise EdgerecError("edgerec run needs --source URI or --config FILE")
     given = {key: str(value) if isinstance(value, Path) else value
              for dest, key in FLAG_KEYS.items() if (value := getattr(args, dest)) is not None}  # fmt: skip
+    if given.get("model.spinning") in ("on", "off"):
+        given["model.spinning"] = given["model.spinning"] == "on"
     names = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
     if getattr(args, "mqtt", None) is not None:
         host, port = parse_broker(args.mqtt)

