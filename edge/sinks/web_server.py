@@ -10,8 +10,9 @@ a first answer, and any byte cancels it), so a few hundred connections that neve
   a new connection (a health probe) is always accepted and answered, and descriptors stay bounded;
 - aborts a connection whose socket has taken nothing for `SEND_TIMEOUT_S` (a stuck MJPEG viewer).
 
-An unfinished request head that grows past `MAX_HEADER_BYTES` gets a 400 (h11's limit). The server never installs signal handlers
-(uvicorn only does so on the main thread), so the process keeps its own SIGTERM/SIGINT handling.
+An unfinished request head that grows past `MAX_HEADER_BYTES` gets a 400 (h11's limit). The server never
+installs signal handlers (uvicorn only does so on the main thread), so the process keeps its own SIGTERM/SIGINT
+handling.
 """
 
 from __future__ import annotations
