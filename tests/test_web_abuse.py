@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import resource
 import socket
+import threading
 import time
 
 import numpy as np
@@ -160,3 +162,44 @@ def test_close_ends_within_a_second_and_quietly_with_stuck_viewers_connected(cap
     assert took < 1.0, f"close took {took:.2f} s"
     assert not sink.server.guard.open
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def exchange(port: int, request: bytes, chunk: int = 0) -> bytes:
+    """Send `request` (in pieces of `chunk` bytes, if given) and read until the server closes or 3 s pass."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=3)
+    answer = b""
+    try:
+        for start in range(0, len(request), chunk or len(request)):
+            connection.sendall(request[start:start + (chunk or len(request))])
+        while data := connection.recv(65536):
+            answer += data
+    except OSError:  # reset after a 400, or our timeout on a kept-alive connection
+        pass
+    finally:
+        connection.close()
+    return answer
+
+
+def test_malformed_oversized_and_traversal_requests_leave_the_server_healthy_and_its_resources_at_baseline():
+    sink = WebSink(WebOptions("127.0.0.1:0", stale_after=60))
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result())
+        assert probe(sink.port)[0] == 200
+        fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+        close = b"Host: x\r\nConnection: close\r\n\r\n"
+        assert exchange(sink.port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+        assert exchange(sink.port, b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 4000, chunk=4096).startswith(b"HTTP/1.1 400")
+        for path in (b"/../../etc/passwd", b"/%2e%2e/%2e%2e/etc/passwd", b"/static/..%2f..%2fetc/passwd",
+                     b"/" + b"a" * 8000):
+            answer = exchange(sink.port, b"GET " + path + b" HTTP/1.1\r\n" + close)
+            assert answer.startswith(b"HTTP/1.1 404") and b"root:" not in answer, path[:40]
+        answer = exchange(sink.port, b"POST /api/status HTTP/1.1\r\nContent-Length: 5\r\n" + close + b"hello")
+        assert answer.startswith(b"HTTP/1.1 405")
+        assert all(probe(sink.port)[0] == 200 for _ in range(3))
+        deadline = time.monotonic() + 5
+        while sink.server.guard.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sink.server.guard.open
+        assert len(os.listdir("/proc/self/fd")) <= fds and threading.active_count() <= threads
+    finally:
+        sink.close()

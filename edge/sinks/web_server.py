@@ -138,7 +138,7 @@ class BackgroundServer:
         self.guard = ConnectionGuard()
         config = uvicorn.Config(
             app, http=self._protocol, ws="none", lifespan="off", loop="asyncio", log_config=None, log_level="error",
-            access_log=False, server_header=False, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            access_log=False, server_header=False, proxy_headers=False, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             timeout_graceful_shutdown=STOP_GRACE_S,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
