@@ -309,7 +309,7 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
     if options.snapshots:
         into.append(SnapshotSink(options.snapshots))
     if options.web:
-        into.append(WebSink(options.web, cameras[0].source.status))
+        into.append(WebSink(options.web, cameras=({c.name: c.source.status for c in cameras})))
     if options.mqtt:
         legacy = len(cameras) == 1 and cameras[0].regions[0].options.name == IMPLICIT
         places = (Place(),) if legacy else tuple(Place(camera.name, region.name, legacy=False)
@@ -487,7 +487,9 @@ class FrameLoop:
     def _pixels_shown(self, camera: str) -> bool:
         """Whether a drawing sink shows this camera's frame (a web preview does only while someone watches)."""
         for sink in self.drawing_sinks:
-            if getattr(sink, "shows_pixels", True) and getattr(sink, "camera", camera) in (camera, None):
+            shows = getattr(sink, "shows", None)  # a sink showing several cameras (the web preview)
+            if shows(camera) if shows is not None else getattr(sink, "shows_pixels", True) and \
+                    getattr(sink, "camera", camera) == camera:
                 return True
         return False
 

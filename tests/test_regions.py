@@ -1,5 +1,6 @@
 """Regions, triggers and several cameras: the watch-a-place path, end to end on synthetic clips."""
 
+import contextlib
 import json
 import threading
 import time
@@ -313,3 +314,77 @@ def test_an_object_put_down_in_one_region_is_named_there_within_a_second(tmp_pat
     if trigger == "motion":  # the corner saw no motion: it ran at start only; the shelf from the paste on
         assert regions_["corner"].inferences == 1
         assert regions_["shelf"].inferences <= summary.frames - pasted_clip.paste_frame + 1
+
+
+# --- the web page and metrics know cameras and regions -----------------------------------------------
+
+
+@contextlib.contextmanager
+def serving_cameras(cameras: tuple[CameraOptions, ...], model: Model):
+    """The real frame loop on `cameras` with a web sink on a free port, on a thread."""
+    from edge.capture import open_source
+    from edge.pipeline import RUN_MODEL, build_loop, close_all, open_sinks
+    from edge.sinks.web import WebOptions
+
+    options = RunOptions(SourceOptions("unused"), display=False, web=WebOptions("127.0.0.1:0"), cameras=cameras)
+    stop, sinks = threading.Event(), []
+    sources = [open_source(camera.source) for camera in cameras]
+    thread = None
+    try:
+        loop = build_loop(options, {RUN_MODEL: model}, sources, sinks, stop)
+        open_sinks(options, loop.cameras, stop, into=sinks)
+        loop.attach(sinks)
+        thread = threading.Thread(target=loop.run, name="test-frame-loop")
+        thread.start()
+        yield sinks[0]
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+        close_all(sinks, sources)
+
+
+def test_status_stream_health_and_metrics_per_camera_and_region(tmp_path, model):
+    from test_web import CHROMIUM, chromium, get, wait_until
+
+    one = write_clip(tmp_path / "one.mp4", ["blue"] * 25)
+    two = split_clip(tmp_path / "two.mp4", [("green", "red")] * 25)
+    cameras = (CameraOptions(SourceOptions(str(one), loop=True), "one"),
+               CameraOptions(SourceOptions(str(two), loop=True), "two", regions(("left", LEFT), ("right", RIGHT))))
+    with serving_cameras(cameras, model) as sink:
+        wait_until(lambda: get(sink, "/healthz")[0] == 200)
+        status = json.loads(get(sink, "/api/status")[2])
+        assert set(status["cameras"]) == {"one", "two"} and status["label"] == "blue" and status["healthy"]
+        assert [(r["name"], r["label"]) for r in status["cameras"]["two"]["regions"]] == [("left", "green"),
+                                                                                         ("right", "red")]
+        assert all(r["trigger"] == "frame" and r["age_s"] == 0 for r in status["cameras"]["two"]["regions"])
+        assert get(sink, "/stream.mjpg?camera=nope")[0] == 404
+        metrics = get(sink, "/metrics")[2].decode()
+        assert 'edgerec_region_label_info{camera="two",label="red",region="right"} 1.0' in metrics
+        assert 'edgerec_camera_healthy{camera="one"} 1.0' in metrics
+        if CHROMIUM is not None:
+            shot = tmp_path / "regions.png"
+            dom = chromium("--dump-dom", sink.url + "?camera=two", tmp_path=tmp_path)
+            assert ">left<" in dom.stdout and ">right<" in dom.stdout and ">two<" in dom.stdout, dom.stdout
+            assert chromium(f"--screenshot={shot}", sink.url, tmp_path=tmp_path).returncode == 0
+
+
+def test_a_dead_camera_shows_in_health_and_metrics_while_the_other_runs(tmp_path, model):
+    from mjpeg_server import MjpegServer
+    from test_web import get, wait_until
+
+    camera = MjpegServer(fps=20).start()
+    camera.stop()
+    source = {"open_timeout": 0.5, "read_timeout": 0.5, "backoff_min": 0.05, "backoff_max": 0.2}
+    clip = write_clip(tmp_path / "clip.mp4", ["green"] * 10)
+    cameras = (CameraOptions(SourceOptions(str(clip), loop=True), "alive"),
+               CameraOptions(SourceOptions(camera.url, **source), "dead"))
+    with serving_cameras(cameras, model) as sink:
+        wait_until(lambda: json.loads(get(sink, "/api/status")[2])["cameras"]["alive"]["frames"] > 10)
+        code, _, body = get(sink, "/healthz")
+        assert code == 503 and "camera dead: no frame yet" in body.decode() and "camera alive: frame" in body.decode()
+        status = json.loads(get(sink, "/api/status")[2])
+        assert status["cameras"]["alive"]["healthy"] and not status["cameras"]["dead"]["healthy"]
+        metrics = get(sink, "/metrics")[2].decode()
+        assert 'edgerec_camera_source_up{camera="dead"} 0.0' in metrics
+        assert 'edgerec_camera_healthy{camera="alive"} 1.0' in metrics

@@ -19,12 +19,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from importlib import resources
 
 import cv2
 import numpy as np
 
+from edge.camera import DEFAULT_CAMERA
 from edge.capture import SourceStatus
 from edge.errors import EdgerecError
 from edge.result import FrameResult, Result
@@ -110,9 +111,9 @@ class Histogram:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the frame loop reported, copied at once for one HTTP answer."""
+    """What the frame loop reported for one camera, copied at once for one HTTP answer."""
 
-    last: Result | None
+    last: FrameResult | None
     frames: int
     label_changes: int
     inference_ms: float
@@ -125,22 +126,23 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._last: Result | None = None
+        self._last: FrameResult | None = None
         self._frames = self._changes = 0
         self._inference_ms = 0.0
         self._latency = Histogram(LATENCY_BUCKETS_S)
         self._inference = Histogram(INFERENCE_BUCKETS_S)
 
-    def update(self, result: Result) -> None:
+    def update(self, result: FrameResult) -> None:
         with self._lock:
             self._last = result
             self._frames += 1
-            if result.changed:
-                self._changes += 1
-            if result.inferred:
-                self._inference_ms = result.infer_ms
-                self._latency.observe(result.latency_ms / 1000)
-                self._inference.observe(result.infer_ms / 1000)
+            for region in result.regions:
+                if region.changed:
+                    self._changes += 1
+                if region.inferred:
+                    self._inference_ms = region.infer_ms
+                    self._latency.observe(region.latency_ms / 1000)
+                    self._inference.observe(region.infer_ms / 1000)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -243,21 +245,36 @@ class JpegFeed:
                 self._notify()
 
 
+@dataclass(frozen=True)
+class CameraView:
+    """One camera as the web sees it: its counters, its JPEG feed and its source's status."""
+
+    name: str
+    stats: Stats
+    feed: JpegFeed
+    source_status: Callable[[], SourceStatus] | None
+
+
 class WebSink:
     """Serves the preview from a background thread; `write` hands over counters and, while watched, pixels."""
 
     wants_overlay = True
 
     def __init__(self, options: WebOptions, source_status: Callable[[], SourceStatus] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 cameras: Mapping[str, Callable[[], SourceStatus] | None] | None = None) -> None:
+        """`cameras`: each camera's name and source status (several cameras); None: one camera, `source_status`."""
         host, port = parse_listen(options.listen)
         environ = os.environ if environ is None else environ
         self.options = options
         self.token = options.token if options.token is not None else environ.get(TOKEN_ENV, "")
         check_token(self.token, host, options.listen)
-        self.source_status = source_status
-        self.stats = Stats()
-        self.feed = JpegFeed(options.jpeg_fps, options.jpeg_quality, options.max_clients)
+        cameras = cameras if cameras else {DEFAULT_CAMERA: source_status}
+        self.views = {name: CameraView(name, Stats(), JpegFeed(options.jpeg_fps, options.jpeg_quality,
+                                                               options.max_clients), status)
+                      for name, status in cameras.items()}  # fmt: skip
+        first = next(iter(self.views.values()))
+        self.source_status, self.stats, self.feed = first.source_status, first.stats, first.feed
         self.started = time.monotonic()
         self.page = (resources.files("edge") / "assets" / "web" / "index.html").read_bytes()
         # Imported here, not at the top: a run without --web does not load the ASGI stack (~8 MB of RSS).
@@ -269,7 +286,8 @@ class WebSink:
         try:
             sock = web_server.listen(host, port, options.listen)
         except EdgerecError:
-            self.feed.close()
+            for view in self.views.values():
+                view.feed.close()
             raise
         self.address: tuple[str, int] = sock.getsockname()[:2]
         self.server = web_server.BackgroundServer(create_app(self), sock)
@@ -285,53 +303,107 @@ class WebSink:
 
     @property
     def shows_pixels(self) -> bool:
-        """Only while someone watches the stream: the frame loop draws the overlay only then."""
-        return self.feed.viewers > 0
+        """Only while someone watches a stream: the frame loop draws the overlay only then."""
+        return any(view.feed.viewers for view in self.views.values())
+
+    def shows(self, camera: str) -> bool:
+        """Whether someone watches `camera`'s stream (the frame loop draws that camera's overlay only then)."""
+        view = self.views.get(camera)
+        return view is not None and view.feed.viewers > 0
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        first = result.first
-        self.stats.update(replace(first, frame_index=result.frame_index, captured=result.captured, fps=result.fps,
-                                  changed=result.changed, inferred=first.captured == result.captured))
-        if self.feed.viewers:
-            self.feed.offer(frame)
+        view = self.views.get(result.camera)
+        if view is None:
+            return
+        view.stats.update(result)
+        if view.feed.viewers:
+            view.feed.offer(frame)
 
     def close(self) -> None:
-        self.feed.close()  # viewers see it and end
+        for view in self.views.values():
+            view.feed.close()  # viewers see it and end
         self.server.stop()
 
     # --- what the routes answer (called on the server's thread) ---
 
     def status(self) -> dict:
-        snap, now = self.stats.snapshot(), time.monotonic()
-        last = snap.last
-        age = now - last.captured if last is not None else None
-        flowing = age is not None and age < self.options.stale_after
-        source = self.source_status() if self.source_status is not None else None
+        """The first camera's figures at the top level (as before several cameras), every camera under
+        "cameras" with its regions and motion."""
+        now = time.monotonic()
+        cameras = {name: camera_status(view, now, self.options.stale_after) for name, view in self.views.items()}
+        first = next(iter(cameras.values()))
+        region = first["regions"][0] if first["regions"] else None
         return {
-            "label": last.label if last else None,
-            "score": round(last.score, 4) if last else None,
-            "fps": round(last.fps, 2) if last and flowing else 0.0,
-            "latency_ms": round(last.latency_ms, 1) if last else None,
-            "inference_ms": round(snap.inference_ms, 2) if last else None,
-            "frames": snap.frames,
-            "label_changes": snap.label_changes,
-            "last_frame_age_s": round(age, 3) if age is not None else None,
-            "healthy": flowing,
-            "source": asdict(source) if source else None,
+            "label": region["label"] if region else None,
+            "score": region["score"] if region else None,
+            "fps": first["fps"],
+            "latency_ms": region["latency_ms"] if region else None,
+            "inference_ms": first["inference_ms"],
+            "frames": first["frames"],
+            "label_changes": first["label_changes"],
+            "last_frame_age_s": first["last_frame_age_s"],
+            "healthy": all(camera["healthy"] for camera in cameras.values()),
+            "source": first["source"],
             "uptime_s": round(now - self.started, 1),
-            "viewers": self.feed.viewers,
+            "viewers": sum(view.feed.viewers for view in self.views.values()),
             "max_viewers": self.options.max_clients,
             "jpeg_fps": self.options.jpeg_fps,
+            "cameras": cameras,
         }
 
     def health(self) -> tuple[bool, str]:
-        last = self.stats.snapshot().last
-        if last is None:
-            return False, "no frame yet"
-        age = time.monotonic() - last.captured
-        if age >= self.options.stale_after:
-            return False, f"no frame for {age:.1f} s"
-        return True, f"ok: frame {last.frame_index} {age:.2f} s ago"
+        """Healthy while every camera's frames flow; otherwise the cameras that do not, named."""
+        now, problems, oks = time.monotonic(), [], []
+        for name, view in self.views.items():
+            last = view.stats.snapshot().last
+            where = "" if len(self.views) == 1 else f"camera {name}: "
+            if last is None:
+                problems.append(f"{where}no frame yet")
+                continue
+            age = now - last.captured
+            if age >= self.options.stale_after:
+                problems.append(f"{where}no frame for {age:.1f} s")
+            else:
+                oks.append(f"{where}frame {last.frame_index} {age:.2f} s ago")
+        if problems:
+            return False, "; ".join(problems + oks)
+        return True, "ok: " + "; ".join(oks)
+
+
+def camera_status(view: CameraView, now: float, stale_after: float) -> dict:
+    """One camera for /api/status: frame rate, health, source, motion, and each region's label and age."""
+    snap = view.stats.snapshot()
+    last = snap.last
+    age = now - last.captured if last is not None else None
+    flowing = age is not None and age < stale_after
+    source = view.source_status() if view.source_status is not None else None
+    motion = last.motion if last is not None else None
+    return {
+        "fps": round(last.fps, 2) if last and flowing else 0.0,
+        "frames": snap.frames,
+        "label_changes": snap.label_changes,
+        "inference_ms": round(snap.inference_ms, 2) if last else None,
+        "last_frame_age_s": round(age, 3) if age is not None else None,
+        "healthy": flowing,
+        "source": asdict(source) if source else None,
+        "motion": None if motion is None else {"moving": motion.moving, "area": round(motion.area, 5),
+                                               "recalibrating": motion.recalibrating,
+                                               "boxes": [[round(v, 4) for v in box] for box in motion.boxes]},
+        "regions": [region_status(region, last) for region in last.regions] if last else [],
+        "viewers": view.feed.viewers,
+    }
+
+
+def region_status(region: Result, frame: FrameResult) -> dict:
+    return {
+        "name": region.region,
+        "box": list(region.box),
+        "label": region.label,
+        "score": round(region.score, 4),
+        "trigger": region.trigger,
+        "age_s": round(frame.age_s(region), 3),
+        "latency_ms": round(region.latency_ms, 1),
+    }
 
 
 def check_token(token: str, host: str, listen: str) -> None:

@@ -1,9 +1,10 @@
 """The web preview's routes, as a Starlette (ASGI) app; `web_server` serves it, `web.WebSink` feeds it.
 
     /              the page (inline CSS and JS, no external assets)
-    /stream.mjpg   the annotated frames as MJPEG (multipart/x-mixed-replace), at most `jpeg_fps`
+    /stream.mjpg   the annotated frames as MJPEG (multipart/x-mixed-replace), at most `jpeg_fps`;
+                   ?camera=NAME picks a camera (default: the first)
     /api/status    JSON (StatusBody below)
-    /healthz       200 while frames flow, else 503
+    /healthz       200 while every camera's frames flow, else 503 naming those that do not
     /metrics       Prometheus text format 0.0.4 (unless metrics are off)
     /openapi.json  OpenAPI 3.1 description of these routes
 
@@ -49,16 +50,22 @@ TEXT = "text/plain"
 
 def create_app(sink: WebSink) -> Starlette:
     """The routes, answering from `sink` (its status, health, feed and metrics registry)."""
-    wakeup = Wakeup()
-    sink.feed.subscribe(wakeup.notify)
+    wakeups = {name: Wakeup() for name in sink.views}
+    for name, view in sink.views.items():
+        view.feed.subscribe(wakeups[name].notify)
+    first = next(iter(sink.views))
 
     async def page(_: Request) -> Response:
         """The live picture, label and numbers (inline CSS and JS, no external assets)."""
         return Response(sink.page, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
-    async def mjpeg(_: Request) -> Response:
-        """The annotated frames as MJPEG, at most jpeg_fps; max_viewers at once."""
-        return stream(sink.feed, wakeup)
+    async def mjpeg(request: Request) -> Response:
+        """The annotated frames of one camera (?camera=NAME, default the first) as MJPEG, at most jpeg_fps;
+        max_viewers at once per camera."""
+        name = request.query_params.get("camera", first)
+        if name not in sink.views:
+            return text(404, f"404: no camera {name[:64]!r}; cameras: {' '.join(sink.views)}\n")
+        return stream(sink.views[name].feed, wakeups[name])
 
     async def status(_: Request) -> Response:
         """Label, score, frame rate, latency, counters and the source's state."""
@@ -196,6 +203,59 @@ async def parts(feed: JpegFeed, sequence: int, wakeup: Wakeup) -> AsyncIterator[
 # --- OpenAPI ---
 
 
+class MotionBody(BaseModel):
+    """A camera's motion detector on its newest frame (only when a region is triggered by motion)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, title="Motion")
+
+    moving: bool
+    """Counted motion on the newest frame."""
+    area: float
+    """Fraction of the picture that moved."""
+    recalibrating: bool
+    """A global change (lights, IR switch, start) is being re-learnt: no motion is reported meanwhile."""
+    boxes: list[list[float]]
+    """The moving blobs as x, y, w, h fractions of the frame."""
+
+
+class RegionBody(BaseModel):
+    """One region of a camera ("frame" is the implicit whole-frame region)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, title="Region")
+
+    name: str
+    box: list[float]
+    """x, y, w, h as fractions of the frame."""
+    label: str
+    """The shown (smoothed) label, or "unknown"."""
+    score: float
+    trigger: str
+    """Why the model last ran: frame, start, motion, settling, interval or keep-alive."""
+    age_s: float
+    """Seconds between the frame the label was inferred on and the camera's newest frame."""
+    latency_ms: float
+    """Capture to labelled result, of that inference."""
+
+
+class CameraBody(BaseModel):
+    """One camera."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, title="Camera")
+
+    fps: float
+    frames: int
+    label_changes: int
+    inference_ms: float | None
+    last_frame_age_s: float | None
+    healthy: bool
+    """True while this camera's frames flow."""
+    source: SourceStatus | None
+    motion: MotionBody | None
+    regions: list[RegionBody]
+    viewers: int
+    """Viewers of this camera's stream (/stream.mjpg?camera=NAME)."""
+
+
 class StatusBody(BaseModel):
     """GET /api/status."""
 
@@ -229,6 +289,9 @@ class StatusBody(BaseModel):
     """MJPEG viewers allowed at once."""
     jpeg_fps: float
     """JPEGs per second at most."""
+    cameras: dict[str, CameraBody]
+    """Every camera by name, with its regions; the fields above are the first camera's (and its first
+    region's), and healthy is true only while every camera's frames flow."""
 
 
 ANSWERS: dict[str, dict[str, Any]] = {

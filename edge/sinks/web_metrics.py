@@ -33,10 +33,11 @@ class SinkCollector(Collector):
         yield gauge("edgerec_fps", "Frames per second reaching the sinks (0 while frames do not flow).", status["fps"])
         yield counter("edgerec_frames", "Frames that reached the sinks.", snap.frames)
         yield counter("edgerec_label_changes", "Changes of the shown label.", snap.label_changes)
-        if snap.last is not None:
-            yield gauge("edgerec_label_score", "Smoothed probability of the shown label.", snap.last.score)
+        if snap.last is not None and snap.last.regions:
+            first = snap.last.first
+            yield gauge("edgerec_label_score", "Smoothed probability of the shown label.", first.score)
             info = GaugeMetricFamily("edgerec_label_info", "The shown label (value always 1).", labels=["label"])
-            info.add_metric([snap.last.label], 1)
+            info.add_metric([first.label], 1)
             yield info
             yield gauge("edgerec_last_frame_age_seconds", "Seconds since the newest frame was captured.",
                         status["last_frame_age_s"])
@@ -51,10 +52,49 @@ class SinkCollector(Collector):
                           "Live source: frames replaced by a newer one before the frame loop took them.",
                           source["dropped"])
             yield counter("edgerec_source_reconnects", "Live source: reconnect attempts.", source["reconnects"])
+        yield from per_camera(status["cameras"])
         yield gauge("edgerec_web_viewers", "MJPEG viewers now.", feed.viewers)
         yield counter("edgerec_jpeg_encodes", "JPEGs encoded for the MJPEG stream.", feed.encodes)
         yield counter("edgerec_jpeg_encode_seconds", "Time spent encoding them.", feed.encode_s)
         yield gauge("edgerec_uptime_seconds", "Seconds since the web preview started.", status["uptime_s"])
+
+
+def per_camera(cameras: dict[str, dict]) -> Iterator[Metric]:
+    """The same figures per camera (label `camera`) and per region (labels `camera`, `region`)."""
+    families = {
+        "fps": GaugeMetricFamily("edgerec_camera_fps", "Frames per second of a camera (0 while they do not flow).",
+                                 labels=["camera"]),
+        "healthy": GaugeMetricFamily("edgerec_camera_healthy", "1 while a camera's frames flow.", labels=["camera"]),
+        "frames": CounterMetricFamily("edgerec_camera_frames", "A camera's frames that reached the sinks.",
+                                      labels=["camera"]),
+        "up": GaugeMetricFamily("edgerec_camera_source_up", "1 while a camera's source is streaming.",
+                                labels=["camera"]),
+        "reconnects": CounterMetricFamily("edgerec_camera_source_reconnects", "A camera's reconnect attempts.",
+                                          labels=["camera"]),
+        "moving": GaugeMetricFamily("edgerec_camera_motion_area", "Fraction of a camera's picture that moved "
+                                    "(cameras with a region triggered by motion).", labels=["camera"]),
+        "score": GaugeMetricFamily("edgerec_region_score", "Smoothed probability of a region's label.",
+                                   labels=["camera", "region"]),
+        "label": GaugeMetricFamily("edgerec_region_label_info", "A region's label (value always 1).",
+                                   labels=["camera", "region", "label"]),
+        "age": GaugeMetricFamily("edgerec_region_label_age_seconds", "Seconds since a region's model last ran.",
+                                 labels=["camera", "region"]),
+    }  # fmt: skip
+    for name, camera in cameras.items():
+        families["fps"].add_metric([name], camera["fps"])
+        families["healthy"].add_metric([name], int(camera["healthy"]))
+        families["frames"].add_metric([name], camera["frames"])
+        source = camera["source"]
+        if source is not None:
+            families["up"].add_metric([name], int(source["state"] == "streaming"))
+            families["reconnects"].add_metric([name], source["reconnects"])
+        if camera["motion"] is not None:
+            families["moving"].add_metric([name], camera["motion"]["area"])
+        for region in camera["regions"]:
+            families["score"].add_metric([name, region["name"]], region["score"])
+            families["label"].add_metric([name, region["name"], region["label"]], 1)
+            families["age"].add_metric([name, region["name"]], region["age_s"])
+    yield from families.values()
 
 
 def registry_for(sink: WebSink) -> CollectorRegistry:
