@@ -285,3 +285,31 @@ def test_closing_with_nothing_to_send_and_no_broker_does_not_wait(broker):
     started = time.monotonic()
     sink.close()
     assert time.monotonic() - started < 3.0  # not CLOSE_WAIT_S; paho looks at its stop flag once a second
+
+
+@needs_broker
+def test_each_region_has_its_topic_its_sensor_and_its_camera_availability(broker, tmp_path):
+    from test_regions import LEFT, RIGHT, regions, split_clip
+
+    from edge.camera import CameraOptions
+
+    clip = split_clip(tmp_path / "clip.mp4", [("blue", "red")] * 10 + [("green", "red")] * 10)
+    model = Model.load(make_tiny_model(tmp_path / "tiny.onnx"), "cpu", threads=1)
+    listener = Listener(broker.port)
+    try:
+        mqtt = MqttOptions("127.0.0.1", broker.port, "edgerec/test", client_id="edgerec-test")
+        cameras = (CameraOptions(SourceOptions(str(clip)), "porch", regions(("left", LEFT), ("right", RIGHT))),)
+        run(RunOptions(SourceOptions("unused"), display=False, mqtt=mqtt, cameras=cameras), model=model)
+        listener.wait_for("edgerec/test/availability", b"offline")
+        left = [json.loads(p)["label"] for p, _ in listener.on("edgerec/test/porch/left/state")]
+        right = [json.loads(p)["label"] for p, _ in listener.on("edgerec/test/porch/right/state")]
+        config = json.loads(listener.on("homeassistant/sensor/edgerec-test/porch_left/config")[0][0])
+        camera = [p for p, _ in listener.on("edgerec/test/porch/availability")]
+    finally:
+        listener.close()
+    assert left == ["blue", "green"] and right == ["red"]
+    assert listener.on("edgerec/test/state") == []  # the whole-frame topic is for a camera without regions
+    assert config["state_topic"] == "edgerec/test/porch/left/state" and config["unique_id"] == "edgerec-test_porch_left"
+    assert config["availability"] == [{"topic": "edgerec/test/availability"},
+                                      {"topic": "edgerec/test/porch/availability"}]
+    assert config["availability_mode"] == "all" and camera[:1] == [b"online"]

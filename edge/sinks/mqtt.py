@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 PASSWORD_ENV = "EDGEREC_MQTT_PASSWORD"
 QOS = 1
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
+ONLINE, OFFLINE = b"online", b"offline"
 CLOSE_WAIT_S = 5.0  # the longest `close` waits for a label change the broker has not acknowledged yet
 
 
@@ -116,6 +117,7 @@ class MqttSink:
         self.client_id = options.client_id or f"edgerec-{socket.gethostname()}"
         self.node = re.sub(r"[^A-Za-z0-9_-]", "_", self.client_id)
         self.places = places
+        self._legacy = all(place.legacy for place in places)  # one camera, whole frame: PREFIX/availability only
         self.state_topic = f"{options.topic_prefix}/state"
         self.availability_topic = f"{options.topic_prefix}/availability"
         self.connected = threading.Event()
@@ -144,6 +146,8 @@ class MqttSink:
         self._client.loop_start()
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        if self._cameras.get(result.camera) is not ONLINE and not self._legacy:
+            self._camera_available(result.camera, ONLINE)  # frames flow (again)
         for region in result.regions:
             if region.changed:
                 topic = self.topic_of(region)
@@ -153,15 +157,16 @@ class MqttSink:
 
     def source_state(self, camera: str, status: SourceStatus) -> None:
         """A camera's source changed state (on its grabber thread): its availability topic follows."""
-        if all(place.legacy for place in self.places):
-            return  # one camera, whole frame: PREFIX/availability says it all
-        payload = b"online" if status.state == "streaming" else b"offline"
-        if self._cameras.get(camera) != payload:
+        if not self._legacy and status.state != "streaming":  # "online" comes with the next frame
+            self._camera_available(camera, OFFLINE)
+
+    def _camera_available(self, camera: str, payload: bytes) -> None:
+        if self._cameras.get(camera) is not payload:
             self._cameras[camera] = payload
             self._client.publish(self.camera_topic(camera), payload, qos=QOS, retain=True)
 
     def topic_of(self, result: Result) -> str:
-        if result.whole_frame and all(place.legacy for place in self.places):
+        if result.whole_frame and self._legacy:
             return self.state_topic
         return f"{self.options.topic_prefix}/{result.camera}/{result.region}/state"
 
