@@ -374,7 +374,8 @@ class FrameLoop:
         self.wake = threading.Event()  # set by live sources when a frame arrives (several cameras)
         if len(self.cameras) > 1:
             for camera in self.cameras:
-                camera.source.on_frame = self.wake.set  # type: ignore[union-attr]
+                if hasattr(camera.source, "on_frame"):  # a live source: its grabber wakes the loop
+                    camera.source.on_frame = self.wake.set
         self.frames = 0
         self._turn = 0
         self._due: list[tuple[RegionState, Frame, float]] = []
