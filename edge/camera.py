@@ -96,6 +96,11 @@ class RegionState:
         self.changes += shown.changed
         return self.result
 
+    def keeps(self, options: RegionOptions, model_key: str, model: ModelLike) -> bool:
+        """Whether this region can carry on unchanged (its label too) under `options` and `model` (a reload)."""
+        return (options == self.options and model_key == self.model_key and model.labels == self.model.labels
+                and model.geometry == self.model.geometry)
+
     def shown(self, frame: Frame) -> Result | None:
         """What the region shows on `frame`: its new result if the model ran on it, else the carried one."""
         result = self.result
@@ -118,6 +123,17 @@ class Camera:
         """Milliseconds from capture to the start of preprocessing, for this camera's frames the model ran on."""
         self.last_captured = -math.inf
         self._rate_last, self._interval = -1.0, 0.0
+
+    def reconfigure(self, options: CameraOptions, regions: list[RegionState], source: Source | None) -> None:
+        """Take new settings and regions (a reload); `source`: a new source, or None to keep streaming this one.
+        Frame counts, the frame rate and the frame-age timer carry on."""
+        if source is not None:
+            self.source = source
+        if options.motion != self.options.motion or not any(region.uses_motion for region in self.regions):
+            self.motion, self.motion_state = None, None  # re-learnt with the new settings
+        self.options, self.regions = options, regions
+        if self.motion is None and any(region.uses_motion for region in regions):
+            self.motion = MotionDetector(options.motion)
 
     def due(self, frame: Frame) -> list[RegionState]:
         """Look at a new frame: its rate, its motion, and the regions whose model runs on it."""

@@ -56,11 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging()
     if note:
         LOG.info(note)
-    stop = threading.Event()
-    restore = install_signal_handlers(stop)
+    stop, reload = threading.Event(), threading.Event()
+    restore = install_signal_handlers(stop, reload=reload)  # SIGHUP (systemctl reload): read the config again
     try:
         show = None if options.events == "-" else (lambda result: print(describe_change(result), flush=True))
-        summary = run(options, stop, on_change=show, on_source_state=log_state)
+        summary = run(options, stop, on_change=show, on_source_state=log_state,
+                      reload=lambda: demo_defaults(options_from_args(args))[0], reload_requested=reload)
     finally:
         restore()
     print("\n".join(describe_summary(summary)), file=sys.stderr)

@@ -34,6 +34,7 @@ from edge.errors import EdgerecError
 from edge.motion import MotionOptions
 from edge.overlay import Overlay, OverlayOptions
 from edge.regions import IMPLICIT, RegionOptions, TriggerOptions
+from edge.reload import Reloader, Update
 from edge.result import FrameResult, Result
 from edge.scheduler import Scheduler
 from edge.service import Notifier, ServiceSink
@@ -187,13 +188,18 @@ def run(
     on_change: Callable[[Result], None] | None = None,
     on_source_state: StateCallback | None = None,
     source: Source | None = None,
+    reload: Callable[[], RunOptions] | None = None,
+    reload_requested: threading.Event | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> RunSummary:
     """Recognise every camera's frames until they end, a limit is reached or `stop` is set.
 
     `model` replaces loading `options.model` (regions with a model file of their own still load it), and
     `source` replaces opening the first camera's source (tests, benchmarks); `run` closes it all the same.
     `on_change` is called with each region's label change and `on_source_state` with each source state
-    change (connected, reconnecting, ...).
+    change (connected, reconnecting, ...). With `reload` (which reads the options again) each time
+    `reload_requested` is set the new options are applied without stopping the cameras (edge.reload).
+    `extra_sinks` get every frame after those `options` asks for (and are not closed here).
     """
     stop = stop if stop is not None else threading.Event()
     cameras = options.camera_options()
@@ -201,20 +207,32 @@ def run(
     models = load_models(options, cameras, model, spinning)
     sources: list[Source] = []
     sinks: list[Sink] = []
+    loop: FrameLoop | None = None
+    reloader: Reloader | None = None
     try:
         for index, camera in enumerate(cameras):
             given = source if index == 0 and source is not None else None
-            relay = functools.partial(relay_source_state, camera.name, on_source_state, sinks)
-            sources.append(given or open_source(camera.source, relay))
+            sources.append(given or open_camera(camera, on_source_state, sinks))
         loop = build_loop(options, models, sources, sinks, stop, on_change)
         open_sinks(options, loop.cameras, stop, into=sinks)
-        loop.attach(sinks)
+        loop.attach([*sinks, *extra_sinks])
+        if reload is not None and reload_requested is not None:
+            reloader = loop.reloader = Reloader(
+                options, reload, lambda new: load_models(new, new.camera_options(), model, spinning),
+                lambda camera: open_camera(camera, on_source_state, sinks), reload_requested, stop)
         with using_opencv_threads(options.opencv_threads):
             return loop.run()
     finally:
+        if reloader is not None:
+            reloader.close()
         if source is not None and source not in sources:
             sources.append(source)
-        close_all(sinks, sources)
+        close_all(sinks, loop.sources() if loop is not None else sources)
+
+
+def open_camera(camera: CameraOptions, on_source_state: StateCallback | None, sinks: Sequence[Sink]) -> Source:
+    """Open a camera's source, its state changes going to the caller and to the sinks that follow cameras."""
+    return open_source(camera.source, functools.partial(relay_source_state, camera.name, on_source_state, sinks))
 
 
 def relay_source_state(camera: str, callback: StateCallback | None, sinks: Sequence[Sink],
@@ -260,13 +278,23 @@ def build_loop(options: RunOptions, models: Mapping[str, ModelLike], sources: Se
                sinks: Sequence[Sink], stop: threading.Event, on_change: Callable[[Result], None] | None = None,
                clock: Callable[[], float] = time.perf_counter) -> FrameLoop:
     """The frame loop for `options`' cameras reading `sources` (in the same order), with `models` loaded."""
-    cameras = []
-    for camera_options, source in zip(options.camera_options(), sources):
-        regions = [RegionState(camera_options.name, region, region.model or RUN_MODEL,
-                               models[region.model or RUN_MODEL])
-                   for region in camera_options.regions or (options.whole_frame(),)]  # fmt: skip
-        cameras.append(Camera(camera_options, source, regions))
+    cameras = [Camera(camera_options, source, region_states(options, camera_options, models))
+               for camera_options, source in zip(options.camera_options(), sources)]
     return FrameLoop(models, cameras, sinks, options, stop, on_change, clock)
+
+
+def region_states(options: RunOptions, camera: CameraOptions, models: Mapping[str, ModelLike],
+                  running: Sequence[RegionState] = ()) -> list[RegionState]:
+    """A camera's regions (the implicit whole-frame one when it has none); a region of `running` that is
+    unchanged carries on, with its label."""
+    kept = {region.name: region for region in running}
+    states = []
+    for region in camera.regions or (options.whole_frame(),):
+        key = region.model or RUN_MODEL
+        old = kept.get(region.name)
+        states.append(old if old is not None and old.keeps(region, key, models[key]) else
+                      RegionState(camera.name, region, key, models[key]))
+    return states
 
 
 ENGINE_BUILD_S = 20 * 60
@@ -372,14 +400,42 @@ class FrameLoop:
         regions = [region for camera in self.cameras for region in camera.regions]
         self.scheduler = Scheduler(models, regions, self.timers, clock, time.monotonic)
         self.wake = threading.Event()  # set by live sources when a frame arrives (several cameras)
+        self.frames = 0
+        self.reloader: Reloader | None = None
+        self._turn = 0
+        self._due: list[tuple[RegionState, Frame, float]] = []
+        self._connect_wake()
+        self.attach(sinks)
+
+    def _connect_wake(self) -> None:
         if len(self.cameras) > 1:
             for camera in self.cameras:
                 if hasattr(camera.source, "on_frame"):  # a live source: its grabber wakes the loop
                     camera.source.on_frame = self.wake.set
-        self.frames = 0
-        self._turn = 0
-        self._due: list[tuple[RegionState, Frame, float]] = []
-        self.attach(sinks)
+
+    def sources(self) -> list[Source]:
+        return [camera.source for camera in self.cameras]
+
+    def apply(self, update: Update) -> None:
+        """Swap in a reloaded configuration between two turns: new models and regions, the sources that changed
+        (the replaced ones close on a thread of their own); unchanged cameras and regions carry on."""
+        from edge.reload import close_quietly
+
+        options, models = update.options, update.models
+        replaced = []
+        for camera, camera_options in zip(self.cameras, options.camera_options()):
+            source = update.sources.get(camera.name)
+            if source is not None:
+                replaced.append(camera.source)
+            camera.reconfigure(camera_options, region_states(options, camera_options, models, camera.regions), source)
+        close_quietly(replaced)
+        self.options, self.models = options, models
+        regions = [region for camera in self.cameras for region in camera.regions]
+        self.scheduler = Scheduler(models, regions, self.timers, self.clock, time.monotonic)
+        self._connect_wake()
+        self.attach([*self.raw_sinks, *self.drawing_sinks])
+        LOG.info("reloaded: %d camera(s), %d region(s)%s", len(self.cameras), len(regions),
+                 f"; reopened {', '.join(update.sources)}" if update.sources else "")
 
     def attach(self, sinks: Sequence[Sink]) -> None:
         """Deliver to `sinks` (raw ones get the camera's pixels, drawing ones the overlay drawn on them)."""
@@ -393,6 +449,8 @@ class FrameLoop:
         deadline = start + self.options.duration if self.options.duration else math.inf
         stopped_by = "stop"
         while not self.stop.is_set():
+            if self.reloader is not None and (update := self.reloader.take()) is not None:
+                self.apply(update)
             delivered = self.step(POLL_S)
             if not delivered and all(camera.source.ended for camera in self.cameras):
                 stopped_by = "end"

@@ -113,6 +113,10 @@ class Notifier:
     def stopping(self) -> bool:
         return self._send("STOPPING=1")
 
+    def reloading(self) -> bool:
+        """Tell systemd a reload began (`systemctl reload` waits for READY=1, sent when it is done)."""
+        return self._send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
@@ -165,9 +169,11 @@ class ServiceSink:
         self.notifier.close()
 
 
-def install_signal_handlers(stop: threading.Event, force_after: float = FORCE_AFTER_S) -> Callable[[], None]:
+def install_signal_handlers(stop: threading.Event, force_after: float = FORCE_AFTER_S,
+                            reload: threading.Event | None = None) -> Callable[[], None]:
     """Make SIGINT and SIGTERM set `stop`, however many arrive and whenever; a Ctrl-C `force_after` seconds
-    or more after the first stop signal raises KeyboardInterrupt in the main thread.
+    or more after the first stop signal raises KeyboardInterrupt in the main thread. With `reload`, SIGHUP
+    (`systemctl reload`) sets it.
 
     Call it from the main thread (the CLI, a service); returns a function restoring the old handlers.
     """
@@ -182,8 +188,11 @@ def install_signal_handlers(stop: threading.Event, force_after: float = FORCE_AF
             raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    if reload is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _noted)
     previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-    watcher = threading.Thread(target=_set_on_stop_signal, args=(reader, stop), name="edgerec-signals", daemon=True)
+    watcher = threading.Thread(target=_set_on_stop_signal, args=(reader, stop, reload), name="edgerec-signals",
+                               daemon=True)
     watcher.start()
 
     def restore() -> None:
@@ -197,8 +206,14 @@ def install_signal_handlers(stop: threading.Event, force_after: float = FORCE_AF
     return restore
 
 
-def _set_on_stop_signal(reader: int, stop: threading.Event) -> None:
+def _noted(signum: int, _frame: object) -> None:
+    """SIGHUP's Python-level handler: nothing to do here; the C handler wrote its number to the watcher."""
+
+
+def _set_on_stop_signal(reader: int, stop: threading.Event, reload: threading.Event | None) -> None:
     """The watcher thread: one byte per signal caught (its number) until the writing end closes."""
     while data := os.read(reader, 256):
         if any(signum in STOP_SIGNALS for signum in data):
             stop.set()
+        if reload is not None and signal.SIGHUP in data:
+            reload.set()

@@ -28,18 +28,18 @@ def analyze(*args: str) -> subprocess.CompletedProcess:
 
 
 def fake_root(tmp_path: Path, unit_text: str) -> Path:
-    """A root holding the unit, an executable at its ExecStart path and the host's own system units
+    """A root holding the unit, an executable at its ExecStart and ExecReload paths and the host's own system units
     (so After=/Wants= targets resolve): verify then checks the unit file exactly as shipped."""
     assert HOST_UNITS is not None, "no /usr/lib/systemd/system to resolve dependencies against"
     root = tmp_path / "root"
     shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     (root / "etc/systemd/system/edgerec.service").write_text(unit_text)
-    exec_start = re.search(r"^ExecStart=(\S+)", unit_text, re.M).group(1)
-    binary = root / exec_start.lstrip("/")
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
+    for command in re.findall(r"^Exec(?:Start|Reload)=(\S+)", unit_text, re.M):
+        binary = root / command.lstrip("/")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
     return root
 
 
