@@ -51,6 +51,13 @@ Trigger = typing.Literal["frame", "motion", "interval"]
 assert typing.get_args(Trigger) == TRIGGERS
 
 
+def auto_or_bool(value: object) -> object:
+    """A setting that is true, false or "auto"."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError('must be true, false or "auto"')
+
+
 class Section(BaseModel):
     """A table of the file: unknown keys are errors, values keep their TOML type (no "5" for 5)."""
 
@@ -113,9 +120,7 @@ class ModelSection(Section):
     @field_validator("spinning", mode="before")
     @classmethod
     def _auto_or_bool(cls, value: object) -> object:
-        if isinstance(value, bool) or value == "auto":
-            return value
-        raise ValueError('must be true, false or "auto"')
+        return auto_or_bool(value)
 
 
 class RecognitionSection(Section):
@@ -245,9 +250,7 @@ class DisplaySection(Section):
     @field_validator("window", mode="before")
     @classmethod
     def _auto_or_bool(cls, value: object) -> object:
-        if isinstance(value, bool) or value == "auto":
-            return value
-        raise ValueError('must be true, false or "auto"')
+        return auto_or_bool(value)
 
 
 class EventsSection(Section):
