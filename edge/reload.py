@@ -56,6 +56,7 @@ class Reloader:
         self.reloads = self.refusals = 0
         self._pending: Update | None = None
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgerec-reload", daemon=True)
         self._thread.start()
 
@@ -68,15 +69,16 @@ class Reloader:
         return update
 
     def close(self) -> None:
-        self.requested.set()  # wakes the thread, which sees `stop`
+        self._closing.set()
+        self.requested.set()  # wakes the thread, which sees it closing
         self._thread.join(timeout=30)
         update = self.take()
         if update is not None:  # prepared but never applied: its sources were opened for nothing
             close_quietly(update.sources.values())
 
     def _loop(self) -> None:
-        while not self.stop.is_set():
-            if not self.requested.wait(0.5) or self.stop.is_set():
+        while not self._closing.is_set() and not self.stop.is_set():
+            if not self.requested.wait(0.5) or self._closing.is_set() or self.stop.is_set():
                 continue
             self.requested.clear()
             with Notifier() as notifier:

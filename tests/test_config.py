@@ -56,7 +56,7 @@ def test_a_typo_is_one_line_naming_the_key_and_the_valid_keys(tmp_path):
     ("[source]\nwidth = 1280.5", "source.width: must be an integer, got 1280.5"),
     ('[source]\nloop = "yes"', 'source.loop: must be true or false, got "yes"'),
     ("[source]\nuri = -1", "source.uri: must be a string in quotes, got -1"),
-    ('model = "m.onnx"', 'model: must be a table ([model] with keys path, device, threads), got "m.onnx"'),
+    ('model = "m.onnx"', 'model: must be a table ([model] with keys path, device, threads, spinning), got "m.onnx"'),
     ('[model]\ndevice = "gpu"', "model.device: unknown device 'gpu'; valid: auto, cpu, cuda, tensorrt, openvino, "
                                 "coreml, directml, qnn, xnnpack (cuda:N / tensorrt:N pick a GPU, openvino:CPU|GPU|NPU "
                                 'an OpenVINO device), got "gpu"'),
