@@ -119,3 +119,11 @@ def test_sighup_reloads_the_config_file_of_a_running_edgerec(tmp_path):
     assert [(e["region"], e["label"]) for e in events] == [("left", "blue"), ("right", "red")]
     assert "reloaded: 1 camera(s), 2 region(s)" in err
     assert "reload refused:" in err and "regions[0].box: is outside the frame" in err
+
+
+def test_a_run_that_reaches_the_end_of_its_file_ends_at_once_with_reload_on(tmp_path, model):
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 10)
+    options = RunOptions(SourceOptions(str(clip), paced=False), display=False)
+    started = time.monotonic()
+    summary = run(options, model=model, reload=lambda: options, reload_requested=threading.Event())
+    assert summary.stopped_by == "end" and time.monotonic() - started < 5
