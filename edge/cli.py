@@ -120,6 +120,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [("file", str(model.path)), ("architecture", info.arch), ("precision", info.precision),
             ("input", f"uint8 BGR [N, {info.input_size[0]}, {info.input_size[1]}, 3], centre crop {info.crop}"),
             ("classes", str(info.num_classes)), ("labels", labels),
+            ("features", f"output '{info.features.output}' float32 [N, {info.features.dim}]" if info.features
+             else "none (edgerec teach cannot use this file as a base)"),
             ("dataset", f"{info.dataset.name} {info.dataset.fingerprint}".strip()),
             ("created", info.created), ("format version", str(info.format_version))]
     rows += [(f"metric {k}", f"{v:.4g}") for k, v in info.metrics.items()]
