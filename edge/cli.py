@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which photos are held out; the same as `edgerec train --seed` (default: %(default)s)")
     teach.add_argument("--base", type=Path, default=None, metavar="MODEL",
                        help="model whose features to use (default: the embedded ImageNet EfficientNet-Lite0 INT8)")
-    teach.add_argument("--views", nargs="*", default=["flip"], choices=list(VIEWS),
+    teach.add_argument("--views", nargs="*", default=[], choices=list(VIEWS),
                        help="extra views of each training photo (default: %(default)s)")
     teach.add_argument("--l2", type=float, default=FitOptions().l2,
                        help="L2 weight on the standardized features (default: %(default)s)")

@@ -41,9 +41,9 @@ class TeachOptions:
     base: Path | None = None  # None: the embedded default
     val_fraction: float = 0.2
     seed: int = 0  # chooses the held-out photos (the fit itself has no randomness)
-    views: tuple[str, ...] = ("flip",)  # besides each photo itself; see edge.teach_data.VIEWS
+    views: tuple[str, ...] = ()  # besides each photo itself, e.g. ("flip",); see edge.teach_data.VIEWS (docs/teach.md)
     fit: FitOptions = field(default_factory=FitOptions)
-    batch: int = 16  # photos per features run
+    batch: int = 8  # photos per features run (with their views): ONNX Runtime holds activations for all
     device: str = "auto"
     threads: int | None = None
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
@@ -217,8 +217,9 @@ def describe(report: TeachReport) -> list[str]:
     seconds = report.seconds
     timing = ", ".join(f"{name} {seconds[name]:.1f}" for name in ("load", "features", "fit", "write", "validate"))
     lines = [f"classes      {len(report.classes)}: {', '.join(report.classes)}",
-             f"images       {sum(report.train_counts)} training (each also as {', '.join(report.views) or 'no'} "
-             f"view{'s' if len(report.views) != 1 else ''}), {report.val_n} validation",
+             f"images       {sum(report.train_counts)} training ("
+             + (f"each also as {', '.join(report.views)}" if report.views else "no extra views")
+             + f"), {report.val_n} validation",
              f"base         {report.base}"]
     if report.unreadable:
         lines.append(f"warning      skipped {len(report.unreadable)} unreadable image(s): "

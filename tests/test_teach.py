@@ -45,7 +45,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def taught(photos: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
     data, val = photos
     out = tmp_path_factory.mktemp("out") / "taught.onnx"
-    return teach(TeachOptions(data, out, val_dir=val, device="cpu")), out
+    return teach(TeachOptions(data, out, val_dir=val, views=("flip", "crop-tl"), device="cpu")), out
 
 
 def test_teach_writes_a_contract_file_with_the_new_labels_and_features(taught) -> None:
@@ -54,7 +54,7 @@ def test_teach_writes_a_contract_file_with_the_new_labels_and_features(taught) -
     assert model.labels == ["animal", "food"] and model.info.precision == "int8"
     assert model.info.features == FeaturesInfo("features", 1280)
     training = model.info.training
-    assert training["trained_by"] == "teach" and training["views"] == ["image", "flip"]
+    assert training["trained_by"] == "teach" and training["views"] == ["image", "flip", "crop-tl"]
     assert training["base_sha256"] == hashlib.sha256(default_model_path().read_bytes()).hexdigest()
     assert model.info.metrics["val_top1"] == report.val_top1 == 1.0 and report.val_n == 6
     assert model.info.metrics["val_top1_low95"] == pytest.approx(report.val_interval[0])
