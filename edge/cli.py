@@ -122,6 +122,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [("file", str(model.path)), ("architecture", info.arch), ("precision", info.precision),
             ("input", f"uint8 BGR [N, {info.input_size[0]}, {info.input_size[1]}, 3], centre crop {info.crop}"),
             ("classes", str(info.num_classes)), ("labels", labels),
+            ("features", f"output '{info.features.output}' float32 [N, {info.features.dim}]" if info.features
+             else "none (edgerec teach cannot use this file as a base)"),
             ("dataset", f"{info.dataset.name} {info.dataset.fingerprint}".strip()),
             ("created", info.created), ("format version", str(info.format_version))]
     rows += [(f"metric {k}", f"{v:.4g}") for k, v in info.metrics.items()]
@@ -220,6 +222,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not report.gate_passed:
         print(f"edgerec: INT8 failed the accuracy gate; {report.deliverable} is the FP32 model", file=sys.stderr)
         return GATE_FAILED
+    return 0
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    from edge.progress import progress
+    from edge.softmax_regression import FitOptions
+    from edge.teach import TeachOptions, describe, teach
+
+    with progress("teach") as on_progress:
+        report = teach(TeachOptions(args.data_dir, args.out, args.val_dir, args.base, args.val_fraction, args.seed,
+                                    tuple(args.views), FitOptions(args.l2, args.steps), device=args.device,
+                                    threads=args.threads, on_progress=on_progress))
+    print("\n".join(describe(report)))
     return 0
 
 
@@ -360,6 +375,35 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--no-spinning", dest="spinning", action="store_false",
                           help="ONNX Runtime pool threads sleep between runs (session.intra_op.allow_spinning=0)")
     bench.set_defaults(func=cmd_bench)
+
+    from edge.softmax_regression import FitOptions
+    from edge.teach_data import VIEWS
+
+    teach = commands.add_parser(
+        "teach", help="new labels in seconds, without torch: a new head on a model's features",
+        description="Fit a new classifier head on the base model's own features of the photos in DATA (one "
+                    "subfolder per class, as `edgerec train` reads) and write a model file with the new labels. "
+                    "Needs only the runtime install; the base model must have a features output.",
+        epilog="example: edgerec teach photos/ --out shelf.onnx && edgerec classify --model shelf.onnx x.jpg")
+    teach.add_argument("data_dir", type=Path, metavar="DATA", help="folder with one subfolder of images per class")
+    teach.add_argument("--out", "-o", type=Path, required=True, metavar="FILE", help="model file to write (.onnx)")
+    teach.add_argument("--val-dir", type=Path, default=None, metavar="DIR",
+                       help="validation folder with the same class subfolders (default: hold out --val-fraction)")
+    teach.add_argument("--val-fraction", type=float, default=0.2,
+                       help="share of each class held out for validation (default: %(default)s)")
+    teach.add_argument("--seed", type=int, default=0,
+                       help="which photos are held out; the same as `edgerec train --seed` (default: %(default)s)")
+    teach.add_argument("--base", type=Path, default=None, metavar="MODEL",
+                       help="model whose features to use (default: the embedded ImageNet EfficientNet-Lite0 INT8)")
+    teach.add_argument("--views", nargs="*", default=[], choices=list(VIEWS),
+                       help="extra views of each training photo (default: %(default)s)")
+    teach.add_argument("--l2", type=float, default=FitOptions().l2,
+                       help="L2 weight on the standardized features (default: %(default)s)")
+    teach.add_argument("--steps", type=int, default=FitOptions().steps,
+                       help="gradient steps of the fit (default: %(default)s)")
+    teach.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
+    teach.add_argument("--threads", type=int, default=None, help="inference threads")
+    teach.set_defaults(func=cmd_teach)
 
     from edge.train_args import add_train_arguments
 

@@ -20,6 +20,7 @@ FORMAT_VERSION = 1
 PREFIX = "edgerec."
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
+FEATURES_NAME = "features"  # the optional second output: the pooled embedding the classifier reads
 PRECISIONS = ("fp32", "int8")
 
 
@@ -31,6 +32,15 @@ class DatasetInfo:
     fingerprint: str = ""
     num_train: int | None = None
     num_val: int | None = None
+
+
+@dataclass(frozen=True)
+class FeaturesInfo:
+    """The file's second output: float32 [N, dim], the tensor its classifier reads (what `edgerec teach`
+    fits a new head on). Files without it still load; a runtime that predates it ignores the entry."""
+
+    output: str = FEATURES_NAME
+    dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class ModelInfo:
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. val_top1_fp32, val_top1_int8
     training: dict[str, Any] = field(default_factory=dict)  # settings that produced the file
     quantization: dict[str, Any] = field(default_factory=dict)  # calibration method, images, agreement
+    features: FeaturesInfo | None = None  # the features output, when the file has one
     format_version: int = FORMAT_VERSION
 
     @property
@@ -89,6 +100,8 @@ def from_props(props: Mapping[str, str], source: str) -> ModelInfo:
     values = {k: v for k, v in values.items() if k in known}  # newer writers may add fields
     values["input_size"] = tuple(values["input_size"])
     values["dataset"] = DatasetInfo(**values.get("dataset", {"name": "unknown"}))
+    if "features" in values:
+        values["features"] = FeaturesInfo(values["features"]["output"], values["features"]["dim"])
     return ModelInfo(**values)
 
 
@@ -120,6 +133,12 @@ def _check(values: dict[str, Any], source: str) -> None:
     crop = values["crop"]
     if not (isinstance(crop, (int, float)) and 0 < crop <= 1):
         raise EdgerecError(f"{source}: metadata {PREFIX}crop must be in (0, 1], got {crop!r}")
+    features = values.get("features")
+    if features is not None and not (isinstance(features, dict) and {"output", "dim"} <= set(features)
+                                     and features["output"] == FEATURES_NAME
+                                     and isinstance(features["dim"], int) and features["dim"] > 0):
+        raise EdgerecError(f"{source}: metadata {PREFIX}features must be "
+                           f'{{"output": "{FEATURES_NAME}", "dim": D > 0}}, got {features!r}')
     if values["precision"] not in PRECISIONS:
         raise EdgerecError(f"{source}: metadata {PREFIX}precision must be one of {PRECISIONS}, "
                            f"got {values['precision']!r}")

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from edge.devices import CPU, Provider, physical_cores, resolve_providers
 from edge.errors import EdgerecError
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
+from edge.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.preprocess import Geometry, fit
 
 DEFAULT_MODEL = "efficientnet_lite0_imagenet_int8.onnx"
@@ -93,6 +93,18 @@ class Model:
         """uint8 [N, H, W, 3] BGR frames already fitted to the input size -> probabilities [N, C]."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
+    @property
+    def has_features(self) -> bool:
+        return self.info.features is not None
+
+    def features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like `infer`, and also the pooled embedding the classifier reads: (probs [N, C], features [N, D]).
+        One run computes both; `infer` alone asks ONNX Runtime for `probs` only."""
+        if not self.has_features:
+            raise EdgerecError(no_features_message(self.path))
+        probs, features = self.session.run([OUTPUT_NAME, FEATURES_NAME], {INPUT_NAME: batch})
+        return probs, features
+
     def classify(self, frames: Sequence[np.ndarray], top_k: int = 5) -> list[Prediction]:
         """Fit any-size BGR frames, run them as one batch, and return the top-k categories of each."""
         if len(frames) != len(self._batch):
@@ -106,6 +118,11 @@ class Model:
         best = np.argpartition(probs, -k)[-k:]
         best = best[np.argsort(probs[best])[::-1]]
         return Prediction([Category(self.labels[i], int(i), float(probs[i])) for i in best])
+
+
+def no_features_message(path: Path) -> str:
+    return (f"{path} has no features output; teach needs a model exported by edgerec with one (the embedded "
+            "default and `edgerec train` files of 2026-12 on; `edgerec info` shows a features line)")
 
 
 def _open_session(path: Path, providers: list[Provider], threads: int | None,
@@ -155,3 +172,15 @@ def _check_io(session: ort.InferenceSession, info: ModelInfo, source: str) -> No
     if out.shape[1] != info.num_classes:
         raise EdgerecError(f"{source}: output '{OUTPUT_NAME}' has {out.shape[1]} classes but the metadata lists "
                            f"{info.num_classes} labels")
+    if info.features is not None:
+        _check_features(outputs, names, info.features.dim, source)
+
+
+def _check_features(outputs: list, names: list[str], dim: int, source: str) -> None:
+    if FEATURES_NAME not in names:
+        raise EdgerecError(f"{source}: the metadata declares an output '{FEATURES_NAME}' the graph lacks "
+                           f"(outputs: {', '.join(names)})")
+    out = outputs[names.index(FEATURES_NAME)]
+    if out.type != "tensor(float)" or len(out.shape) != 2 or out.shape[1] != dim:
+        raise EdgerecError(f"{source}: output '{FEATURES_NAME}' must be float32 [N, {dim}] as the metadata says; "
+                           f"it is {out.type} {out.shape}")

@@ -7,6 +7,12 @@ shipped file was calibrated with the `fit` of commit 903c9be, see docs/quantizat
     apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb /tmp/ocvdoc
     python scripts/build_default_model.py --out build/ \\
         --calibration /tmp/ocvdoc/usr/share/doc/opencv-doc/examples/data --check tests/data/photos --install
+
+Both files carry the `features` output (training.export.write_with_metadata adds it). To give an older
+file that output in place, changing nothing else (its probabilities stay bit for bit the same; this is
+how the shipped file got it):
+
+    python scripts/build_default_model.py --add-features-to edge/assets/efficientnet_lite0_imagenet_int8.onnx
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from edge.errors import EdgerecError
 from training.default_model import IMAGENET_DIR, DefaultModelOptions, build_default_model
+from training.export import add_features_to_file
 from training.quantize import QuantOptions
 
 ASSETS = Path(__file__).resolve().parent.parent / "edge" / "assets"
@@ -25,10 +32,12 @@ ASSETS = Path(__file__).resolve().parent.parent / "edge" / "assets"
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the FP32 and INT8 .onnx files")
-    parser.add_argument("--calibration", type=Path, nargs="+", required=True,
+    parser.add_argument("--add-features-to", type=Path, metavar="FILE",
+                        help="only add the features output to an existing model file, in place")
+    parser.add_argument("--out", type=Path, help="folder for the FP32 and INT8 .onnx files")
+    parser.add_argument("--calibration", type=Path, nargs="+",
                         help="folders or files of real photos/videos to calibrate INT8 on (videos: every 25th frame)")
-    parser.add_argument("--check", type=Path, nargs="+", required=True,
+    parser.add_argument("--check", type=Path, nargs="+",
                         help="clear real photos on which INT8 must give FP32's top-1 label")
     parser.add_argument("--imagenet-dir", type=Path, default=IMAGENET_DIR,
                         help="folder with imagenet_synsets.txt and imagenet_synset_to_lemma.txt")
@@ -38,11 +47,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         choices=["preprocess", "softmax", "stem", "classifier"],
                         help="graph parts left in float (default: %(default)s)")
     parser.add_argument("--install", action="store_true", help="copy the INT8 file into edge/assets/")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.add_features_to is None and not (args.out and args.calibration and args.check):
+        parser.error("--out, --calibration and --check are required (unless --add-features-to)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.add_features_to is not None:
+        try:
+            dim = add_features_to_file(args.add_features_to)
+        except EdgerecError as exc:
+            print(f"build_default_model: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.add_features_to}: output 'features' float32 [N, {dim}]")
+        return 0
     quant = QuantOptions(method=args.method, format=args.format, keep_float=tuple(args.keep_float))
     try:
         report = build_default_model(DefaultModelOptions(args.out, args.calibration, args.check,

@@ -1,7 +1,8 @@
 """Export a classifier to the model-file contract and check the file against the torch reference.
 
-The exported graph takes uint8 NHWC BGR ``image`` and returns softmax ``probs``; the metadata written is
-``edge.metadata.ModelInfo``. The export fails loudly when ONNX Runtime disagrees with torch.
+The exported graph takes uint8 NHWC BGR ``image`` and returns softmax ``probs`` and ``features`` (the pooled
+embedding its classifier reads); the metadata written is ``edge.metadata.ModelInfo``. The export fails
+loudly when ONNX Runtime disagrees with torch.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import TensorProto, helper
 from torch import nn
 
 from edge.errors import EdgerecError
 from edge.files import atomic_path
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from edge.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, FeaturesInfo, ModelInfo
 from edge.model import Model
 from training.models import Deployable
 
@@ -77,7 +79,9 @@ def fold_constants(source: Path, target: Path) -> None:
 
 
 def write_with_metadata(proto: onnx.ModelProto, info: ModelInfo, path: str | Path) -> None:
-    """Replace the file's edgerec metadata with ``info`` and save ``proto`` to ``path`` atomically."""
+    """Replace the file's edgerec metadata with ``info`` and save ``proto`` to ``path`` atomically, adding
+    the ``features`` output first where the graph lacks it: every file training writes carries it."""
+    info = info.with_updates(features=FeaturesInfo(FEATURES_NAME, add_features_output(proto)))
     keep = [p for p in proto.metadata_props if not p.key.startswith("edgerec.")]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
@@ -86,6 +90,72 @@ def write_with_metadata(proto: onnx.ModelProto, info: ModelInfo, path: str | Pat
     proto.producer_name = "edgerec"
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
+
+
+def add_features_to_file(path: str | Path) -> int:
+    """Give an existing model file (e.g. the shipped default) its ``features`` output in place, atomically,
+    without touching anything else in the graph; return D."""
+    proto = onnx.load(str(path))
+    dim = add_features_output(proto)
+    write_with_metadata(proto, Model.load(path, device="cpu").info, path)
+    return dim
+
+
+def add_features_output(proto: onnx.ModelProto) -> int:
+    """Make the tensor the classifier reads a second graph output, ``features`` float32 [N, D]; return D.
+
+    The classifier is the Gemm (or MatMul) whose result becomes ``probs``. In a QDQ INT8 graph it reads
+    DequantizeLinear(q): a second DequantizeLinear of the same q gives ``features``, so that ONNX Runtime
+    still fuses the first into a QGemm and ``probs`` stay bit for bit what they were. In a float graph an
+    Identity names the classifier's input. A graph that already has the output is left as it is.
+    """
+    graph = proto.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    existing = [o for o in graph.output if o.name == FEATURES_NAME]
+    if existing:
+        return existing[0].type.tensor_type.shape.dim[1].dim_value
+    classifier = _classifier(producers)
+    source = classifier.input[0]
+    dim = _classifier_inputs(proto, producers, classifier)
+    feeder = producers.get(source)
+    if feeder is not None and feeder.op_type == "DequantizeLinear":
+        node = helper.make_node("DequantizeLinear", list(feeder.input), [FEATURES_NAME],
+                                name="/features/DequantizeLinear")
+        node.attribute.extend(feeder.attribute)
+    else:
+        node = helper.make_node("Identity", [source], [FEATURES_NAME], name="/features/Identity")
+    graph.node.append(node)
+    batch = graph.output[[o.name for o in graph.output].index(OUTPUT_NAME)].type.tensor_type.shape.dim[0]
+    output = helper.make_tensor_value_info(FEATURES_NAME, TensorProto.FLOAT, [None, dim])
+    output.type.tensor_type.shape.dim[0].CopyFrom(batch)
+    graph.output.append(output)
+    return dim
+
+
+PASS_THROUGH = ("Softmax", "QuantizeLinear", "DequantizeLinear", "Identity")
+
+
+def _classifier(producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto:
+    """The Gemm or MatMul that ``probs`` is the softmax of (through Q/DQ pairs)."""
+    node = producers.get(OUTPUT_NAME)
+    while node is not None and node.op_type in PASS_THROUGH:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type not in ("Gemm", "MatMul"):
+        raise EdgerecError(f"no Gemm or MatMul classifier found before '{OUTPUT_NAME}'; cannot add '{FEATURES_NAME}'")
+    return node
+
+
+def _classifier_inputs(proto: onnx.ModelProto, producers: dict[str, onnx.NodeProto], node: onnx.NodeProto) -> int:
+    """D, the classifier's input width, from its weight initializer (dequantized or not)."""
+    weight = node.input[1]
+    if weight in producers and producers[weight].op_type == "DequantizeLinear":
+        weight = producers[weight].input[0]
+    initializers = {t.name: t for t in proto.graph.initializer}
+    if weight not in initializers:
+        raise EdgerecError(f"the classifier's weight {weight!r} is not a constant; cannot add '{FEATURES_NAME}'")
+    shape = list(initializers[weight].dims)
+    trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+    return int(shape[1] if trans_b else shape[0])
 
 
 def compare_with_torch(deployable: nn.Module, path: Path, batch: np.ndarray) -> ExportCheck:
