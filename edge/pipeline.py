@@ -100,6 +100,8 @@ class RunOptions:
     """Web preview, status, health and metrics over HTTP; None: no web server."""
     mqtt: MqttOptions | None = None
     """Label changes and availability to an MQTT broker; None: no MQTT."""
+    config_path: str | None = None
+    """The TOML file these options were read from (the web app writes regions back to it); None: none."""
     opencv_threads: int | None = 1
     """OpenCV threads while the run lasts (preprocessing, overlay); None leaves OpenCV's setting. One thread
     is steadier: the frame loop then never waits for an OpenCV worker that has to share a core with the
@@ -214,7 +216,7 @@ def run(
             given = source if index == 0 and source is not None else None
             sources.append(given or open_camera(camera, on_source_state, sinks))
         loop = build_loop(options, models, sources, sinks, stop, on_change)
-        open_sinks(options, loop.cameras, stop, into=sinks)
+        open_sinks(options, loop.cameras, stop, into=sinks, reload_requested=reload_requested)
         loop.attach([*sinks, *extra_sinks])
         if reload is not None and reload_requested is not None:
             reloader = loop.reloader = Reloader(
@@ -317,8 +319,10 @@ def ask_for_engine_build_time(device: str) -> bool:
         return notifier.extend_timeout(ENGINE_BUILD_S)
 
 
-def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.Event, into: list[Sink]) -> None:
+def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.Event, into: list[Sink],
+               reload_requested: threading.Event | None = None) -> None:
     """Append the sinks `options` asks for to `into` (so the caller closes those opened before a failure).
+    `reload_requested`: set it to reload the config (the web app does, after it changed the config file).
 
     The window and the recording show one camera's pixels: with several cameras each camera gets its own.
     """
@@ -337,7 +341,9 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
     if options.snapshots:
         into.append(SnapshotSink(options.snapshots))
     if options.web:
-        into.append(WebSink(options.web, cameras=({c.name: c.source.status for c in cameras})))
+        into.append(WebSink(options.web, cameras=({c.name: c.source.status for c in cameras}),
+                            config_path=options.config_path,
+                            request_reload=reload_requested.set if reload_requested is not None else None))
     if options.mqtt:
         legacy = len(cameras) == 1 and cameras[0].regions[0].options.name == IMPLICIT
         places = (Place(),) if legacy else tuple(Place(camera.name, region.name, legacy=False)

@@ -191,7 +191,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         regions = [parse_region(text) for text in args.region]
         given["regions"] = [{"name": name, "box": list(box)} for name, box in regions]
     config = with_overrides(config or Config(), given, names)
-    return dataclasses.replace(run_options(config), max_frames=args.max_frames, duration=args.duration)
+    path = str(args.config) if getattr(args, "config", None) else None
+    return dataclasses.replace(run_options(config), max_frames=args.max_frames, duration=args.duration,
+                               config_path=path)
 
 
 def source_options_from_args(args: argparse.Namespace) -> SourceOptions:

@@ -262,8 +262,12 @@ class WebSink:
 
     def __init__(self, options: WebOptions, source_status: Callable[[], SourceStatus] | None = None,
                  environ: Mapping[str, str] | None = None,
-                 cameras: Mapping[str, Callable[[], SourceStatus] | None] | None = None) -> None:
-        """`cameras`: each camera's name and source status (several cameras); None: one camera, `source_status`."""
+                 cameras: Mapping[str, Callable[[], SourceStatus] | None] | None = None,
+                 config_path: str | None = None, request_reload: Callable[[], None] | None = None) -> None:
+        """`cameras`: each camera's name and source status (several cameras); None: one camera, `source_status`.
+        `config_path`: the config file the run was started with (None: flags only); `request_reload()` makes the
+        run read it (and its model files) again without stopping the cameras (edge.reload)."""
+        self.config_path, self.request_reload = config_path, request_reload
         host, port = parse_listen(options.listen)
         environ = os.environ if environ is None else environ
         self.options = options
