@@ -284,6 +284,9 @@ class WebSection(Section):
     jpeg_fps: float = Field(5.0, gt=0, description="most preview frames per second; frames are encoded only "
                             "while someone watches")
     metrics: bool = Field(True, description="serve /metrics in Prometheus text format")
+    state_dir: str = Field("", description="where crops collected and models taught from the page are kept "
+                           "(docs/teach-web.md); empty: $STATE_DIRECTORY (the systemd unit's /var/lib/edgerec), "
+                           "else ~/.local/state/edgerec", examples=["/var/lib/edgerec"])
 
     @field_validator("listen")
     @classmethod
@@ -530,7 +533,8 @@ def motion_options(motion: MotionSection) -> MotionOptions:
 def web_options(web: WebSection) -> WebOptions | None:
     if not web.listen:
         return None
-    return WebOptions(web.listen, web.token or None, web.max_clients, web.jpeg_fps, metrics=web.metrics)
+    return WebOptions(web.listen, web.token or None, web.max_clients, web.jpeg_fps, metrics=web.metrics,
+                      state_dir=web.state_dir or None)
 
 
 def mqtt_options(mqtt: MqttSection) -> MqttOptions | None:

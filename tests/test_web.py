@@ -32,6 +32,9 @@ from edge.sinks.web_app import StatusBody
 LABELS = ("blue", "green", "red")
 SIZE = (160, 120)
 TOKEN = "s3cret-token-0123456789"
+WRITE_PATHS = {"/api/regions/{camera}/{region}", "/api/collect", "/api/crops/{camera}/{region}",
+               "/api/crops/{camera}/{region}/{label}/{file}", "/api/train", "/api/accept",
+               "/api/models/{camera}/{region}"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
@@ -290,7 +293,8 @@ def test_openapi_describes_the_routes_and_the_status_answer_matches_it():
         code, headers, body = get(sink, "/openapi.json")
         document = json.loads(body)
         assert code == 200 and headers["content-type"] == "application/json" and document["openapi"] == "3.1.0"
-        assert set(document["paths"]) == {"/", "/stream.mjpg", "/api/status", "/healthz", "/metrics", "/openapi.json"}
+        assert set(document["paths"]) - WRITE_PATHS == {"/", "/stream.mjpg", "/api/status", "/healthz", "/metrics",
+                                                        "/openapi.json"}  # the write routes: test_web_teach.py
         answer = document["paths"]["/api/status"]["get"]["responses"]["200"]["content"]["application/json"]
         schema = document["components"]["schemas"]["Status"]
         assert answer["schema"] == {"$ref": "#/components/schemas/Status"} and "security" not in document

@@ -52,6 +52,9 @@ class WebOptions:
     """Seconds without a frame after which /healthz answers 503."""
     metrics: bool = True
     """Serve /metrics (Prometheus text format); False: 404 there."""
+    state_dir: str | None = None
+    """Where collected crops and taught models go (docs/teach-web.md); None: $STATE_DIRECTORY (systemd's
+    StateDirectory=), else ~/.local/state/edgerec."""
 
     def __post_init__(self) -> None:
         host, _ = parse_listen(self.listen)
@@ -281,6 +284,11 @@ class WebSink:
         self.source_status, self.stats, self.feed = first.source_status, first.stats, first.feed
         self.started = time.monotonic()
         self.page = (resources.files("edge") / "assets" / "web" / "index.html").read_bytes()
+        from edge.collect import Collector
+        from edge.sinks.web_teach import Trainer, state_dir
+
+        self.state = state_dir(options.state_dir, environ)
+        self.collector, self.trainer = Collector(self.state / "teach"), Trainer()
         # Imported here, not at the top: a run without --web does not load the ASGI stack (~8 MB of RSS).
         from edge.sinks import web_server
         from edge.sinks.web_app import create_app
@@ -313,20 +321,27 @@ class WebSink:
     def shows(self, camera: str) -> bool:
         """Whether someone watches `camera`'s stream (the frame loop draws that camera's overlay only then)."""
         view = self.views.get(camera)
-        return view is not None and view.feed.viewers > 0
+        if view is None or not view.feed.viewers:
+            return False
+        return not self.collector.claim(camera)  # a crop is due: this frame stays raw (no overlay on the crop)
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         view = self.views.get(result.camera)
         if view is None:
             return
         view.stats.update(result)
-        if view.feed.viewers:
+        watched = view.feed.viewers > 0
+        if self.collector.session is not None and self.collector.take(frame, result, watched):
+            return  # the raw frame went to a crop; viewers get the next, annotated one
+        if watched:
             view.feed.offer(frame)
 
     def close(self) -> None:
         for view in self.views.values():
             view.feed.close()  # viewers see it and end
         self.server.stop()
+        self.collector.close()
+        self.trainer.close()
 
     # --- what the routes answer (called on the server's thread) ---
 

@@ -7,9 +7,13 @@
     /healthz       200 while every camera's frames flow, else 503 naming those that do not
     /metrics       Prometheus text format 0.0.4 (unless metrics are off)
     /openapi.json  OpenAPI 3.1 description of these routes
+    /api/...       regions, collecting crops, training, accepting (web_write; docs/teach-web.md)
 
 Every route, the 404 included, checks the token when one is set (`Authorization: Bearer TOKEN` or
-`?token=TOKEN`, compared in constant time) and answers with COMMON_HEADERS.
+`?token=TOKEN`, compared in constant time) and answers with COMMON_HEADERS. A request that may change
+something (any method but GET and HEAD) must also come from this server's own page: an Origin header must be
+this server, Sec-Fetch-Site (sent by browsers) must be same-origin; without a token (loopback only) its Host
+must be a loopback name, which stops a DNS-rebinding page; and its body may have at most MAX_BODY bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge.capture import SourceStatus
 from edge.sinks.web_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from edge.sinks.web_metrics import exposition
+from edge.sinks.web_write import MAX_BODY, openapi_operation, write_routes
 
 if TYPE_CHECKING:
     from edge.sinks.web import JpegFeed, WebSink
@@ -91,7 +96,9 @@ def create_app(sink: WebSink) -> Starlette:
     if sink.options.metrics:
         routes.append(Route("/metrics", metrics))
     routes.append(Route("/openapi.json", openapi_json))
-    document, listing = openapi_document(routes, bool(sink.token)), " ".join(route.path for route in routes)
+    routes += write_routes(sink)
+    document = openapi_document(routes, bool(sink.token))
+    listing = " ".join(dict.fromkeys(route.path for route in routes))
     routes.append(Route("/{rest:path}", not_found, include_in_schema=False))
     return Starlette(routes=routes, middleware=[Middleware(Guard, token=sink.token)])
 
@@ -101,7 +108,8 @@ def text(code: int, body: str, headers: dict[str, str] | None = None) -> Respons
 
 
 class Guard:
-    """ASGI middleware: the token on every route, and COMMON_HEADERS on every answer."""
+    """ASGI middleware: the token on every route, the same-origin and size checks on writes, and COMMON_HEADERS
+    on every answer."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app, self.token = app, token
@@ -116,13 +124,49 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *RAW_COMMON_HEADERS]
             await send(message)
 
-        header = Headers(scope=scope).get("authorization", "")
-        if authorized(self.token, header, QueryParams(scope["query_string"]).get("token", "")):
-            await self.app(scope, receive, send_with_headers)
-        else:
+        headers = Headers(scope=scope)
+        if not authorized(self.token, headers.get("authorization", ""),
+                          QueryParams(scope["query_string"]).get("token", "")):
             denied = text(401, "401: a token is required (Authorization: Bearer TOKEN or ?token=)\n",
                           {"WWW-Authenticate": 'Bearer realm="edgerec"'})
             await denied(scope, receive, send_with_headers)
+            return
+        refusal = write_refusal(scope["method"], headers, self.token) if scope["method"] not in SAFE else None
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
+SAFE = frozenset({"GET", "HEAD"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def write_refusal(method: str, headers: Headers, token: str) -> Response | None:
+    """Why a request that may change something is refused (403 cross-site, 413 too long), or None."""
+    host = headers.get("host", "")
+    site = headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        return text(403, f"403: {method} from another site (Sec-Fetch-Site: {site[:40]}); only this server's "
+                    "own page may change things\n")
+    origin = headers.get("origin")
+    if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+        return text(403, f"403: {method} from origin {origin[:80]!r}, not this server (http://{host[:80]}); only "
+                    "this server's own page may change things\n")
+    if not token and host_name(host) not in LOOPBACK_NAMES:
+        return text(403, f"403: {method} to host {host[:80]!r} without a token; without a token only "
+                    "http://127.0.0.1, localhost or [::1] may change things (set web.token to use another name)\n")
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY:
+        return text(413, f"413: request body of {length[:20]} bytes; valid: at most {MAX_BODY}\n")
+    return None
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header without its port: `127.0.0.1:8080` -> 127.0.0.1, `[::1]:80` -> ::1."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if ":" in host else host
 
 
 RAW_COMMON_HEADERS = [(name.lower().encode(), value.encode()) for name, value in COMMON_HEADERS.items()]
@@ -315,8 +359,13 @@ def openapi_document(routes: list[BaseRoute], token: bool) -> dict[str, Any]:
     components: dict[str, Any] = {"schemas": {**schema.pop("$defs", {}), "Status": schema}}
     paths: dict[str, Any] = {}
     for endpoint in BaseSchemaGenerator().get_endpoints(routes):
+        summary = " ".join((endpoint.func.__doc__ or "").split())
+        if endpoint.path not in ANSWERS:  # a write route (web_write)
+            operation = openapi_operation(endpoint.http_method, endpoint.path, summary, components["schemas"])
+            paths.setdefault(endpoint.path, {})[endpoint.http_method] = operation
+            continue
         paths.setdefault(endpoint.path, {})[endpoint.http_method] = {
-            "summary": (endpoint.func.__doc__ or "").strip(),
+            "summary": summary,
             "responses": {code: {"description": describe, "content": {kind: {"schema": body}}}
                           for code, (kind, body, describe) in ANSWERS[endpoint.path].items()},
         }  # fmt: skip
