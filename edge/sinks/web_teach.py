@@ -106,7 +106,8 @@ class Trainer:
     def _drain(self) -> None:
         if self._queue is None:
             return
-        while True:
+        alive = self._process is not None and self._process.is_alive()  # before reading: a process that has
+        while True:  # ended has flushed all it sent, so what it sent is read below
             try:
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
@@ -117,13 +118,9 @@ class Trainer:
                 self.state = {**self.state, "state": "done", "result": payload}
             else:
                 self.state = {**self.state, "state": "failed", "error": payload}
-        if self.state["state"] == "running" and self._process is not None and not self._process.is_alive():
-            time.sleep(0.1)  # its last message may still be in the pipe
-            if self._queue.empty():
-                self.state = {**self.state, "state": "failed",
-                              "error": f"the training process ended with code {self._process.exitcode}"}
-            else:
-                self._drain()
+        if self.state["state"] == "running" and not alive:
+            code = self._process.exitcode if self._process is not None else None
+            self.state = {**self.state, "state": "failed", "error": f"the training process ended with code {code}"}
 
 
 class Busy(EdgerecError):
@@ -135,10 +132,16 @@ def train_worker(data: str, out: str, base: str | None, messages: Any) -> None:
     from edge.teach import TeachOptions, teach
 
     os.nice(WORKER_NICE)
+    sent = [0]
+
+    def progress(done: int, total: int) -> None:  # at most ~50 messages: the pipe never fills while nobody polls
+        if done == total or done - sent[0] >= max(1, total // 50):
+            sent[0] = done
+            messages.put(("progress", (done, total)))
+
     try:
         report = teach(TeachOptions(Path(data), Path(out), base=Path(base) if base else None, views=("flip",),
-                                    threads=1, on_progress=lambda done, total: messages.put(("progress",
-                                                                                              (done, total)))))
+                                    threads=1, on_progress=progress))
         low, high = report.val_interval
         result = {"labels": list(report.classes), "train_counts": list(report.train_counts),
                   "val_counts": list(report.val_counts), "val_top1": report.val_top1, "val_low95": low,
