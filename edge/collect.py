@@ -32,6 +32,8 @@ CROP_FILE = re.compile(r"[0-9]{1,20}-[0-9]{1,9}\.jpg")
 MOTION_GAP_S = 0.5
 """Motion-triggered crops at most this often."""
 JPEG_QUALITY = 92
+PAUSED = ("paused: a window or a recording draws the overlay on every frame, and crops must not show it; turn "
+          "that output off while collecting")
 
 
 def check_name(value: str, what: str) -> str:
@@ -151,29 +153,29 @@ class Collector:
     # --- the frame loop (these must stay cheap) ---
 
     def claim(self, camera: str) -> bool:
-        """Before the overlay is drawn: True when this camera's next frame gives a crop (it then stays raw)."""
-        session = self.session
-        if session is None or session.camera != camera:
-            return False
-        now = time.monotonic()
-        due = (session.every_s > 0 and now >= self._next_due) or (
-            self._motion_touch and now - self._last_motion_crop >= MOTION_GAP_S)
-        self._claimed = due
-        return due
+        """Before the overlay is drawn (the web sink is asked whether it shows this camera's frame): True when
+        this frame gives a crop, which the web sink then leaves undrawn."""
+        self._claimed = self._due(camera)
+        return self._claimed
 
-    def take(self, frame: np.ndarray, result: FrameResult, watched: bool) -> bool:
-        """After the raw sinks: copy the crop if one is due (`watched`: only if claimed, the frame being raw).
-        True when the frame was used for a crop."""
+    def take(self, frame: np.ndarray, result: FrameResult, asked: bool) -> bool:
+        """After the overlay: copy the crop if `claim` said so for this frame. `asked`: whether the web sink was
+        asked before the overlay was drawn; if not, an output before it (a window, a recording) drew on the
+        frame, and no crop is taken. True when the frame went to a crop."""
         session = self.session
         if session is None or session.camera != result.camera:
             return False
         region = next((r for r in result.regions if r.region == session.region), None)
         if session.on_motion and region is not None:
             self._motion_touch = touches(result, region.box)
-        due = self._claimed if watched else self.claim(result.camera)
-        self._claimed = False
-        if not due or region is None:
+        claimed, self._claimed = self._claimed, False
+        if not claimed:
+            if not asked and self._due(result.camera):
+                self.error = PAUSED
             return False
+        if region is None:
+            return False
+        self.error = ""
         now = time.monotonic()
         if session.every_s > 0:
             self._next_due = max(self._next_due + session.every_s, now)
@@ -188,6 +190,14 @@ class Collector:
         except queue.Full:
             self.dropped += 1
         return True
+
+    def _due(self, camera: str) -> bool:
+        session = self.session
+        if session is None or session.camera != camera:
+            return False
+        now = time.monotonic()
+        return (session.every_s > 0 and now >= self._next_due) or (
+            self._motion_touch and now - self._last_motion_crop >= MOTION_GAP_S)
 
     # --- the collector's thread ---
 

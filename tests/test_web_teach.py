@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -327,6 +328,20 @@ def test_collected_crops_are_the_regions_raw_pixels_and_can_be_listed_relabelled
     assert sorted(p.name for p in (data / "sky").iterdir()) == sorted(files[2:])  # edgerec teach's layout
 
 
+def test_collecting_pauses_while_a_recording_draws_the_overlay_on_every_frame(tmp_path, halves, tiny):
+    from edge.collect import PAUSED
+
+    regions = f'[[regions]]\nname = "left"\nbox = [0, 0, 0.5, 1]\n[recording]\npath = "{tmp_path / "rec.avi"}"\n'
+    config = write_config(tmp_path, halves, tiny, regions=regions)
+    with service(config) as svc:
+        body = {"camera": "camera", "region": "left", "label": "sky", "every_s": 0.1}
+        assert svc.request("POST", "/api/collect", body)[0] == 201
+        wait_until(lambda: svc.request("GET", "/api/collect")[1]["error"] == PAUSED)
+        time.sleep(0.5)
+        assert svc.request("GET", "/api/collect")[1]["saved"] == 0
+    assert not (tmp_path / "state" / "teach" / "camera" / "left" / "data").exists()
+
+
 def test_an_accept_swaps_the_taught_model_in_without_a_gap_and_rollback_goes_back(tmp_path, halves, tiny):
     config = write_config(tmp_path, halves, tiny, regions='[[regions]]\nname = "left"\nbox = [0, 0, 0.5, 1]\n')
     candidate = tmp_path / "state" / "teach" / "camera" / "left" / "candidate.onnx"
@@ -383,5 +398,5 @@ def test_train_runs_teach_in_a_worker_process_and_reports_the_interval(tmp_path,
         result = status["result"]
         assert result["labels"] == ["cup", "monkey"] and result["val_n"] == 2 and result["val_top1"] == 1.0
         assert 0 < result["val_low95"] < 1.0 == result["val_high95"]
-        assert status["done"] == status["total"] == 8
+        assert status["done"] == status["total"] == 8 and status["wall_s"] > result["seconds"]
     assert (data.parent / "candidate.onnx").is_file()

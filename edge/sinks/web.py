@@ -288,6 +288,7 @@ class WebSink:
         from edge.sinks.web_teach import Trainer, state_dir
 
         self.state = state_dir(options.state_dir, environ)
+        self._asked: str | None = None  # the camera whose frame `shows` was last asked about
         self.collector, self.trainer = Collector(self.state / "teach"), Trainer()
         # Imported here, not at the top: a run without --web does not load the ASGI stack (~8 MB of RSS).
         from edge.sinks import web_server
@@ -321,19 +322,22 @@ class WebSink:
     def shows(self, camera: str) -> bool:
         """Whether someone watches `camera`'s stream (the frame loop draws that camera's overlay only then)."""
         view = self.views.get(camera)
-        if view is None or not view.feed.viewers:
+        if view is None:
             return False
-        return not self.collector.claim(camera)  # a crop is due: this frame stays raw (no overlay on the crop)
+        self._asked = camera  # the frame loop asks before it draws; write() then knows the frame's pixels
+        if self.collector.session is not None and self.collector.claim(camera):
+            return False  # a crop is due: this frame stays raw (no overlay on the crop)
+        return view.feed.viewers > 0
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         view = self.views.get(result.camera)
         if view is None:
             return
         view.stats.update(result)
-        watched = view.feed.viewers > 0
-        if self.collector.session is not None and self.collector.take(frame, result, watched):
+        asked, self._asked = self._asked == result.camera, None
+        if self.collector.session is not None and self.collector.take(frame, result, asked):
             return  # the raw frame went to a crop; viewers get the next, annotated one
-        if watched:
+        if view.feed.viewers:
             view.feed.offer(frame)
 
     def close(self) -> None:
