@@ -204,6 +204,16 @@ def test_openapi_describes_the_write_routes_with_their_bodies():
     assert "worker process" in document["paths"]["/api/train"]["post"]["summary"]
 
 
+def test_the_state_directory_is_the_config_key_else_systemds_else_the_users(tmp_path):
+    from edge.sinks.web_teach import state_dir
+
+    assert state_dir("/srv/edgerec", {"STATE_DIRECTORY": "/var/lib/edgerec"}) == Path("/srv/edgerec")
+    assert state_dir(None, {"STATE_DIRECTORY": "/var/lib/edgerec:/var/lib/other"}) == Path("/var/lib/edgerec")
+    assert state_dir(None, {"XDG_STATE_HOME": "/home/me/.state"}) == Path("/home/me/.state/edgerec")
+    config = write_config(tmp_path, tmp_path / "clip.mp4", None)
+    assert run_options(load_config(config)).web.state_dir == str(tmp_path / "state")
+
+
 # --- security ---
 
 
