@@ -386,16 +386,8 @@ def test_an_accept_swaps_the_taught_model_in_without_a_gap_and_rollback_goes_bac
 
 def test_train_runs_teach_in_a_worker_process_and_reports_the_interval(tmp_path, halves):
     """Real photos as crops of two labels; the embedded model as the base (no [model] path)."""
-    from conftest import PHOTOS
-
     data = tmp_path / "state" / "teach" / "camera" / "frame" / "data"
-    for label, photo in (("monkey", "baboon.jpg"), ("cup", "coffee.jpg")):
-        image = cv2.imread(str(PHOTOS / photo))
-        (data / label).mkdir(parents=True)
-        for n in range(4):
-            h, w = image.shape[:2]
-            part = image[n * h // 16: h - n * h // 16, n * w // 16: w - n * w // 16]
-            cv2.imwrite(str(data / label / f"{1000 + n}-{n}.jpg"), part)
+    photo_crops(data)
     config = write_config(tmp_path, halves, None)
     with service(config) as svc:
         code, answer = svc.request("POST", "/api/train", {"camera": "camera", "region": "frame"})
@@ -410,3 +402,61 @@ def test_train_runs_teach_in_a_worker_process_and_reports_the_interval(tmp_path,
         assert 0 < result["val_low95"] < 1.0 == result["val_high95"]
         assert status["done"] == status["total"] == 8 and status["wall_s"] > result["seconds"]
     assert (data.parent / "candidate.onnx").is_file()
+
+
+# --- under the hardened unit's system call filters ---
+
+
+def photo_crops(data: Path) -> None:
+    """Four crops each of two real photos, as a region's collected crops."""
+    from conftest import PHOTOS
+
+    for label, photo in (("monkey", "baboon.jpg"), ("cup", "coffee.jpg")):
+        image = cv2.imread(str(PHOTOS / photo))
+        (data / label).mkdir(parents=True)
+        h, w = image.shape[:2]
+        for n in range(4):
+            cv2.imwrite(str(data / label / f"{1000 + n}-{n}.jpg"),
+                        image[n * h // 16: h - n * h // 16, n * w // 16: w - n * w // 16])
+
+
+@pytest.mark.skipif(not __import__("test_systemd_unit").have_libseccomp(), reason="libseccomp.so.2 not found")
+def test_draw_train_and_accept_work_under_the_units_seccomp_filters(tmp_path, halves):
+    """`edgerec run` under SystemCallFilter=, MemoryDenyWriteExecute=, RestrictAddressFamilies= of
+    systemd/edgerec.service (tests/unit_sandbox.py): the config rewrite, the spawned and niced training
+    process, the hard-linked version and the reload are not killed by the filters."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from test_systemd_unit import SANDBOX, UNIT
+
+    photo_crops(tmp_path / "state" / "teach" / "camera" / "door" / "data")
+    config = write_config(tmp_path, halves, None)
+    port = int(load_config(config).web.listen.rpartition(":")[2])
+    process = subprocess.Popen([sys.executable, str(SANDBOX), str(UNIT), "--", sys.executable, "-m", "edge.cli", "run",
+                                "--config", str(config)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    svc = Service(port, config, Probe())
+    try:
+        wait_until(lambda: process.poll() is None and _answers(svc), timeout=30)
+        assert svc.request("PUT", "/api/regions/camera/door", {"box": [0.0, 0.0, 0.5, 1.0]})[0] == 200
+        wait_until(lambda: "door" in svc.regions(), timeout=15)
+        assert svc.request("POST", "/api/train", {"camera": "camera", "region": "door"})[0] == 202
+        wait_until(lambda: svc.request("GET", "/api/train")[1]["state"] != "running", timeout=60)
+        assert svc.request("GET", "/api/train")[1]["state"] == "done", svc.request("GET", "/api/train")[1]
+        assert svc.request("POST", "/api/accept", {"camera": "camera", "region": "door"})[0] == 200
+        wait_until(lambda: svc.regions()["door"]["label"] in ("cup", "monkey"), timeout=15)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err[-2000:]
+    assert "models/v1.onnx" in config.read_text()
+
+
+def _answers(svc: Service) -> bool:
+    try:
+        return svc.request("GET", "/healthz")[0] == 200
+    except OSError:
+        return False
