@@ -260,8 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.run_args import add_run_arguments, add_source_arguments
 
     run = commands.add_parser("run", help="recognise live: camera, stream, video file or the demo clip",
-                              description="Label every frame of a source; show, record and report label "
-                                          "changes. Ctrl-C or SIGTERM stops cleanly.")
+                              description="Label what the cameras see: the whole frame, or named regions "
+                                          "(--region) run on every frame, on motion or on an interval "
+                                          "(--trigger); show, record and report label changes. Ctrl-C or "
+                                          "SIGTERM stops cleanly; SIGHUP reads the config and model files "
+                                          "again without stopping the cameras.")
     add_model_arguments(run)
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
