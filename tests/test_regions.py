@@ -97,6 +97,7 @@ def test_bad_region_and_camera_configs_are_one_line_naming_the_key(tmp_path, tom
 
 def test_a_config_with_cameras_and_regions_maps_onto_run_options(tmp_path):
     config = parse_config({
+        "model": {"path": "run.onnx"},
         "recognition": {"trigger": "motion", "interval": 30, "switch_frames": 2},
         "cameras": [
             {"name": "garage", "source": "rtsp://cam/1",
@@ -115,6 +116,7 @@ def test_a_config_with_cameras_and_regions_maps_onto_run_options(tmp_path):
     assert bins.trigger == TriggerOptions("interval", 60.0, None) and bins.smoothing.frames == 1
     assert bins.model == "bins.onnx" and feeder.regions == () and feeder.motion.threshold == 30
     assert garage.motion.threshold == 20
+    assert options.model == "run.onnx"  # door runs on it: one session for the run's model, whatever uses it
 
 
 # --- triggers ----------------------------------------------------------------------------------------
