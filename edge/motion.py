@@ -223,8 +223,9 @@ class MotionDetector:
             cv2.dilate(self._changed, None, dst=self._mask, iterations=o.dilate)
         else:
             np.copyto(self._mask, self._changed)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(self._mask, labels=self._labels, connectivity=8)
-        pixels = np.bincount(labels.ravel(), weights=self._changed.ravel(), minlength=n) / 255
+        n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+            self._mask, 8, cv2.CV_32S, cv2.CCL_GRANA, labels=self._labels)  # 1/3 of the default's time here
+        pixels = np.bincount(labels[self._changed > 0], minlength=n)
         counted = np.flatnonzero(pixels[1:] >= max(self._min_pixels, 1.0)) + 1
         if len(counted) < n - 1:
             keep = np.zeros(n, np.uint8)
