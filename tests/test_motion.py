@@ -103,6 +103,7 @@ def test_pasted_object_is_motion_in_its_box_only():
     assert detector.touches((x - 0.1, y - 0.1, 0.15, 0.15))  # overlapping its corner
     assert not detector.touches((0.0, 0.0, 0.4, 0.4))
     assert not detector.touches((0.05, 0.6, 0.3, 0.3))
+    assert not detector.touches((1.0, 1.0, 0.2, 0.2)) and not detector.touches((x, y, 0.0, 0.1))  # outside, empty
     mask = detector.mask
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255} and not mask.flags.writeable
     assert mask.shape == (120, 160)
@@ -236,6 +237,17 @@ def test_make_still_clip_round_trip(tmp_path):
     moving = [i for i, frame in enumerate(frames) if detector.update(frame).moving]
     assert moving and moving[0] == clip.paste_frame
     assert detector.touches(OBJECT_BOX) and not detector.touches((0.0, 0.0, 0.4, 0.4))
+
+
+def test_make_still_clip_writes_mp4(tmp_path):
+    paste = msc.Paste(PHOTOS / "orange.jpg", OBJECT_BOX, 0.5)
+    clip = msc.make_still_clip(tmp_path / "still.mp4", PHOTOS / "baboon.jpg", seconds=1, fps=10, size=(320, 240),
+                               paste=paste)
+    capture = cv2.VideoCapture(str(clip.path))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == clip.frames == 10
+    detector = MotionDetector()
+    moving = [detector.update(capture.read()[1]).moving for _ in range(clip.frames)]
+    assert moving.index(True) == clip.paste_frame == 5
 
 
 def test_make_still_clip_refuses_an_unknown_container(tmp_path):
