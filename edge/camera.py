@@ -138,11 +138,16 @@ class Camera:
     def due(self, frame: Frame) -> list[RegionState]:
         """Look at a new frame: its rate, its motion, and the regions whose model runs on it."""
         self._tick(frame.captured)
+        relearnt = False
         if self.motion is not None:
+            was_recalibrating = self.motion_state is not None and self.motion_state.recalibrating
             self.motion_state = self.motion.update(frame.image)
+            # while the scene was re-learnt (lights on, IR switch, someone at the lens) no motion was reported,
+            # but what a region shows may have changed: every motion region runs once when it is over
+            relearnt = was_recalibrating and not self.motion_state.recalibrating
         due = []
         for region in self.regions:
-            moving = region.uses_motion and self.motion.touches(region.options.box)
+            moving = region.uses_motion and (relearnt or self.motion.touches(region.options.box))
             if region.trigger.due(frame.captured, moving):
                 due.append(region)
         return due

@@ -390,3 +390,16 @@ def test_a_dead_camera_shows_in_health_and_metrics_while_the_other_runs(tmp_path
         metrics = get(sink, "/metrics")[2].decode()
         assert 'edgerec_camera_source_up{camera="dead"} 0.0' in metrics
         assert 'edgerec_camera_healthy{camera="alive"} 1.0' in metrics
+
+
+def test_motion_regions_run_again_once_the_scene_is_relearnt(tmp_path, model):
+    """Lights on: the whole picture changes at once, which is no motion; the regions run once when the
+    detector has re-learnt the scene, so the label follows what the region shows now."""
+    clip = split_clip(tmp_path / "clip.mp4", [("blue", "blue")] * 20 + [("red", "green")] * 20, size=(160, 96))
+    trigger = TriggerOptions("motion", interval=100.0)
+    places = tuple(RegionOptions(name, box, trigger=trigger, smoothing=INSTANT)
+                   for name, box in (("left", (0.0, 0.0, 0.45, 1.0)), ("right", (0.55, 0.0, 0.45, 1.0))))
+    summary = run(RunOptions(SourceOptions(str(clip), paced=False), display=False, regions=places), model=model)
+    regions_ = summary.cameras["camera"].regions
+    assert regions_["left"].label == "red" and regions_["right"].label == "green"
+    assert regions_["left"].inferences <= 3  # start, after the re-learning, and no more
