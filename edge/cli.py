@@ -110,6 +110,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edge.model import Model
+    from edge.robustness import ROBUST_METRICS, stored_robustness
 
     model = Model.load(args.model, "cpu")
     info = model.info
@@ -122,7 +123,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("classes", str(info.num_classes)), ("labels", labels),
             ("dataset", f"{info.dataset.name} {info.dataset.fingerprint}".strip()),
             ("created", info.created), ("format version", str(info.format_version))]
-    rows += [(f"metric {k}", f"{v:.4g}") for k, v in info.metrics.items()]
+    robust = stored_robustness(info.metrics)
+    rows += [("robustness", robust)] if robust else []
+    rows += [(f"metric {k}", f"{v:.4g}") for k, v in info.metrics.items() if not robust or k not in ROBUST_METRICS]
     rows += [(f"quantization {k}", str(v)) for k, v in info.quantization.items()]
     rows += [(f"training {k}", str(v)) for k, v in info.training.items()]
     width = max(len(k) for k, _ in rows)

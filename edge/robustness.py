@@ -26,6 +26,7 @@ METRIC_CLEAN = "robust_clean_top1"
 """Metrics key (edge.metadata.ModelInfo.metrics) for the clean top-1 of a robustness run."""
 METRIC_MCA = "robust_mca"
 """Metrics key for the mean corruption accuracy of a robustness run."""
+ROBUST_METRICS = (METRIC_CLEAN, METRIC_MCA)
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -191,3 +192,13 @@ def summaries(reports: Sequence[RobustnessReport]) -> dict[str, object]:
 def metrics(report: RobustnessReport) -> dict[str, float]:
     """The two numbers a model file can carry in its metrics (`edgerec info` shows them)."""
     return {METRIC_CLEAN: report.clean.top1, METRIC_MCA: report.mca}
+
+
+def stored_robustness(metrics: dict[str, float]) -> str | None:
+    """'clean top-1 83.3%, mean corruption accuracy 64.5% (drop 22.5%)' from a model file's metrics, or
+    None when it stores no robustness figures."""
+    if METRIC_CLEAN not in metrics or METRIC_MCA not in metrics:
+        return None
+    clean, mca = metrics[METRIC_CLEAN], metrics[METRIC_MCA]
+    drop = f" (relative drop {(clean - mca) / clean:.1%})" if clean > 0 else ""
+    return f"clean top-1 {clean:.1%}, mean corruption accuracy {mca:.1%}{drop}"

@@ -121,3 +121,18 @@ def test_cli_compare_text_and_files(tiny_model: Path, colour_folder: Path, tmp_p
 def test_compare_without_robustness_is_refused(tiny_model: Path, colour_folder: Path):
     result = run_cli("evaluate", str(tiny_model), str(colour_folder), "--compare", str(tiny_model))
     assert result.returncode == 2 and "--robustness" in result.stderr
+
+
+def test_info_shows_stored_robustness(tmp_path: Path):
+    from edge.metadata import DatasetInfo, ModelInfo
+
+    info = ModelInfo(labels=["blue", "green", "red"], input_size=(8, 8), crop=1.0, arch="tiny-test", precision="int8",
+                     dataset=DatasetInfo("synthetic"),
+                     metrics={"val_top1_int8": 0.9, "robust_clean_top1": 0.9, "robust_mca": 0.72})
+    path = make_tiny_model(tmp_path / "m.onnx", metadata=info.to_props())
+    result = run_cli("info", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "clean top-1 90.0%, mean corruption accuracy 72.0% (relative drop 20.0%)" in result.stdout
+    assert "metric val_top1_int8" in result.stdout and "metric robust_mca" not in result.stdout
+    plain = run_cli("info", str(make_tiny_model(tmp_path / "plain.onnx")))
+    assert plain.returncode == 0 and "robustness" not in plain.stdout
