@@ -57,8 +57,10 @@ PHOTOSET = {  # file stem in the photo set -> WordNet id of its ImageNet-1k clas
     "gc_categorization_images_monuments_IndiaGate": "n04486054", "gc_explore_monuments_india_greatStupa": "n04346328",
     "gc_explore_monuments_france_pontduGard": "n04532670",
     "gc_explore_monuments_germany_neuschwansteinCastle": "n02980441",
-    "gc_explore_monuments_france_reimsCathedral": "n03028079", "gc_explore_monuments_germany_wormsCathedral": "n03028079",
-    "gc_categorization_images_monuments_zimniPalace": "n03877845", "gc_explore_monuments_india_mysorePalace": "n03877845",
+    "gc_explore_monuments_france_reimsCathedral": "n03028079",
+    "gc_explore_monuments_germany_wormsCathedral": "n03028079",
+    "gc_categorization_images_monuments_zimniPalace": "n03877845",
+    "gc_explore_monuments_india_mysorePalace": "n03877845",
 }
 
 
