@@ -272,6 +272,12 @@ def generator(seed: int, name: str, severity: int, index: int = 0) -> np.random.
     return np.random.default_rng([seed, zlib.crc32(name.encode()), severity, index])
 
 
+def random_corruption(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`image` under one corruption and severity drawn uniformly from `rng`: training's camera augmentation."""
+    name = list(CORRUPTIONS)[int(rng.integers(len(CORRUPTIONS)))]
+    return CORRUPTIONS[name](image, int(rng.integers(1, len(SEVERITIES) + 1)), rng)
+
+
 def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0, index: int = 0) -> np.ndarray:
     """`image` under corruption `name` at `severity` (1-5), deterministically for (seed, index)."""
     check_names([name])
