@@ -172,19 +172,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _robustness(args: argparse.Namespace, model_path: Path | None, data_dir: Path) -> int:
+    from edge.corruptions import parse_names
     from edge.model import Model
     from edge.progress import progress
-    from edge.robustness import RobustnessOptions, describe, robustness, summaries, write_report
+    from edge.robustness import RobustnessOptions, compare, describe, summaries, write_report
 
-    names = tuple(n.strip() for n in args.corruptions.split(",") if n.strip()) if args.corruptions else None
+    names = parse_names(args.corruptions)
     paths = [model_path, *([args.compare] if args.compare else [])]
     models = [Model.load(path, args.device, args.threads) for path in paths]
-    reports = []
-    for model in models:
-        with progress(f"robustness {model.path.name}") as on_progress:
-            options = RobustnessOptions(seed=args.seed, batch=args.batch, on_progress=on_progress,
-                                        **({"corruptions": names} if names else {}))
-            reports.append(robustness(model, data_dir, options))
+    with progress("robustness") as on_progress:
+        options = RobustnessOptions(corruptions=names, seed=args.seed, batch=args.batch, on_progress=on_progress)
+        reports = compare(models, data_dir, options)
     if reports[0].clean.warning():
         print(f"edgerec: warning: {reports[0].clean.warning()}", file=sys.stderr)
     files = write_report(reports, args.out) if args.out else None
@@ -352,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "a confusion matrix PNG, a contact sheet of misclassified images and metrics.json.",
         epilog="examples:\n  edgerec evaluate build/model.onnx photos/val --out build/eval\n"
                "  edgerec evaluate build/model.onnx photos/val --json | tail -n 1\n"
-               "  edgerec evaluate tests/data/photos-imagenet --robustness   # the embedded model\n"
-               "  edgerec evaluate build/model_fp32.onnx photos/val --robustness --compare build/model_int8.onnx "
+               "  edgerec evaluate build/imagenet-photos --robustness   # the embedded model\n"
+               "  edgerec evaluate out/model-fp32.onnx photos/val --robustness --compare out/model-int8.onnx "
                "--out build/robust",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("positionals", type=Path, nargs="+", metavar="[MODEL] DATA_DIR",

@@ -266,6 +266,13 @@ def check_names(names: list[str] | tuple[str, ...]) -> None:
         raise EdgerecError(f"unknown corruption(s) {', '.join(map(repr, unknown))}; known: {', '.join(CORRUPTIONS)}")
 
 
+def parse_names(text: str | None) -> tuple[str, ...]:
+    """'jpeg, fog' -> ('jpeg', 'fog'), checked; None or blank -> every corruption."""
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    check_names(names)
+    return names or tuple(CORRUPTIONS)
+
+
 def generator(seed: int, name: str, severity: int, index: int = 0) -> np.random.Generator:
     """The generator for image `index` under one condition: a function of its own (seed, name, severity,
     index) alone, so adding a corruption or an image changes no other condition's pixels."""

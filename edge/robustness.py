@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,19 @@ def robustness(model: Model, data_dir: str | Path, options: RobustnessOptions | 
         for k, (name, severity) in enumerate(conditions, start=1)])
     return RobustnessReport(clean, list(options.corruptions), list(SEVERITIES),
                             correct.reshape(len(options.corruptions), len(SEVERITIES), -1), options.seed)
+
+
+def compare(models: Sequence[Model], data_dir: str | Path, options: RobustnessOptions | None = None
+            ) -> list[RobustnessReport]:
+    """Each model's report, on the same corrupted pixels; progress counts across all of them."""
+    options = options or RobustnessOptions()
+    report = options.on_progress
+
+    def share(k: int) -> RobustnessOptions:
+        on_progress = None if report is None else (lambda done, total: report(k * total + done, len(models) * total))
+        return replace(options, on_progress=on_progress)
+
+    return [robustness(model, data_dir, share(k)) for k, model in enumerate(models)]
 
 
 def _corruption(name: str, severity: int, seed: int) -> Callable[[np.ndarray, int], np.ndarray]:

@@ -136,3 +136,15 @@ def test_info_shows_stored_robustness(tmp_path: Path):
     assert "metric val_top1_int8" in result.stdout and "metric robust_mca" not in result.stdout
     plain = run_cli("info", str(make_tiny_model(tmp_path / "plain.onnx")))
     assert plain.returncode == 0 and "robustness" not in plain.stdout
+
+
+def test_progress_counts_across_models_and_conditions(tiny_model: Path, colour_folder: Path):
+    from edge.robustness import compare
+
+    calls = []
+    model = Model.load(tiny_model, "cpu")
+    reports = compare([model, model], colour_folder,
+                      RobustnessOptions(corruptions=("jpeg",), on_progress=lambda d, t: calls.append((d, t))))
+    per_model = 7 * (1 + len(SEVERITIES))  # clean + 5 severities of one corruption, 7 images each
+    assert len(reports) == 2 and calls[-1] == (2 * per_model, 2 * per_model)
+    assert all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
