@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     evaluate = commands.add_parser(
-        "evaluate", help="accuracy of a model file on a folder of labelled images",
+        "evaluate", usage="edgerec evaluate [options] [MODEL] DATA_DIR",
+        help="accuracy of a model file on a folder of labelled images",
         description="Classify every image below DATA_DIR's class folders (each named after one of the model's "
                     "labels) and report top-1/top-5, per-class precision/recall/F1 and latency; with --out, also "
                     "a confusion matrix PNG, a contact sheet of misclassified images and metrics.json.",
@@ -382,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     explain = commands.add_parser(
-        "explain", help="heatmap of what drove a prediction (occlusion sensitivity)",
+        "explain", usage="edgerec explain [options] [MODEL] IMAGE --out PNG",
+        help="heatmap of what drove a prediction (occlusion sensitivity)",
         description="Slide a grey square over the model's input and map how much each position lowers the "
                     "label's probability; writes the heatmap over the image. Works for FP32 and INT8 files.",
         epilog="examples:\n  edgerec explain build/model.onnx photo.jpg --out heat.png --label stocked\n"
