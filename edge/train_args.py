@@ -97,6 +97,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--augmented-views", type=int, default=0, metavar="N",
                           help="random views (crop, flip, colour, rotation) added per training image; each costs "
                                "one more pass over the data; helps small sets (default: %(default)s)")
+    schedule.add_argument("--augment", choices=("standard", "camera"), default="standard",
+                          help="kind of the augmented views: standard, or camera: half of them also get one "
+                               "camera corruption of `edgerec evaluate --robustness` at a random severity "
+                               "(noise, low light, blur, JPEG, fog, ...); needs --augmented-views N "
+                               "(default: %(default)s)")
     schedule.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                           help="minutes for data, caching and training: stage 2 runs only the epochs that fit "
                                "(default: no limit)")
@@ -118,8 +123,8 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed flags as TrainOptions keyword arguments."""
     names = ("data_dir", "out_dir", "val_dir", "val_fraction", "seed", "workers", "arch", "img_size", "crop",
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
-             "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "time_limit", "resume",
-             "max_int8_drop", "calibration_images", "progress")
+             "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "time_limit",
+             "resume", "max_int8_drop", "calibration_images", "progress")
     return {name: getattr(args, name) for name in names}
 
 

@@ -58,6 +58,8 @@ CHECKPOINT_VERSION = 1
 # on Fashion-MNIST (128 px, 6 epochs) validation top-1 after epoch 1 was 85.2% against 83.1% with 0.01 and
 # 82.3% with the statistics frozen (docs/training.md).
 FINETUNE_BN_MOMENTUM = 0.1
+AUGMENTS = ("standard", "camera")
+CAMERA_VIEWS = 0.5  # --augment camera: share of the augmented views that also get a camera corruption
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class TrainOptions:
     patience: int = 3  # stop a stage after this many epochs without a better validation score
     mirror: bool = True  # also cache the mirror image of every training image
     augmented_views: int = 0  # extra random views (crop, flip, colour, rotation) cached per training image
+    augment: str = "standard"  # the augmented views' kind: standard, or camera (half also get a camera corruption)
     seed: int = 0  # split, augmentation, head initialisation and batch order
     max_int8_drop: float = 0.5  # INT8 validation top-1 may be at most this many points below FP32
     calibration_images: int = 200  # training images the INT8 calibration sees (twice that for the retries)
@@ -157,6 +160,10 @@ def check_options(o: TrainOptions) -> None:
             raise EdgerecError(f"{name} must be 0 or more, got {value}")
     if not 0 < o.crop <= 1:
         raise EdgerecError(f"crop must be in (0, 1] (1 = the whole image), got {o.crop}")
+    if o.augment not in AUGMENTS:
+        raise EdgerecError(f"augment must be one of {', '.join(AUGMENTS)}, got {o.augment!r}")
+    if o.augment == "camera" and o.augmented_views == 0:
+        raise EdgerecError("augment camera corrupts the augmented views; add augmented views (--augmented-views N)")
     if not 0 <= o.label_smoothing < 1:
         raise EdgerecError(f"label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if o.time_limit is not None and o.time_limit <= 0:
@@ -269,7 +276,8 @@ class Run:
         views = list(parts.activations.chunk(parts.views))
         del fitted, parts
         for view in range(1, augmented + 1):  # view 0 is the fitted image, as at run time
-            images = load_images(mine, geometry, Augment(), o.seed, view, o.workers, self.bars)
+            kind = Augment(camera=CAMERA_VIEWS if o.augment == "camera" else 0.0)
+            images = load_images(mine, geometry, kind, o.seed, view, o.workers, self.bars)
             views.append(cache_activations(prefix, images, labels, replace(options, mirror=False)).activations)
         rows = [distributed.gather_rows(world, v, len(samples)) for v in views]
         activations = torch.cat(rows)
@@ -441,7 +449,7 @@ class Run:
     def training_settings(self, state: dict[str, Any], seconds: float) -> dict[str, Any]:
         o = self.o
         keep = ("finetune_blocks", "head_epochs", "epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
-                "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "seed",
+                "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "seed",
                 "max_int8_drop", "calibration_images", "time_limit")
         return {**{k: getattr(o, k) for k in keep}, "optimizer": "AdamW", "schedule": "warm-up + cosine",
                 "stages": state["stages"], "processes": self.world.size, "seconds": round(seconds, 1),
