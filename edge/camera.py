@@ -138,16 +138,17 @@ class Camera:
     def due(self, frame: Frame) -> list[RegionState]:
         """Look at a new frame: its rate, its motion, and the regions whose model runs on it."""
         self._tick(frame.captured)
-        relearnt = False
+        global_change = False
         if self.motion is not None:
-            was_recalibrating = self.motion_state is not None and self.motion_state.recalibrating
             self.motion_state = self.motion.update(frame.image)
-            # while the scene was re-learnt (lights on, IR switch, someone at the lens) no motion was reported,
-            # but what a region shows may have changed: every motion region runs once when it is over
-            relearnt = was_recalibrating and not self.motion_state.recalibrating
+            # While the detector re-learns the scene after a global change (lights on, an IR switch, the
+            # camera panning or shaken, someone at the lens, the start) it reports no motion; but what every
+            # region shows may be changing, so every motion region runs on those frames: better a few runs
+            # too many than a change missed.
+            global_change = self.motion_state.recalibrating
         due = []
         for region in self.regions:
-            moving = region.uses_motion and (relearnt or self.motion.touches(region.options.box))
+            moving = region.uses_motion and (global_change or self.motion.touches(region.options.box))
             if region.trigger.due(frame.captured, moving):
                 due.append(region)
         return due
