@@ -8,7 +8,6 @@ changed=False) until its next run. Nothing here runs a model: edge.scheduler bat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -121,7 +120,6 @@ class Camera:
         self.frames = 0
         self.frame_age = StageTimer()
         """Milliseconds from capture to the start of preprocessing, for this camera's frames the model ran on."""
-        self.last_captured = -math.inf
         self._rate_last, self._interval = -1.0, 0.0
 
     def reconfigure(self, options: CameraOptions, regions: list[RegionState], source: Source | None) -> None:
@@ -160,4 +158,3 @@ class Camera:
             self._interval = gap if not self._interval else self._interval + 0.05 * (gap - self._interval)
         self._rate_last = captured
         self.fps = 1.0 / self._interval if self._interval else 0.0
-        self.last_captured = captured

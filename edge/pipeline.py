@@ -294,8 +294,11 @@ def region_states(options: RunOptions, camera: CameraOptions, models: Mapping[st
     for region in camera.regions or (options.whole_frame(),):
         key = region.model or RUN_MODEL
         old = kept.get(region.name)
-        states.append(old if old is not None and old.keeps(region, key, models[key]) else
-                      RegionState(camera.name, region, key, models[key]))
+        if old is not None and old.keeps(region, key, models[key]):
+            old.model = models[key]  # the file read again: same labels and input, maybe new weights
+            states.append(old)
+        else:
+            states.append(RegionState(camera.name, region, key, models[key]))
     return states
 
 
