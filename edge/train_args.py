@@ -119,6 +119,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--int8-pairs", type=int, default=INT8_PAIRS, metavar="N",
                       help="paired FP32/INT8 predictions the gate compares: validation images, then training "
                            "images, then mirror images and small crops of both (default: %(default)s)")
+    gate.add_argument("--qat-images", type=int, default=0, metavar="N",
+                      help="when every INT8 recipe is refused, fine-tune with INT8 rounding simulated on up to N "
+                           "training images the gate does not compare on (quantization-aware; learns FP32's "
+                           "answers) and try once more (default: %(default)s = off)")
+    gate.add_argument("--qat-epochs", type=float, default=1.0, metavar="E",
+                      help="passes of that fine-tune over its images and their mirror images (default: %(default)s)")
     gate.add_argument("--require-int8", action="store_true",
                       help=f"exit with status {GATE_FAILED} when the gate refuses INT8 (model.onnx is then FP32)")
     gate.add_argument("--calibration-images", type=int, default=200, metavar="N",
@@ -132,7 +138,7 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("data_dir", "out_dir", "val_dir", "val_fraction", "seed", "workers", "arch", "img_size", "crop",
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
              "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "time_limit", "resume",
-             "min_int8_agreement", "int8_pairs", "calibration_images", "progress")
+             "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images", "progress")
     return {name: getattr(args, name) for name in names}
 
 
@@ -183,6 +189,9 @@ def describe_gate(gate: Any, deliverable: Path) -> list[str]:
                 f"95% interval {100 * low:.1f}-{100 * high:.1f}%; needs >= {100 * gate.options.min_agreement:g}% at "
                 f"its low end); McNemar p={e.mcnemar_p:.2g} on {e.val_images} validation images ({e.fp32_only_right} "
                 f"right only in FP32, {e.int8_only_right} only in INT8)")
+    if e.fp32_paired_right is not None:
+        evidence += (f"; top-1 on the paired predictions FP32 {100 * e.fp32_paired_right / e.paired:.1f}%, INT8 "
+                     f"{100 * e.int8_paired_right / e.paired:.1f}%")
     if gate.passed:
         lines = [f"model        {deliverable} is INT8 ({best.recipe} recipe), {speed}",
                  f"why          INT8 {evidence}"]

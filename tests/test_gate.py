@@ -107,10 +107,11 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_a_sound_calibration_is_kept(tiny: Path) -> None:
     val, val_labels = frames(60, 1)
-    train, _ = frames(120, 2)
-    report = gate_int8(tiny, train, val, val_labels, train)
+    train, train_labels = frames(120, 2)
+    report = gate_int8(tiny, train, val, val_labels, train, train_labels)
     assert report.passed, report.reason
     assert report.evidence.paired == 4 * 180 and report.evidence.interval[0] >= AGREEMENT_FLOOR
+    assert report.evidence.fp32_paired_right == 720  # mirror and crops keep the dominant channel: all right
     assert report.int8_top1 == report.fp32_top1 == 1.0
     assert report.fp32_ms > 0 and report.int8_ms > 0
     info = Model.load(tiny.parent / "model.onnx", device="cpu").info
@@ -137,6 +138,6 @@ def test_too_few_predictions_cannot_show_agreement(tmp_path: Path) -> None:
     """With fewer paired predictions than the floor needs, INT8 is refused after one attempt, not retried."""
     model = tiny_model(tmp_path / "model-fp32.onnx")
     val, val_labels = frames(20, 3)
-    report = gate_int8(model, val, val, val_labels, None, GateOptions(paired=20))
+    report = gate_int8(model, val, val, val_labels, options=GateOptions(paired=20))
     assert report.evidence.paired == 20 and report.evidence.agreed == 20
     assert not report.passed and len(report.attempts) == 1 and "below the 98% required" in report.reason

@@ -174,7 +174,8 @@ def test_the_gate_decides_on_exact_int8_not_on_this_cpus_kernels(trained, datase
         return (predictions + 1) % len(CLASSES) if "int8" in Path(path).name else predictions
 
     monkeypatch.setattr(gate_module, "predict", saturating)
-    report = gate_module.gate_int8(fp32, images, images, labels, options=gate_module.GateOptions(min_agreement=0.0))
+    report = gate_module.gate_int8(fp32, images, images, labels, labels,
+                                   options=gate_module.GateOptions(min_agreement=0.0))
     assert report.passed and report.int8_top1 >= report.fp32_top1 - 0.5
     assert report.int8_cpu_top1 <= report.fp32_top1 - 0.5  # reported beside it, not gated on
     assert Model.load(tmp_path / "model.onnx", device="cpu").info.precision == "int8"
@@ -280,3 +281,20 @@ def test_time_limit_plans_and_cuts_stage_2(tmp_path: Path) -> None:
     assert run.replan(2, 2, 4.0, bad_epochs=3) == (2, None)  # the last planned epoch: not an early stop
     untimed = train_module.Run(TrainOptions(tmp_path, tmp_path, epochs=8), World())
     assert untimed.finetune_epochs({"epoch": 0}) == 8 and untimed.replan(8, 2, 1e9, bad_epochs=0) == (8, None)
+
+
+def test_quantization_aware_fine_tune_is_the_last_recipe(trained, dataset: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the post-training recipes out of the way, the gate fine-tunes with fake INT8 on the training images
+    it does not compare on (int8_pairs=9: the validation images only) and quantizes the result."""
+    out = tmp_path / "out"
+    shutil.copytree(trained.out_dir, out)
+    monkeypatch.setattr(gate_module, "RECIPES", ())
+    report = train(options(dataset, out, resume=True, min_int8_agreement=0.0, int8_pairs=9, qat_images=27))
+    assert [a.recipe for a in report.gate.attempts] == ["qat"] and report.gate.passed
+    assert report.gate.evidence.paired == 9
+    info = Model.load(out / "model.onnx", device="cpu").info
+    assert info.precision == "int8" and info.quantization["recipe"] == "qat"
+    qat = json.loads((out / "report" / "metrics.json").read_text())["qat"]
+    assert qat["images"] == 27 and qat["steps"] == 7  # 27 images and their mirror images in batches of 8
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the fine-tuned float file is gone

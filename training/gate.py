@@ -104,6 +104,8 @@ class Evidence:
     val_images: int
     fp32_only_right: int  # validation images FP32 gets right and INT8 wrong
     int8_only_right: int  # and the other way round
+    fp32_paired_right: int | None = None  # paired predictions (all labelled) that FP32 gets right
+    int8_paired_right: int | None = None  # and INT8
 
     @property
     def agreement(self) -> float:
@@ -134,7 +136,8 @@ class Evidence:
         return {"paired": self.paired, "agreed": self.agreed, "agreement": self.agreement,
                 "agreement_interval95": [low, high], "val_images": self.val_images,
                 "fp32_only_right": self.fp32_only_right, "int8_only_right": self.int8_only_right,
-                "mcnemar_p": self.mcnemar_p}
+                "mcnemar_p": self.mcnemar_p, "fp32_paired_right": self.fp32_paired_right,
+                "int8_paired_right": self.int8_paired_right}
 
 
 @dataclass(frozen=True)
@@ -306,14 +309,16 @@ def paired_count(sets: Sequence[np.ndarray], limit: int) -> int:
 
 
 def gate_int8(fp32_path: Path, calibration: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
-              train_images: np.ndarray | None = None, options: GateOptions | None = None,
+              train_images: np.ndarray | None = None, train_labels: np.ndarray | None = None,
+              options: GateOptions | None = None,
               on_attempt: Callable[[Attempt], None] | None = None,
               qat: Callable[[], Path] | None = None) -> GateReport:
     """Quantize ``fp32_path`` with each recipe until one is kept on the evidence (module docstring).
 
-    ``train_images`` (fitted like the validation images) add paired predictions; ``calibration`` are the
-    images the quantizer calibrates on. Writes ``model-int8.onnx`` (the kept or best attempt) and
-    ``model.onnx`` (the deliverable) beside the FP32 file and records the evidence in the metadata of all three.
+    ``train_images`` (fitted like the validation images; their labels optional) add paired predictions;
+    ``calibration`` are the images the quantizer calibrates on. Writes ``model-int8.onnx`` (the kept or best
+    attempt) and ``model.onnx`` (the deliverable) beside the FP32 file and records the evidence in the metadata
+    of all three.
     ``qat``, when given, writes the float file of a quantization-aware fine-tune and returns its path: tried
     (``QAT_RECIPE``) when every post-training recipe was refused, and always compared with ``fp32_path``.
     """
@@ -323,14 +328,16 @@ def gate_int8(fp32_path: Path, calibration: np.ndarray, val_images: np.ndarray, 
     sets = [val_images] + ([train_images] if train_images is not None and len(train_images) else [])
     limit = max(options.paired, len(val_images))  # every validation image at least: McNemar needs them
     fp32_paired = predict(fp32_path, paired_batches(sets, limit))
+    labels = None if len(sets) > 1 and train_labels is None else \
+        np.tile(np.concatenate([val_labels, train_labels][:len(sets)]), len(VIEWS))[:limit]  # in paired order
     fp32_predictions = fp32_paired[:len(val_images)]
     attempts: list[Attempt] = []
     best: tuple[Attempt, np.ndarray] | None = None
     for recipe in (*RECIPES, QAT_RECIPE) if qat else RECIPES:
         start = time.perf_counter()  # the attempt's seconds include the fine-tune
         source = qat() if recipe.qat else fp32_path
-        attempt, predictions = _try(recipe, source, staged, calibration, sets, limit, val_labels, fp32_paired,
-                                    options, start)
+        attempt, predictions = _try(recipe, source, staged, calibration, sets, limit, val_labels, labels,
+                                    fp32_paired, options, start)
         if source != fp32_path:
             source.unlink(missing_ok=True)
         attempts.append(attempt)
@@ -350,7 +357,7 @@ def gate_int8(fp32_path: Path, calibration: np.ndarray, val_images: np.ndarray, 
 
 
 def _try(recipe: Recipe, source: Path, path: Path, calibration: np.ndarray, sets: list[np.ndarray], limit: int,
-         val_labels: np.ndarray, fp32_paired: np.ndarray, options: GateOptions,
+         val_labels: np.ndarray, labels: np.ndarray | None, fp32_paired: np.ndarray, options: GateOptions,
          start: float) -> tuple[Attempt, np.ndarray]:
     n = max(1, round(recipe.calibration_share * len(calibration)))
     with _quiet():
@@ -360,8 +367,10 @@ def _try(recipe: Recipe, source: Path, path: Path, calibration: np.ndarray, sets
     predictions, fp32_predictions = paired[:val_n], fp32_paired[:val_n]
     on_this_cpu = predict(path, sets[0])
     fp32_right, int8_right = fp32_predictions == val_labels, predictions == val_labels
+    paired_right = (None, None) if labels is None else \
+        (int((fp32_paired == labels).sum()), int((paired == labels).sum()))
     evidence = Evidence(int(paired.size), int((paired == fp32_paired).sum()), val_n,
-                        int((fp32_right & ~int8_right).sum()), int((int8_right & ~fp32_right).sum()))
+                        int((fp32_right & ~int8_right).sum()), int((int8_right & ~fp32_right).sum()), *paired_right)
     attempt = Attempt(recipe.name, n, float(int8_right.mean()), float((on_this_cpu == val_labels).mean()), evidence,
                       evidence.refusal(options), time.perf_counter() - start)
     return attempt, predictions

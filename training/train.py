@@ -50,6 +50,7 @@ from training.export import export_onnx
 from training.features import CachedActivations, CacheOptions, cache_activations, native_bf16
 from training.gate import AGREEMENT_FLOOR, PAIRED_PREDICTIONS, RECIPES, Attempt, GateOptions, GateReport, gate_int8
 from training.models import CROP, EfficientNetLite, InGraphPreprocess, create_model, get_arch
+from training.qat import QatOptions, QatResult, qat_finetune
 from training.report import confusion_matrix, plot_confusion, plot_curves, write_metrics
 
 CHECKPOINT_VERSION = 1
@@ -86,6 +87,8 @@ class TrainOptions:
     seed: int = 0  # split, augmentation, head initialisation and batch order
     min_int8_agreement: float = AGREEMENT_FLOOR  # INT8 kept when its agreement with FP32 is at least this (95% low)
     int8_pairs: int = PAIRED_PREDICTIONS  # paired FP32/INT8 predictions the gate compares (training.gate)
+    qat_images: int = 0  # training images for a quantization-aware fine-tune when every INT8 recipe is refused
+    qat_epochs: float = 1.0  # its passes over them (each image and its mirror image)
     calibration_images: int = 200  # training images the INT8 calibration sees (twice that for the retries)
     time_limit: float | None = None  # minutes for data, caching and training; stage 2 epochs are cut to fit
     resume: bool = False  # continue from out_dir/checkpoint.pt
@@ -152,6 +155,7 @@ def check_options(o: TrainOptions) -> None:
         if value <= 0:
             raise EdgerecError(f"{name} must be positive, got {value}")
     non_negative = {"epochs": o.epochs, "warmup_epochs": o.warmup_epochs, "weight_decay": o.weight_decay,
+                    "qat_images": o.qat_images, "qat_epochs": o.qat_epochs,
                     "augmented_views": o.augmented_views}
     for name, value in non_negative.items():
         if value < 0:
@@ -179,6 +183,7 @@ class Run:
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
         self.bars = options.progress and world.is_main
+        self.qat_result: QatResult | None = None
 
     def run(self) -> TrainReport:
         o, world = self.o, self.world
@@ -437,19 +442,31 @@ class Run:
         calibration = load_images(calibrating, geometry, workers=o.workers)
         extra = paired_samples(data.train, calibrating, o.int8_pairs - len(data.val))
         paired = load_images(extra, geometry, workers=o.workers) if extra else None
-        with tqdm(desc="int8 gate", total=len(RECIPES), unit="recipe", disable=not self.bars, leave=False) as bar:
+        tuning = qat_samples(data.train, extra, o.qat_images)
+
+        def qat() -> Path:  # the fine-tuned float file, quantized by the gate's last recipe
+            images = load_images(tuning, geometry, workers=o.workers)
+            tune = QatOptions(o.qat_epochs, batch_size=min(32, o.batch_size), seed=o.seed)
+            folded, self.qat_result = qat_finetune(net, images, calibration[:o.calibration_images], tune)
+            path = self.out / ".model-qat-fp32.onnx"
+            export_onnx(folded, info, path, val_images[:16])
+            return path
+
+        with tqdm(desc="int8 gate", total=len(RECIPES) + bool(tuning), unit="recipe", disable=not self.bars,
+                  leave=False) as bar:
             def show(attempt: Attempt) -> None:
                 bar.set_postfix(recipe=attempt.recipe, agreement=f"{100 * attempt.agreement:.1f}%")
                 bar.update()
 
             return gate_int8(fp32_path, calibration, val_images, val_labels, paired,
-                             GateOptions(o.min_int8_agreement, paired=o.int8_pairs), show)
+                             np.array([s.label for s in extra]), GateOptions(o.min_int8_agreement, paired=o.int8_pairs),
+                             show, qat if tuning else None)
 
     def training_settings(self, state: dict[str, Any], seconds: float) -> dict[str, Any]:
         o = self.o
         keep = ("finetune_blocks", "head_epochs", "epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
                 "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "seed",
-                "min_int8_agreement", "int8_pairs", "calibration_images", "time_limit")
+                "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images", "time_limit")
         return {**{k: getattr(o, k) for k in keep}, "optimizer": "AdamW", "schedule": "warm-up + cosine",
                 "stages": state["stages"], "processes": self.world.size, "seconds": round(seconds, 1),
                 "torch": torch.__version__, "bf16": native_bf16()}
@@ -473,7 +490,8 @@ class Run:
             "val_top1_int8_training_cpu": gate.int8_cpu_top1,
             "val_top1_interval95": list(top1_interval(gate.top1, len(truth))),
             "gate_passed": gate.passed, "deliverable": str(gate.deliverable), "deliverable_precision": gate.precision,
-            "int8_gate": gate_summary(gate), "quantization_attempts": [attempt_summary(a) for a in gate.attempts],
+            "int8_gate": gate_summary(gate), "qat": asdict(self.qat_result) if self.qat_result else None,
+            "quantization_attempts": [attempt_summary(a) for a in gate.attempts],
             "classes": list(data.classes), "train_counts": list(data.train_counts),
             "val_counts": list(data.val_counts), "confusion": counts.tolist(), "stages": state["stages"],
             "history": state["history"], "seconds": self.seconds, "options": asdict(self.o),
@@ -548,6 +566,13 @@ def paired_samples(samples: tuple[Sample, ...], calibrating: list[Sample], n: in
     chosen = set(calibrating)
     ordered = [s for s in samples if s not in chosen] + [s for s in samples if s in chosen]
     return ordered[:max(0, n)]
+
+
+def qat_samples(samples: tuple[Sample, ...], paired: list[Sample], n: int) -> list[Sample]:
+    """Up to n training samples for the quantization-aware fine-tune: none the gate compares on (the fine-tune
+    learns FP32's answers on its images, so agreement there would flatter it), spread over the classes."""
+    compared = set(paired)
+    return calibration_samples(tuple(s for s in samples if s not in compared), n, seed=0) if n > 0 else []
 
 
 def gate_summary(gate: GateReport) -> dict[str, Any]:
