@@ -25,7 +25,7 @@ import torch
 from edge.cli import build_parser, main
 from edge.model import Model
 from edge.preprocess import fit
-from edge.train_args import GATE_FAILED, train_kwargs
+from edge.train_args import GATE_FAILED, describe_report, train_kwargs
 from training import gate as gate_module
 from training import train as train_module
 from training.data import DataOptions, load_image_folders
@@ -115,6 +115,16 @@ def test_writes_int8_deliverable_with_full_metadata(trained, dataset: Path) -> N
     assert [s.name for s in trained.stages] == ["head", "finetune"]
 
 
+def test_summary_says_which_precision_and_why(trained) -> None:
+    text = "\n".join(describe_report(trained))
+    assert re.search(r"^model        \S+model\.onnx is INT8 \(default recipe\), [\d.]+x FP32's speed on this CPU "
+                     r"\(1 thread\)$", text, re.M), text
+    assert re.search(r"^why          INT8 agrees with FP32 on \d+/144 paired predictions \([\d.]+%, 95% interval "
+                     r"[\d.]+-[\d.]+%; needs >= 0% at its low end\); McNemar p=\S+ on 9 validation images \(\d+ right "
+                     r"only in FP32, \d+ only in INT8\); top-1 on the paired predictions FP32 [\d.]+%, INT8 [\d.]+%$",
+                     text, re.M), text
+
+
 def test_deliverable_classifies_the_classes(trained, dataset: Path) -> None:
     """The patterns are easy: the INT8 file, run by the runtime alone, names most validation images."""
     assert trained.gate.int8_top1 >= 0.66 and trained.gate.fp32_top1 >= 0.66
@@ -174,8 +184,7 @@ def test_the_gate_decides_on_exact_int8_not_on_this_cpus_kernels(trained, datase
         return (predictions + 1) % len(CLASSES) if "int8" in Path(path).name else predictions
 
     monkeypatch.setattr(gate_module, "predict", saturating)
-    report = gate_module.gate_int8(fp32, images, images, labels, labels,
-                                   options=gate_module.GateOptions(min_agreement=0.0))
+    report = gate_module.gate_int8(fp32, images, images, labels, options=gate_module.GateOptions(min_agreement=0.0))
     assert report.passed and report.int8_top1 >= report.fp32_top1 - 0.5
     assert report.int8_cpu_top1 <= report.fp32_top1 - 0.5  # reported beside it, not gated on
     assert Model.load(tmp_path / "model.onnx", device="cpu").info.precision == "int8"

@@ -67,7 +67,8 @@ the agreement decides."""
 
 PAIRED_PREDICTIONS = 2000
 """How many paired predictions the agreement is measured on (default of --int8-pairs). Each costs one FP32
-and one exact-INT8 inference: 2,000 at 160 px took about 50 s on 2 cores (docs/training.md)."""
+and, per recipe tried, one exact-INT8 inference: on Fashion-MNIST (160 px) one recipe (calibration, 2,000
+exact-INT8 and 1,000 fused-kernel predictions) took 225 s on 2 heavily shared cores (docs/training.md)."""
 
 VIEWS = ("image", "mirror", "crop-top-left", "crop-bottom-right")
 """Views of every image, in the order they are added to the paired predictions: the fitted image as the
@@ -75,7 +76,6 @@ runtime sees it, its mirror image, and the top-left and bottom-right 90% of it s
 size (a small zoom and shift, as a camera gives). Cheap and deterministic."""
 
 CROP_VIEW = 0.9  # side of the two crop views, as a share of the fitted image's side
-CPU_NOTE_POINTS = 0.5  # the summary notes this CPU's INT8 kernels when they score this many points below exact
 SPEED_RUNS = 12  # one-image runs per file for the speed figure, interleaved
 
 

@@ -578,7 +578,8 @@ def qat_samples(samples: tuple[Sample, ...], paired: list[Sample], n: int) -> li
 def gate_summary(gate: GateReport) -> dict[str, Any]:
     """The gate's decision and its numbers, for metrics.json."""
     evidence = gate.evidence
-    return {"precision": gate.precision, "refused_because": gate.reason, "recipe": gate.best_attempt.recipe,
+    return {"precision": gate.precision, "refused_because": gate.reason,
+            "recipe": gate.best_attempt.recipe if gate.attempts else None,
             "min_agreement": gate.options.min_agreement, "mcnemar_alpha": gate.options.alpha,
             **(evidence.as_dict() if evidence else {}),
             "fp32_ms_this_cpu": gate.fp32_ms, "int8_ms_this_cpu": gate.int8_ms, "speedup_this_cpu": gate.speedup}
