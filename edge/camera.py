@@ -8,7 +8,6 @@ changed=False) until its next run. Nothing here runs a model: edge.scheduler bat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -121,7 +120,6 @@ class Camera:
         self.frames = 0
         self.frame_age = StageTimer()
         """Milliseconds from capture to the start of preprocessing, for this camera's frames the model ran on."""
-        self.last_captured = -math.inf
         self._rate_last, self._interval = -1.0, 0.0
 
     def reconfigure(self, options: CameraOptions, regions: list[RegionState], source: Source | None) -> None:
@@ -138,11 +136,17 @@ class Camera:
     def due(self, frame: Frame) -> list[RegionState]:
         """Look at a new frame: its rate, its motion, and the regions whose model runs on it."""
         self._tick(frame.captured)
+        global_change = False
         if self.motion is not None:
             self.motion_state = self.motion.update(frame.image)
+            # While the detector re-learns the scene after a global change (lights on, an IR switch, the
+            # camera panning or shaken, someone at the lens, the start) it reports no motion; but what every
+            # region shows may be changing, so every motion region runs on those frames: better a few runs
+            # too many than a change missed.
+            global_change = self.motion_state.recalibrating
         due = []
         for region in self.regions:
-            moving = region.uses_motion and self.motion.touches(region.options.box)
+            moving = region.uses_motion and (global_change or self.motion.touches(region.options.box))
             if region.trigger.due(frame.captured, moving):
                 due.append(region)
         return due
@@ -154,4 +158,3 @@ class Camera:
             self._interval = gap if not self._interval else self._interval + 0.05 * (gap - self._interval)
         self._rate_last = captured
         self.fps = 1.0 / self._interval if self._interval else 0.0
-        self.last_captured = captured

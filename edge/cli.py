@@ -112,6 +112,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edge.model import Model
+    from edge.robustness import ROBUST_METRICS, stored_robustness
 
     model = Model.load(args.model, "cpu")
     info = model.info
@@ -126,7 +127,9 @@ def cmd_info(args: argparse.Namespace) -> int:
              else "none (edgerec teach cannot use this file as a base)"),
             ("dataset", f"{info.dataset.name} {info.dataset.fingerprint}".strip()),
             ("created", info.created), ("format version", str(info.format_version))]
-    rows += [(f"metric {k}", f"{v:.4g}") for k, v in info.metrics.items()]
+    robust = stored_robustness(info.metrics)
+    rows += [("robustness", robust)] if robust else []
+    rows += [(f"metric {k}", f"{v:.4g}") for k, v in info.metrics.items() if not robust or k not in ROBUST_METRICS]
     rows += [(f"quantization {k}", str(v)) for k, v in info.quantization.items()]
     rows += [(f"training {k}", str(v)) for k, v in info.training.items()]
     width = max(len(k) for k, _ in rows)
@@ -134,14 +137,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_and_target(args: argparse.Namespace, target: str) -> tuple[Path | None, Path]:
+    """`[MODEL] TARGET` positionals or `--model M TARGET`: (model path or None for the default, target)."""
+    given = args.positionals
+    if len(given) == 1:
+        return args.model, given[0]
+    if len(given) == 2 and args.model is None:
+        return given[0], given[1]
+    if len(given) == 2:
+        raise EdgerecError(f"the model is named twice ({given[0]} and --model {args.model}); "
+                           f"give MODEL {target} or --model MODEL {target}")
+    raise EdgerecError(f"expected [MODEL] {target}, got {len(given)} arguments: {' '.join(map(str, given))}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.evaluate import EvalOptions, describe, evaluate, write_report
     from edge.model import Model
     from edge.progress import progress
 
-    model = Model.load(args.model, args.device, args.threads)
+    model_path, data_dir = model_and_target(args, "DATA_DIR")
+    if args.robustness:
+        return _robustness(args, model_path, data_dir)
+    if args.compare or args.corruptions:
+        raise EdgerecError("--compare and --corruptions go with --robustness")
+    model = Model.load(model_path, args.device, args.threads)
     with progress("evaluate") as on_progress:
-        report = evaluate(model, args.data_dir, EvalOptions(batch=args.batch, on_progress=on_progress))
+        report = evaluate(model, data_dir, EvalOptions(batch=args.batch, on_progress=on_progress))
     if report.warning():
         print(f"edgerec: warning: {report.warning()}", file=sys.stderr)
     files = write_report(report, args.out) if args.out else None
@@ -154,24 +175,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness(args: argparse.Namespace, model_path: Path | None, data_dir: Path) -> int:
+    from edge.corruptions import parse_names
+    from edge.model import Model
+    from edge.progress import progress
+    from edge.robustness import RobustnessOptions, compare, describe, summaries, write_report
+
+    names = parse_names(args.corruptions)
+    paths = [model_path, *([args.compare] if args.compare else [])]
+    models = [Model.load(path, args.device, args.threads) for path in paths]
+    with progress("robustness") as on_progress:
+        options = RobustnessOptions(corruptions=names, seed=args.seed, batch=args.batch, on_progress=on_progress)
+        reports = compare(models, data_dir, options)
+    if reports[0].clean.warning():
+        print(f"edgerec: warning: {reports[0].clean.warning()}", file=sys.stderr)
+    files = write_report(reports, args.out) if args.out else None
+    if args.json:
+        written = {k: str(v) for k, v in asdict(files).items()} if files else {}
+        print(json.dumps({**summaries(reports), "files": written}))
+        return 0
+    print("\n".join(describe(reports)))
+    print(f"\nwrote {files.heatmap}, {files.metrics.name}" if files
+          else "\n(add --out DIR for the heat map robustness.png and robustness.json)")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from edge.classify import read_image
     from edge.explain import ExplainOptions, check_output, explain, write_overlay
     from edge.model import Model
 
+    model_path, image_path = model_and_target(args, "IMAGE")
     check_output(args.out)  # before the work, not after
-    model = Model.load(args.model, args.device, args.threads)
-    image = read_image(args.image)
+    model = Model.load(model_path, args.device, args.threads)
+    image = read_image(image_path)
     options = ExplainOptions(label=args.label, window=args.window, stride=args.stride, batch=args.batch)
     explanation = explain(model, image, options)
     write_overlay(args.out, image, explanation)
     if args.json:
-        print(json.dumps({"file": str(args.image), "label": explanation.label, "score": explanation.score,
+        print(json.dumps({"file": str(image_path), "label": explanation.label, "score": explanation.score,
                           "top_label": explanation.top_label, "top_score": explanation.top_score,
                           "peak_drop": float(explanation.heat.max()), "variants": explanation.variants,
                           "ms": round(explanation.ms, 1), "out": str(args.out)}))
     else:
-        print(f"{args.image}: {explanation.label} {explanation.score:.1%}; {explanation.variants} occluded copies "
+        print(f"{image_path}: {explanation.label} {explanation.score:.1%}; {explanation.variants} occluded copies "
               f"in {explanation.ms / 1000:.1f} s; wrote {args.out}")
     return 0
 
@@ -219,8 +266,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if report.rank != 0:
         return 0
     print("\n".join(describe_report(report)))
-    if not report.gate_passed:
-        print(f"edgerec: INT8 failed the accuracy gate; {report.deliverable} is the FP32 model", file=sys.stderr)
+    if args.require_int8 and not report.gate_passed:
+        print(f"edgerec: --require-int8: the gate refused INT8 ({report.gate.reason}); {report.deliverable} is "
+              "the FP32 model", file=sys.stderr)
         return GATE_FAILED
     return 0
 
@@ -260,8 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.run_args import add_run_arguments, add_source_arguments
 
     run = commands.add_parser("run", help="recognise live: camera, stream, video file or the demo clip",
-                              description="Label every frame of a source; show, record and report label "
-                                          "changes. Ctrl-C or SIGTERM stops cleanly.")
+                              description="Label what the cameras see: the whole frame, or named regions "
+                                          "(--region) run on every frame, on motion or on an interval "
+                                          "(--trigger); show, record and report label changes. Ctrl-C or "
+                                          "SIGTERM stops cleanly; SIGHUP reads the config and model files "
+                                          "again without stopping the cameras.")
     add_model_arguments(run)
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
@@ -314,15 +365,21 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     evaluate = commands.add_parser(
-        "evaluate", help="accuracy of a model file on a folder of labelled images",
+        "evaluate", usage="edgerec evaluate [options] [MODEL] DATA_DIR",
+        help="accuracy of a model file on a folder of labelled images",
         description="Classify every image below DATA_DIR's class folders (each named after one of the model's "
                     "labels) and report top-1/top-5, per-class precision/recall/F1 and latency; with --out, also "
                     "a confusion matrix PNG, a contact sheet of misclassified images and metrics.json.",
         epilog="examples:\n  edgerec evaluate build/model.onnx photos/val --out build/eval\n"
-               "  edgerec evaluate build/model.onnx photos/val --json | tail -n 1",
+               "  edgerec evaluate build/model.onnx photos/val --json | tail -n 1\n"
+               "  edgerec evaluate build/imagenet-photos --robustness   # the embedded model\n"
+               "  edgerec evaluate out/model-fp32.onnx photos/val --robustness --compare out/model-int8.onnx "
+               "--out build/robust",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("model", type=Path, metavar="MODEL", help="model file (.onnx written by edgerec)")
-    evaluate.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder with one subfolder per class")
+    evaluate.add_argument("positionals", type=Path, nargs="+", metavar="[MODEL] DATA_DIR",
+                          help="model file (default: --model, else the embedded ImageNet model) and the folder "
+                               "with one subfolder per class")
+    evaluate.add_argument("--model", "-m", type=Path, default=None, help=MODEL_HELP)
     evaluate.add_argument("--out", "-o", type=Path, default=None, metavar="REPORT_DIR",
                           help="write confusion.png, misclassified.png and metrics.json here (created if needed)")
     evaluate.add_argument("--batch", type=int, default=1,
@@ -332,15 +389,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true",
                           help="the report as one JSON object on the last line: top1, top5, precision, n, per_class, "
                                "confusion, latency_ms, misclassified, unreadable, files")
+    robust = evaluate.add_argument_group("camera corruptions (--robustness)")
+    robust.add_argument("--robustness", action="store_true",
+                        help="top-1 clean and under each camera corruption (noise, low light, over-exposure, "
+                             "blur, JPEG, pixelation, fog, rolling shutter, interlace) at severities 1-5, the "
+                             "mean corruption accuracy (mCA) and its drop from clean; --out writes robustness.png "
+                             "and robustness.json; --json prints {models: [...], files}")
+    robust.add_argument("--compare", type=Path, default=None, metavar="OTHER_MODEL",
+                        help="a second model file (e.g. the INT8 twin of an FP32 file) run on the same corrupted "
+                             "pixels, shown side by side")
+    robust.add_argument("--corruptions", default=None, metavar="NAMES",
+                        help="comma-separated subset of the corruptions (default: all; see docs/robustness.md)")
+    robust.add_argument("--seed", type=int, default=0, help="seed of the corruptions' randomness (default: 0)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     explain = commands.add_parser(
-        "explain", help="heatmap of what drove a prediction (occlusion sensitivity)",
+        "explain", usage="edgerec explain [options] [MODEL] IMAGE --out PNG",
+        help="heatmap of what drove a prediction (occlusion sensitivity)",
         description="Slide a grey square over the model's input and map how much each position lowers the "
                     "label's probability; writes the heatmap over the image. Works for FP32 and INT8 files.",
-        epilog="example: edgerec explain build/model.onnx photo.jpg --out heat.png --label stocked")
-    explain.add_argument("model", type=Path, metavar="MODEL", help="model file (.onnx written by edgerec)")
-    explain.add_argument("image", type=Path, metavar="IMAGE")
+        epilog="examples:\n  edgerec explain build/model.onnx photo.jpg --out heat.png --label stocked\n"
+               "  edgerec explain photo.jpg --out heat.png   # the embedded ImageNet model",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    explain.add_argument("positionals", type=Path, nargs="+", metavar="[MODEL] IMAGE",
+                         help="model file (default: --model, else the embedded ImageNet model) and the image")
+    explain.add_argument("--model", "-m", type=Path, default=None, help=MODEL_HELP)
     explain.add_argument("--out", "-o", type=Path, required=True, help="PNG (or .jpg) to write, the image's size")
     explain.add_argument("--label", "-l", default=None, help="label to explain (default: the top-1)")
     explain.add_argument("--window", type=int, default=None,
@@ -396,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     teach.add_argument("--base", type=Path, default=None, metavar="MODEL",
                        help="model whose features to use (default: the embedded ImageNet EfficientNet-Lite0 INT8)")
     teach.add_argument("--views", nargs="*", default=[], choices=list(VIEWS),
-                       help="extra views of each training photo (default: %(default)s)")
+                       help="extra views of each training photo: flip (its mirror image), crop-tl, crop-br "
+                            "(its top-left / bottom-right 85%% x 85%%); default: none")
     teach.add_argument("--l2", type=float, default=FitOptions().l2,
                        help="L2 weight on the standardized features (default: %(default)s)")
     teach.add_argument("--steps", type=int, default=FitOptions().steps,

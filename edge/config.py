@@ -513,7 +513,7 @@ def region_options(region: RegionSection, config: Config) -> RegionOptions:
         return value if value is not None else getattr(recognition, key)
 
     return RegionOptions(
-        name=region.name, box=tuple(region.box), model=region.model or config.model.path or None,
+        name=region.name, box=tuple(region.box), model=region.model or None,  # None: the run's [model] path
         trigger=TriggerOptions(pick("trigger"), pick("interval"), pick("infer_fps")),
         smoothing=SmoothingOptions(pick("ema"), pick("switch_margin"), pick("switch_frames"), pick("min_score")),
     )  # fmt: skip

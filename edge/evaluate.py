@@ -37,6 +37,9 @@ class EvalOptions:
     """The k of top-k accuracy (capped at the number of labels)."""
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
     """Called after each batch with (images done, images in all); the CLI draws a progress bar with it."""
+    transform: Callable[[np.ndarray, int], np.ndarray] | None = field(default=None, compare=False)
+    """Applied to each decoded photo (and its index in the folder listing) before `fit`, as a camera
+    would change it: the robustness report's corruptions. None = the photos as they are."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class EvalReport:
     batch: int
     mistakes: list[Mistake]  # most confident first
     unreadable: list[Unreadable]
+    correct: np.ndarray  # bool [n]: top-1 right, per readable image in listing order
 
     @property
     def macro_f1(self) -> float:
@@ -178,6 +182,8 @@ def _run(model: Model, paths: Sequence[Path], options: EvalOptions
     unreadable: list[Unreadable] = []
     for start in range(0, len(paths), options.batch):
         images = [_decode(path, unreadable) for path in paths[start:start + options.batch]]
+        if options.transform is not None:
+            images = [None if image is None else options.transform(image, start + i) for i, image in enumerate(images)]
         good = [image for image in images if image is not None]
         if good:
             began = time.perf_counter()
@@ -227,7 +233,7 @@ def _score(model: Model, data_dir: Path, classes: list[str], paths: list[Path], 
         classes=classes, columns=columns, confusion=confusion, per_class=per_class, n=len(truth),
         top1=float(np.mean(predicted == truth)), top5=float(np.mean((top_k == truth[:, None]).any(axis=1))),
         top_k=k, latency_ms=float(np.median(times)), latency_p95_ms=float(np.percentile(times, 95)),
-        batch=options.batch, mistakes=mistakes, unreadable=unreadable)
+        batch=options.batch, mistakes=mistakes, unreadable=unreadable, correct=predicted == truth)
 
 
 def _class_metrics(confusion: np.ndarray, i: int) -> ClassMetrics:
@@ -251,8 +257,8 @@ def write_report(report: EvalReport, out_dir: str | Path, sheet_limit: int = 64)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / "confusion.png", out_dir / "misclassified.png", out_dir / "metrics.json")
-    _write_png(files.confusion, confusion_figure(report))
-    _write_png(files.misclassified, mistakes_figure(report, sheet_limit))
+    write_png(files.confusion, confusion_figure(report))
+    write_png(files.misclassified, mistakes_figure(report, sheet_limit))
     write_bytes_atomic(files.metrics, (json.dumps(report.summary(), indent=1) + "\n").encode())
     return files
 
@@ -298,7 +304,7 @@ def mistakes_figure(report: EvalReport, limit: int) -> np.ndarray:
     return render_contact_sheet(items, header)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise EdgerecError(f"{path}: PNG encoding failed")

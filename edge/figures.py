@@ -182,3 +182,50 @@ def _thumbnail(image: np.ndarray, picture: np.ndarray | None, x: int, y: int, ti
     small = cv2.resize(picture, (tw, th), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
     oy, ox = y + (tile - th) // 2, x + (tile - tw) // 2
     image[oy:oy + th, ox:ox + tw] = small
+
+
+# ColorBrewer's "RdYlGn" (red = 0 to green = 1, as BGR), for accuracies; interpolated to 256 steps.
+_RDYLGN = np.array([(38, 0, 165), (39, 48, 215), (67, 109, 244), (97, 174, 253), (139, 224, 254), (191, 255, 255),
+                    (139, 239, 217), (106, 217, 166), (99, 189, 102), (80, 152, 26), (55, 104, 0)], np.float32)
+RDYLGN = np.stack([np.interp(np.linspace(0, len(_RDYLGN) - 1, 256), np.arange(len(_RDYLGN)), _RDYLGN[:, c])
+                   for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def render_heatmap(values: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: Sequence[str],
+                   cell: tuple[int, int] = (64, 30), scale: float = 0.45) -> np.ndarray:
+    """A table of shares in [0, 1] (rows x columns), each cell coloured red (0) to green (1) and holding
+    its percentage; `title` lines above it. Pure: values in, BGR image out."""
+    values = np.asarray(values, np.float64)
+    cell_w, cell_h = cell
+    label_w = max(text_width(r, scale) for r in rows) + 16
+    title_h = 12 + 22 * len(title)
+    top = title_h + 24
+    width = max(label_w + cell_w * len(columns) + 12, *(text_width(t, 0.55) + 24 for t in title))
+    image = np.full((top + cell_h * len(rows) + 12, width, 3), 255, np.uint8)
+    for i, line in enumerate(title):
+        put(image, line, 12, 24 + 22 * i, 0.55 if i == 0 else 0.45, INK if i == 0 else MUTED)
+    for j, name in enumerate(columns):
+        name = shorten(name, cell_w - 4, scale)
+        put(image, name, label_w + j * cell_w + (cell_w - text_width(name, scale)) // 2, top - 8, scale, MUTED)
+    for i, name in enumerate(rows):
+        y = top + i * cell_h
+        put(image, name, label_w - 8 - text_width(name, scale), y + (cell_h + 9) // 2, scale)
+        for j in range(len(columns)):
+            _share_cell(image, label_w + j * cell_w, y, cell_w, cell_h, float(values[i, j]), scale)
+    return image
+
+
+def _share_cell(image: np.ndarray, x: int, y: int, w: int, h: int, share: float, scale: float) -> None:
+    colour = tuple(int(c) for c in RDYLGN[round(255 * min(max(share, 0.0), 1.0))])
+    cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colour, -1)
+    cv2.rectangle(image, (x, y), (x + w, y + h), WHITE, 1)
+    text = f"{share:.0%}"
+    ink = WHITE if share < 0.2 or share > 0.85 else INK
+    put(image, text, x + (w - text_width(text, scale)) // 2, y + (h + 9) // 2, scale, ink)
+
+
+def side_by_side(panels: Sequence[np.ndarray], gap: int = 16) -> np.ndarray:
+    """Images placed left to right on white, top-aligned."""
+    height = max(p.shape[0] for p in panels)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, gap), (0, 0)), constant_values=255) for p in panels]
+    return np.hstack(padded)[:, :-gap]

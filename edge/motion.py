@@ -5,10 +5,12 @@ One verb, `MotionDetector.update(frame)`, in this order:
 1. **Downscale first**: the full BGR frame is resized straight to `width` pixels (bilinear by default, which
    reads only the 2x2 pixels around each sample, so a 1080p frame costs a fraction of a millisecond; an
    area average reads all 6 MB), then converted to gray and blurred at that small size (sensor noise).
-2. **Compare with a running average** (the background) in float32. The global brightness change is removed
-   first: the mean difference over the pixels that did not change (|difference| <= `threshold`) is added to
-   the background, so a slow or moderate light drift of the whole picture, at any speed below `threshold`
-   levels per frame, never counts as motion; an object does not bias it (its pixels are excluded).
+2. **Compare with a running average** (the background) in float32. The global light change is removed
+   first: the background is multiplied by the gain that matches its mean to the frame's over the pixels
+   that did not change (|difference| <= `threshold`), so a change of exposure or daylight (multiplicative
+   in the camera's gamma-encoded values), however fast below `threshold` levels per frame, does not count
+   as motion, and an object does not bias the gain (its pixels are excluded). A slow additive drift is
+   absorbed by the running average (step 6).
 3. **Threshold** the remaining difference at `threshold` levels: the changed-pixel mask.
 4. **Global change**: if more than `lightning` of the picture changed (lights on/off, IR switch, the
    camera moved, a jump of the whole picture's brightness beyond `threshold`), no motion is reported and
@@ -195,17 +197,18 @@ class MotionDetector:
         return MotionState(False, 0.0, (), True, (time.perf_counter() - start) * 1000)
 
     def _compare(self) -> float:
-        """Shift the background by the global brightness change, then mark changed pixels; the changed fraction."""
+        """Scale the background by the global light change, then mark changed pixels; the changed fraction."""
         t = float(self.options.threshold)
         cv2.subtract(self._gray_f, self._avg, dst=self._diff)
         cv2.inRange(self._diff, -t, t, dst=self._calm)
-        calm = cv2.countNonZero(self._calm)
-        if calm == 0:
+        if cv2.countNonZero(self._calm) == 0:
             return 1.0
-        offset = cv2.mean(self._diff, mask=self._calm)[0]
-        cv2.add(self._avg, offset, dst=self._avg)
-        cv2.inRange(self._diff, offset - t, offset + t, dst=self._changed)
-        cv2.bitwise_not(self._changed, dst=self._changed)
+        level = cv2.mean(self._avg, mask=self._calm)[0]
+        if level >= 1.0:
+            gain = 1.0 + cv2.mean(self._diff, mask=self._calm)[0] / level
+            np.multiply(self._avg, gain, out=self._avg)
+        cv2.absdiff(self._gray_f, self._avg, dst=self._diff)
+        cv2.compare(self._diff, t, cv2.CMP_GT, dst=self._changed)
         return cv2.countNonZero(self._changed) / self._pixels
 
     def _still(self, start: float) -> MotionState:
@@ -220,8 +223,9 @@ class MotionDetector:
             cv2.dilate(self._changed, None, dst=self._mask, iterations=o.dilate)
         else:
             np.copyto(self._mask, self._changed)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(self._mask, labels=self._labels, connectivity=8)
-        pixels = np.bincount(labels.ravel(), weights=self._changed.ravel(), minlength=n) / 255
+        n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+            self._mask, 8, cv2.CV_32S, cv2.CCL_GRANA, labels=self._labels)  # 1/3 of the default's time here
+        pixels = np.bincount(labels[self._changed > 0], minlength=n)
         counted = np.flatnonzero(pixels[1:] >= max(self._min_pixels, 1.0)) + 1
         if len(counted) < n - 1:
             keep = np.zeros(n, np.uint8)

@@ -216,7 +216,7 @@ def run(
             given = source if index == 0 and source is not None else None
             sources.append(given or open_camera(camera, on_source_state, sinks))
         loop = build_loop(options, models, sources, sinks, stop, on_change)
-        open_sinks(options, loop.cameras, stop, into=sinks, reload_requested=reload_requested)
+        open_sinks(options, loop.cameras, stop, into=sinks, reload_requested=reload_requested, models=models)
         loop.attach([*sinks, *extra_sinks])
         if reload is not None and reload_requested is not None:
             reloader = loop.reloader = Reloader(
@@ -294,8 +294,11 @@ def region_states(options: RunOptions, camera: CameraOptions, models: Mapping[st
     for region in camera.regions or (options.whole_frame(),):
         key = region.model or RUN_MODEL
         old = kept.get(region.name)
-        states.append(old if old is not None and old.keeps(region, key, models[key]) else
-                      RegionState(camera.name, region, key, models[key]))
+        if old is not None and old.keeps(region, key, models[key]):
+            old.model = models[key]  # the file read again: same labels and input, maybe new weights
+            states.append(old)
+        else:
+            states.append(RegionState(camera.name, region, key, models[key]))
     return states
 
 
@@ -320,7 +323,7 @@ def ask_for_engine_build_time(device: str) -> bool:
 
 
 def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.Event, into: list[Sink],
-               reload_requested: threading.Event | None = None) -> None:
+               reload_requested: threading.Event | None = None, models: Mapping[str, ModelLike] | None = None) -> None:
     """Append the sinks `options` asks for to `into` (so the caller closes those opened before a failure).
     `reload_requested`: set it to reload the config (the web app does, after it changed the config file).
 
@@ -343,7 +346,8 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
     if options.web:
         into.append(WebSink(options.web, cameras=({c.name: c.source.status for c in cameras}),
                             config_path=options.config_path,
-                            request_reload=reload_requested.set if reload_requested is not None else None))
+                            request_reload=reload_requested.set if reload_requested is not None else None,
+                            models=models))
     if options.mqtt:
         legacy = len(cameras) == 1 and cameras[0].regions[0].options.name == IMPLICIT
         places = (Place(),) if legacy else tuple(Place(camera.name, region.name, legacy=False)

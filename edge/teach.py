@@ -103,11 +103,14 @@ def teach(options: TeachOptions) -> TeachReport:
     info = _info(options, base, base_bytes, folders.classes, decoded, val, head, metrics)
     write_bytes_atomic(options.out, _model_bytes(base_bytes, head, info))
     clock.lap("write")
-    counts = lambda ds: tuple(np.bincount([d.file.label for d in ds if d.readable],  # noqa: E731
-                                          minlength=len(folders.classes)).tolist())
-    return TeachReport(options.out, base.path, folders.classes, counts(decoded), counts(val), options.views, head,
-                       top1, len(truth), probs, [d.file.path for d in val if d.readable],
+    n = len(folders.classes)
+    return TeachReport(options.out, base.path, folders.classes, _counts(decoded, n), _counts(val, n), options.views,
+                       head, top1, len(truth), probs, [d.file.path for d in val if d.readable],
                        unreadable([*decoded, *val]), clock.seconds())
+
+
+def _counts(decoded: Sequence[Decoded], classes: int) -> tuple[int, ...]:
+    return tuple(np.bincount([d.file.label for d in decoded if d.readable], minlength=classes).tolist())
 
 
 def _check(options: TeachOptions) -> None:

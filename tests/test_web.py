@@ -441,3 +441,22 @@ def test_the_page_shows_the_live_label_in_headless_chromium(clip, model, tmp_pat
     assert image.shape == (768, 1024, 3)
     picture = image[60:600, 20:740].reshape(-1, 3).mean(axis=0)  # where the stream shows: one of the colours
     assert picture.max() > 2 * picture.min(), "no live picture on the page"
+
+
+def test_status_names_the_model_and_its_stored_robustness(tmp_path):
+    from conftest import make_tiny_model as tiny_file
+
+    from edge.metadata import DatasetInfo, ModelInfo
+
+    info = ModelInfo(labels=["blue", "green", "red"], input_size=(8, 8), crop=1.0, arch="tiny-test", precision="int8",
+                     dataset=DatasetInfo("synthetic", "0" * 16, 3, 3),
+                     metrics={"robust_clean_top1": 0.9, "robust_mca": 0.72})
+    path = tiny_file(tmp_path / "robust.onnx", metadata=info.to_props())
+    sink = WebSink(WebOptions("127.0.0.1:0"), models={"": Model.load(path, "cpu", threads=1)})
+    try:
+        models = json.loads(get(sink, "/api/status")[2])["models"]
+    finally:
+        sink.close()
+    assert models == [{"file": "robust.onnx", "arch": "tiny-test", "precision": "int8", "labels": 3,
+                       "metrics": {"robust_clean_top1": 0.9, "robust_mca": 0.72},
+                       "robustness": "clean top-1 90.0%, mean corruption accuracy 72.0% (relative drop 20.0%)"}]

@@ -28,6 +28,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from edge.corruptions import random_corruption
 from edge.datasets import IMAGE_EXTENSIONS, Unreadable, list_classes, list_images  # noqa: F401 (re-exported)
 from edge.errors import EdgerecError
 from edge.metadata import DatasetInfo
@@ -296,10 +297,16 @@ class Augment:
     contrast: float = 0.2
     saturation: float = 0.2
     rotation: float = 10.0  # degrees, drawn from [-x, x]
+    camera: float = 0.0  # probability of one random camera corruption (edge.corruptions) at a random severity
 
 
 def augment(image: np.ndarray, geometry: Geometry, options: Augment, rng: np.random.Generator) -> np.ndarray:
-    """A random view of a uint8 HxWx3 BGR image: uint8 [geometry.height, geometry.width, 3] BGR."""
+    """A random view of a uint8 HxWx3 BGR image: uint8 [geometry.height, geometry.width, 3] BGR.
+
+    A camera corruption, when drawn, is applied to the whole photo first, as `edgerec evaluate
+    --robustness` and a real camera apply it: before the crop."""
+    if options.camera > 0 and rng.random() < options.camera:
+        image = random_corruption(image, rng)
     out = random_resized_crop(image, geometry, options.scale, options.ratio, rng)
     if rng.random() < options.flip:
         out = cv2.flip(out, 1)

@@ -48,8 +48,9 @@ from training.data import Augment, DataOptions, ImageFolders, Sample, load_image
 from training.distributed import World
 from training.export import export_onnx
 from training.features import CachedActivations, CacheOptions, cache_activations, native_bf16
-from training.gate import RECIPES, Attempt, GateReport, gate_int8
+from training.gate import AGREEMENT_FLOOR, PAIRED_PREDICTIONS, RECIPES, Attempt, GateOptions, GateReport, gate_int8
 from training.models import CROP, EfficientNetLite, InGraphPreprocess, create_model, get_arch
+from training.qat import QatOptions, QatResult, qat_finetune
 from training.report import confusion_matrix, plot_confusion, plot_curves, write_metrics
 
 CHECKPOINT_VERSION = 1
@@ -58,6 +59,8 @@ CHECKPOINT_VERSION = 1
 # on Fashion-MNIST (128 px, 6 epochs) validation top-1 after epoch 1 was 85.2% against 83.1% with 0.01 and
 # 82.3% with the statistics frozen (docs/training.md).
 FINETUNE_BN_MOMENTUM = 0.1
+AUGMENTS = ("standard", "camera")
+CAMERA_VIEWS = 0.5  # --augment camera: share of the augmented views that also get a camera corruption
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,12 @@ class TrainOptions:
     patience: int = 3  # stop a stage after this many epochs without a better validation score
     mirror: bool = True  # also cache the mirror image of every training image
     augmented_views: int = 0  # extra random views (crop, flip, colour, rotation) cached per training image
+    augment: str = "standard"  # the augmented views' kind: standard, or camera (half also get a camera corruption)
     seed: int = 0  # split, augmentation, head initialisation and batch order
-    max_int8_drop: float = 0.5  # INT8 validation top-1 may be at most this many points below FP32
+    min_int8_agreement: float = AGREEMENT_FLOOR  # INT8 kept when its agreement with FP32 is at least this (95% low)
+    int8_pairs: int = PAIRED_PREDICTIONS  # paired FP32/INT8 predictions the gate compares (training.gate)
+    qat_images: int = 0  # training images for a quantization-aware fine-tune when every INT8 recipe is refused
+    qat_epochs: float = 1.0  # its passes over them (each image and its mirror image)
     calibration_images: int = 200  # training images the INT8 calibration sees (twice that for the retries)
     time_limit: float | None = None  # minutes for data, caching and training; stage 2 epochs are cut to fit
     resume: bool = False  # continue from out_dir/checkpoint.pt
@@ -146,17 +153,25 @@ def check_options(o: TrainOptions) -> None:
         raise EdgerecError(f"finetune_blocks must be 0 (head only) to {blocks - 1} for {o.arch}, "
                            f"got {o.finetune_blocks}")
     positive = {"head_epochs": o.head_epochs, "batch_size": o.batch_size, "lr": o.lr, "finetune_lr": o.finetune_lr,
-                "patience": o.patience, "calibration_images": o.calibration_images}
+                "patience": o.patience, "calibration_images": o.calibration_images, "int8_pairs": o.int8_pairs}
     for name, value in positive.items():
         if value <= 0:
             raise EdgerecError(f"{name} must be positive, got {value}")
     non_negative = {"epochs": o.epochs, "warmup_epochs": o.warmup_epochs, "weight_decay": o.weight_decay,
+                    "qat_images": o.qat_images, "qat_epochs": o.qat_epochs,
                     "augmented_views": o.augmented_views}
     for name, value in non_negative.items():
         if value < 0:
             raise EdgerecError(f"{name} must be 0 or more, got {value}")
+    if not 0 <= o.min_int8_agreement <= 1:
+        raise EdgerecError(f"min_int8_agreement must be in [0, 1] (a share of paired predictions), "
+                           f"got {o.min_int8_agreement}")
     if not 0 < o.crop <= 1:
         raise EdgerecError(f"crop must be in (0, 1] (1 = the whole image), got {o.crop}")
+    if o.augment not in AUGMENTS:
+        raise EdgerecError(f"augment must be one of {', '.join(AUGMENTS)}, got {o.augment!r}")
+    if o.augment == "camera" and o.augmented_views == 0:
+        raise EdgerecError("augment camera corrupts the augmented views; add augmented views (--augmented-views N)")
     if not 0 <= o.label_smoothing < 1:
         raise EdgerecError(f"label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if o.time_limit is not None and o.time_limit <= 0:
@@ -175,6 +190,7 @@ class Run:
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
         self.bars = options.progress and world.is_main
+        self.qat_result: QatResult | None = None
 
     def run(self) -> TrainReport:
         o, world = self.o, self.world
@@ -269,7 +285,8 @@ class Run:
         views = list(parts.activations.chunk(parts.views))
         del fitted, parts
         for view in range(1, augmented + 1):  # view 0 is the fitted image, as at run time
-            images = load_images(mine, geometry, Augment(), o.seed, view, o.workers, self.bars)
+            kind = Augment(camera=CAMERA_VIEWS if o.augment == "camera" else 0.0)
+            images = load_images(mine, geometry, kind, o.seed, view, o.workers, self.bars)
             views.append(cache_activations(prefix, images, labels, replace(options, mirror=False)).activations)
         rows = [distributed.gather_rows(world, v, len(samples)) for v in views]
         activations = torch.cat(rows)
@@ -429,20 +446,35 @@ class Run:
                          precision="fp32", dataset=data.dataset_info(), training=training)
         fp32_path = self.out / "model-fp32.onnx"
         export_onnx(net, info, fp32_path, val_images[:16])
-        calibration = load_images(calibration_samples(data.train, 2 * o.calibration_images, o.seed), geometry,
-                                  workers=o.workers)
-        with tqdm(desc="int8 gate", total=len(RECIPES), unit="recipe", disable=not self.bars, leave=False) as bar:
+        calibrating = calibration_samples(data.train, 2 * o.calibration_images, o.seed)
+        calibration = load_images(calibrating, geometry, workers=o.workers)
+        extra = paired_samples(data.train, calibrating, o.int8_pairs - len(data.val))
+        paired = load_images(extra, geometry, workers=o.workers) if extra else None
+        tuning = qat_samples(data.train, extra, o.qat_images)
+
+        def qat() -> Path:  # the fine-tuned float file, quantized by the gate's last recipe
+            images = load_images(tuning, geometry, workers=o.workers)
+            tune = QatOptions(o.qat_epochs, batch_size=min(32, o.batch_size), seed=o.seed)
+            folded, self.qat_result = qat_finetune(net, images, calibration[:o.calibration_images], tune)
+            path = self.out / ".model-qat-fp32.onnx"
+            export_onnx(folded, info, path, val_images[:16])
+            return path
+
+        with tqdm(desc="int8 gate", total=len(RECIPES) + bool(tuning), unit="recipe", disable=not self.bars,
+                  leave=False) as bar:
             def show(attempt: Attempt) -> None:
-                bar.set_postfix(recipe=attempt.recipe, top1=f"{100 * attempt.val_top1:.1f}%")
+                bar.set_postfix(recipe=attempt.recipe, agreement=f"{100 * attempt.agreement:.1f}%")
                 bar.update()
 
-            return gate_int8(fp32_path, calibration, val_images, val_labels, o.max_int8_drop, show)
+            return gate_int8(fp32_path, calibration, val_images, val_labels, paired,
+                             np.array([s.label for s in extra]), GateOptions(o.min_int8_agreement, paired=o.int8_pairs),
+                             show, qat if tuning else None)
 
     def training_settings(self, state: dict[str, Any], seconds: float) -> dict[str, Any]:
         o = self.o
         keep = ("finetune_blocks", "head_epochs", "epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
-                "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "seed",
-                "max_int8_drop", "calibration_images", "time_limit")
+                "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "seed",
+                "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images", "time_limit")
         return {**{k: getattr(o, k) for k in keep}, "optimizer": "AdamW", "schedule": "warm-up + cosine",
                 "stages": state["stages"], "processes": self.world.size, "seconds": round(seconds, 1),
                 "torch": torch.__version__, "bf16": native_bf16()}
@@ -465,8 +497,9 @@ class Run:
             "val_top1_fp32": gate.fp32_top1, "val_top1_int8": gate.int8_top1, "int8_drop_points": gate.drop,
             "val_top1_int8_training_cpu": gate.int8_cpu_top1,
             "val_top1_interval95": list(top1_interval(gate.top1, len(truth))),
-            "gate_passed": gate.passed, "max_int8_drop": gate.max_drop, "deliverable": str(gate.deliverable),
-            "deliverable_precision": gate.precision, "quantization_attempts": [asdict(a) for a in gate.attempts],
+            "gate_passed": gate.passed, "deliverable": str(gate.deliverable), "deliverable_precision": gate.precision,
+            "int8_gate": gate_summary(gate), "qat": asdict(self.qat_result) if self.qat_result else None,
+            "quantization_attempts": [attempt_summary(a) for a in gate.attempts],
             "classes": list(data.classes), "train_counts": list(data.train_counts),
             "val_counts": list(data.val_counts), "confusion": counts.tolist(), "stages": state["stages"],
             "history": state["history"], "seconds": self.seconds, "options": asdict(self.o),
@@ -533,6 +566,37 @@ def learning_rate(step: int, total: int, warmup: float, peak: float) -> float:
         return peak * (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1.0, total - warmup)
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def paired_samples(samples: tuple[Sample, ...], calibrating: list[Sample], n: int) -> list[Sample]:
+    """Up to n training samples for the INT8 gate's paired predictions: those the calibration did not see
+    first (its ranges were fitted on the others), in the data's order."""
+    chosen = set(calibrating)
+    ordered = [s for s in samples if s not in chosen] + [s for s in samples if s in chosen]
+    return ordered[:max(0, n)]
+
+
+def qat_samples(samples: tuple[Sample, ...], paired: list[Sample], n: int) -> list[Sample]:
+    """Up to n training samples for the quantization-aware fine-tune: none the gate compares on (the fine-tune
+    learns FP32's answers on its images, so agreement there would flatter it), spread over the classes."""
+    compared = set(paired)
+    return calibration_samples(tuple(s for s in samples if s not in compared), n, seed=0) if n > 0 else []
+
+
+def gate_summary(gate: GateReport) -> dict[str, Any]:
+    """The gate's decision and its numbers, for metrics.json."""
+    evidence = gate.evidence
+    return {"precision": gate.precision, "refused_because": gate.reason,
+            "recipe": gate.best_attempt.recipe if gate.attempts else None,
+            "min_agreement": gate.options.min_agreement, "mcnemar_alpha": gate.options.alpha,
+            **(evidence.as_dict() if evidence else {}),
+            "fp32_ms_this_cpu": gate.fp32_ms, "int8_ms_this_cpu": gate.int8_ms, "speedup_this_cpu": gate.speedup}
+
+
+def attempt_summary(attempt: Attempt) -> dict[str, Any]:
+    return {"recipe": attempt.recipe, "calibration_images": attempt.calibration_images,
+            "val_top1": attempt.val_top1, "cpu_top1": attempt.cpu_top1, "refused_because": attempt.refused,
+            "seconds": attempt.seconds, **attempt.evidence.as_dict()}
 
 
 def calibration_samples(samples: tuple[Sample, ...], n: int, seed: int) -> list[Sample]:

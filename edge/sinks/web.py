@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -266,11 +267,13 @@ class WebSink:
     def __init__(self, options: WebOptions, source_status: Callable[[], SourceStatus] | None = None,
                  environ: Mapping[str, str] | None = None,
                  cameras: Mapping[str, Callable[[], SourceStatus] | None] | None = None,
-                 config_path: str | None = None, request_reload: Callable[[], None] | None = None) -> None:
+                 config_path: str | None = None, request_reload: Callable[[], None] | None = None,
+                 models: Mapping[str, object] | None = None) -> None:
         """`cameras`: each camera's name and source status (several cameras); None: one camera, `source_status`.
         `config_path`: the config file the run was started with (None: flags only); `request_reload()` makes the
         run read it (and its model files) again without stopping the cameras (edge.reload)."""
         self.config_path, self.request_reload = config_path, request_reload
+        self.models = [model_status(model) for model in (models or {}).values()]
         host, port = parse_listen(options.listen)
         environ = os.environ if environ is None else environ
         self.options = options
@@ -372,6 +375,7 @@ class WebSink:
             "max_viewers": self.options.max_clients,
             "jpeg_fps": self.options.jpeg_fps,
             "cameras": cameras,
+            "models": self.models,
         }
 
     def health(self) -> tuple[bool, str]:
@@ -414,6 +418,23 @@ def camera_status(view: CameraView, now: float, stale_after: float) -> dict:
                                                "boxes": [[round(v, 4) for v in box] for box in motion.boxes]},
         "regions": [region_status(region, last) for region in last.regions] if last else [],
         "viewers": view.feed.viewers,
+    }
+
+
+def model_status(model: object) -> dict:
+    """A loaded model file for /api/status: what it is and how well it did where it was made (edge.metadata)."""
+    from edge.robustness import stored_robustness
+
+    info = getattr(model, "info", None)
+    if info is None:  # a stand-in without metadata (tests)
+        return {"file": None}
+    return {
+        "file": Path(str(model.path)).name,
+        "arch": info.arch,
+        "precision": info.precision,
+        "labels": len(info.labels),
+        "metrics": {key: round(value, 4) for key, value in info.metrics.items()},
+        "robustness": stored_robustness(info.metrics),
     }
 
 

@@ -334,6 +334,9 @@ class StatusBody(BaseModel):
     jpeg_fps: float
     """JPEGs per second at most."""
     cameras: dict[str, CameraBody]
+    models: list[dict[str, Any]]
+    """The model files the run loaded at start: file, arch, precision, labels, the metrics stored in the file
+    (validation top-1, robustness) and a robustness line when the file stores clean and corruption accuracy."""
     """Every camera by name, with its regions; the fields above are the first camera's (and its first
     region's), and healthy is true only while every camera's frames flow."""
 

@@ -1,0 +1,45 @@
+"""`edgerec train --augment camera`: the augmented views also draw a camera corruption (edge.corruptions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import PHOTOS
+
+from edge.errors import EdgerecError
+from edge.preprocess import Geometry
+from training.data import Augment, augment
+from training.train import TrainOptions, check_options
+
+SQUIRREL = cv2.imread(str(PHOTOS / "squirrel_cls.jpg"), cv2.IMREAD_COLOR)
+NET = Geometry(224, 224)
+PLAIN = Augment(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+                rotation=0.0)
+
+
+def test_a_camera_view_is_corrupted_before_the_crop():
+    """With every other augmentation off the plain view is the centre region resized; the camera view of
+    the same generator differs from it, and the same seed gives the same corrupted view."""
+    plain = augment(SQUIRREL, NET, PLAIN, np.random.default_rng(1))
+    camera = Augment(**{**vars(PLAIN), "camera": 1.0})
+    first = augment(SQUIRREL, NET, camera, np.random.default_rng(1))
+    assert first.shape == plain.shape == (224, 224, 3)
+    assert not np.array_equal(first, plain)
+    assert np.array_equal(first, augment(SQUIRREL, NET, camera, np.random.default_rng(1)))
+
+
+def test_camera_share_zero_changes_nothing():
+    a = augment(SQUIRREL, NET, Augment(), np.random.default_rng(5))
+    b = augment(SQUIRREL, NET, Augment(camera=0.0), np.random.default_rng(5))
+    assert np.array_equal(a, b)
+
+
+def test_camera_needs_augmented_views(tmp_path: Path):
+    with pytest.raises(EdgerecError, match="--augmented-views"):
+        check_options(TrainOptions(tmp_path, tmp_path / "out", augment="camera"))
+    with pytest.raises(EdgerecError, match="augment must be one of standard, camera"):
+        check_options(TrainOptions(tmp_path, tmp_path / "out", augment="snow"))
+    check_options(TrainOptions(tmp_path, tmp_path / "out", augment="camera", augmented_views=1))

@@ -1,0 +1,150 @@
+"""edgerec evaluate --robustness: the clean row is plain evaluate, the table, mCA, two models, files, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import make_tiny_model, run_cli
+
+from edge.corruptions import SEVERITIES
+from edge.errors import EdgerecError
+from edge.evaluate import EvalOptions, evaluate
+from edge.model import Model
+from edge.robustness import RobustnessOptions, describe, discordant, robustness, summaries, write_report
+
+BGR = {"blue": (200, 40, 30), "green": (30, 190, 50), "red": (20, 60, 210)}
+
+
+@pytest.fixture
+def colour_folder(tmp_path: Path) -> Path:
+    """Textured colour photos (the tiny model labels by the dominant channel), 2 per class, one mislabelled."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "colours"
+    for name, colour in BGR.items():
+        for i in range(2):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            texture = rng.integers(-30, 30, (48, 64, 3))
+            cv2.imwrite(str(root / name / f"{i}.png"), np.clip(np.array(colour) + texture, 0, 255).astype(np.uint8))
+    cv2.imwrite(str(root / "red" / "wrong.png"), np.full((48, 64, 3), BGR["green"], np.uint8))
+    return root
+
+
+def test_clean_row_is_plain_evaluate(tiny_model: Path, colour_folder: Path):
+    model = Model.load(tiny_model, "cpu")
+    report = robustness(model, colour_folder, RobustnessOptions(corruptions=("jpeg", "fog")))
+    plain = evaluate(model, colour_folder)
+    assert report.clean.top1 == plain.top1 == pytest.approx(6 / 7)
+    assert report.clean.confusion.tolist() == plain.confusion.tolist()
+    assert report.correct.shape == (2, len(SEVERITIES), 7) and report.n == 7
+
+
+def test_cli_clean_row_equals_plain_evaluate(tiny_model: Path, colour_folder: Path):
+    plain = run_cli("evaluate", str(tiny_model), str(colour_folder), "--json")
+    robust = run_cli("evaluate", str(tiny_model), str(colour_folder), "--json", "--robustness",
+                     "--corruptions", "jpeg,pixelate")
+    assert plain.returncode == 0 and robust.returncode == 0, plain.stderr + robust.stderr
+    top1 = json.loads(plain.stdout.strip().splitlines()[-1])["top1"]
+    [summary] = json.loads(robust.stdout.strip().splitlines()[-1])["models"]
+    assert summary["clean"]["top1"] == top1
+    assert list(summary["corruptions"]) == ["jpeg", "pixelate"]
+    assert len(summary["corruptions"]["jpeg"]["top1"]) == 5
+
+
+def test_mca_is_the_mean_over_conditions_and_the_drop_relative(tiny_model: Path, colour_folder: Path):
+    report = robustness(Model.load(tiny_model, "cpu"), colour_folder,
+                        RobustnessOptions(corruptions=("over_exposure", "gaussian_noise")))
+    table = report.accuracy
+    assert report.mca == pytest.approx(table.mean())
+    assert report.relative_drop == pytest.approx((report.clean.top1 - report.mca) / report.clean.top1)
+    low, high = report.mca_interval()
+    assert 0.0 <= low <= report.mca <= high <= 1.0
+    assert report.summary()["corruptions"]["gaussian_noise"]["top1"] == table[1].tolist()
+
+
+def test_a_transform_reaches_the_model_before_fit(tiny_model: Path, colour_folder: Path):
+    """EvalOptions.transform sees the decoded photo and its index; here it makes every photo green."""
+    seen = []
+
+    def paint_green(image: np.ndarray, index: int) -> np.ndarray:
+        seen.append((index, image.shape))
+        return np.full_like(image, BGR["green"])
+
+    report = evaluate(Model.load(tiny_model, "cpu"), colour_folder, EvalOptions(transform=paint_green))
+    assert report.top1 == pytest.approx(2 / 7)  # only the green folder's two are right
+    assert [i for i, _ in seen] == list(range(7)) and seen[0][1] == (48, 64, 3)
+
+
+def test_runs_are_deterministic_and_two_models_see_the_same_pixels(tiny_model: Path, colour_folder: Path,
+                                                                   tmp_path: Path):
+    options = RobustnessOptions(corruptions=("shot_noise", "motion_blur"), seed=3)
+    a = robustness(Model.load(tiny_model, "cpu"), colour_folder, options)
+    twin = make_tiny_model(tmp_path / "twin.onnx", precision="int8")
+    b = robustness(Model.load(twin, "cpu"), colour_folder, options)
+    assert np.array_equal(a.correct, b.correct) and discordant(a, b) == (0, 0)
+    lines = describe([a, b])
+    assert any("right only by the first model" in line for line in lines)
+    out = summaries([a, b])
+    assert [m["precision"] for m in out["models"]] == ["fp32", "int8"]
+    assert out["discordant"] == {"right_only_first": 0, "right_only_second": 0, "predictions": 2 * 5 * 7}
+
+
+def test_report_files(tiny_model: Path, colour_folder: Path, tmp_path: Path):
+    report = robustness(Model.load(tiny_model, "cpu"), colour_folder, RobustnessOptions(corruptions=("jpeg",)))
+    files = write_report([report, report], tmp_path / "out")
+    heat = cv2.imread(str(files.heatmap))
+    assert heat is not None and heat.shape[1] > 2 * 300  # two panels side by side
+    saved = json.loads(files.metrics.read_text())
+    assert saved["models"][0]["mca"] == pytest.approx(report.mca)
+    assert not list((tmp_path / "out").glob(".*"))
+
+
+def test_unknown_corruption_is_refused(tiny_model: Path, colour_folder: Path):
+    with pytest.raises(EdgerecError, match="'snow'"):
+        robustness(Model.load(tiny_model, "cpu"), colour_folder, RobustnessOptions(corruptions=("snow",)))
+    result = run_cli("evaluate", str(tiny_model), str(colour_folder), "--robustness", "--corruptions", "snow")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "known:" in result.stderr
+
+
+def test_cli_compare_text_and_files(tiny_model: Path, colour_folder: Path, tmp_path: Path):
+    twin = make_tiny_model(tmp_path / "twin.onnx", precision="int8")
+    result = run_cli("evaluate", str(colour_folder), "--model", str(tiny_model), "--robustness", "--compare",
+                     str(twin), "--corruptions", "fog", "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("mean corruption accuracy") == 2 and "tiny.onnx" in result.stdout
+    assert "twin.onnx" in result.stdout and (tmp_path / "r" / "robustness.png").is_file()
+
+
+def test_compare_without_robustness_is_refused(tiny_model: Path, colour_folder: Path):
+    result = run_cli("evaluate", str(tiny_model), str(colour_folder), "--compare", str(tiny_model))
+    assert result.returncode == 2 and "--robustness" in result.stderr
+
+
+def test_info_shows_stored_robustness(tmp_path: Path):
+    from edge.metadata import DatasetInfo, ModelInfo
+
+    info = ModelInfo(labels=["blue", "green", "red"], input_size=(8, 8), crop=1.0, arch="tiny-test", precision="int8",
+                     dataset=DatasetInfo("synthetic"),
+                     metrics={"val_top1_int8": 0.9, "robust_clean_top1": 0.9, "robust_mca": 0.72})
+    path = make_tiny_model(tmp_path / "m.onnx", metadata=info.to_props())
+    result = run_cli("info", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "clean top-1 90.0%, mean corruption accuracy 72.0% (relative drop 20.0%)" in result.stdout
+    assert "metric val_top1_int8" in result.stdout and "metric robust_mca" not in result.stdout
+    plain = run_cli("info", str(make_tiny_model(tmp_path / "plain.onnx")))
+    assert plain.returncode == 0 and "robustness" not in plain.stdout
+
+
+def test_progress_counts_across_models_and_conditions(tiny_model: Path, colour_folder: Path):
+    from edge.robustness import compare
+
+    calls = []
+    model = Model.load(tiny_model, "cpu")
+    reports = compare([model, model], colour_folder,
+                      RobustnessOptions(corruptions=("jpeg",), on_progress=lambda d, t: calls.append((d, t))))
+    per_model = 7 * (1 + len(SEVERITIES))  # clean + 5 severities of one corruption, 7 images each
+    assert len(reports) == 2 and calls[-1] == (2 * per_model, 2 * per_model)
+    assert all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
