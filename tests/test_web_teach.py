@@ -104,7 +104,7 @@ def service(config: Path, token: str = "") -> Iterator[Service]:
     port = int(options.web.listen.rpartition(":")[2])
     svc = Service(port, config, probe, token)
     try:
-        wait_until(lambda: probe.frames, timeout=20)
+        wait_until(lambda: probe.frames and svc.status()["frames"], timeout=20)  # the web sink has had one too
         yield svc
     finally:
         stop.set()
