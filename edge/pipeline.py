@@ -444,6 +444,10 @@ class FrameLoop:
         self.scheduler = Scheduler(models, regions, self.timers, self.clock, time.monotonic)
         self._connect_wake()
         self.attach([*self.raw_sinks, *self.drawing_sinks])
+        for sink in (*self.raw_sinks, *self.drawing_sinks):
+            follow = getattr(sink, "models_changed", None)  # a sink that names the model files (the web page)
+            if follow is not None:
+                follow(models)
         LOG.info("reloaded: %d camera(s), %d region(s)%s", len(self.cameras), len(regions),
                  f"; reopened {', '.join(update.sources)}" if update.sources else "")
 

@@ -127,3 +127,29 @@ def test_a_run_that_reaches_the_end_of_its_file_ends_at_once_with_reload_on(tmp_
     started = time.monotonic()
     summary = run(options, model=model, reload=lambda: options, reload_requested=threading.Event())
     assert summary.stopped_by == "end" and time.monotonic() - started < 5
+
+
+
+def test_sinks_that_name_the_model_files_hear_of_a_reload(tmp_path, model):
+    """The web page lists the running model files: after a reload (or an accept) it must name the new ones."""
+    from edge.capture import open_source
+    from edge.pipeline import RUN_MODEL, build_loop
+    from edge.reload import Update
+
+    class Naming(Probe):
+        models: list[str] = []
+
+        def models_changed(self, models) -> None:
+            self.models = sorted(models)
+
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 10)
+    options = RunOptions(SourceOptions(str(clip)), display=False)
+    newer = RunOptions(SourceOptions(str(clip)), display=False,
+                       regions=(RegionOptions("right", RIGHT, model="other.onnx"),))
+    sink, source = Naming(), open_source(options.source)
+    try:
+        loop = build_loop(options, {RUN_MODEL: model}, [source], [sink], threading.Event())
+        loop.apply(Update(newer, {RUN_MODEL: model, "other.onnx": model}, {}))
+    finally:
+        source.close()
+    assert sink.models == [RUN_MODEL, "other.onnx"]

@@ -273,7 +273,7 @@ class WebSink:
         `config_path`: the config file the run was started with (None: flags only); `request_reload()` makes the
         run read it (and its model files) again without stopping the cameras (edge.reload)."""
         self.config_path, self.request_reload = config_path, request_reload
-        self.models = [model_status(model) for model in (models or {}).values()]
+        self.models_changed(models or {})
         host, port = parse_listen(options.listen)
         environ = os.environ if environ is None else environ
         self.options = options
@@ -321,6 +321,10 @@ class WebSink:
     def shows_pixels(self) -> bool:
         """Only while someone watches a stream: the frame loop draws the overlay only then."""
         return any(view.feed.viewers for view in self.views.values())
+
+    def models_changed(self, models: Mapping[str, object]) -> None:
+        """The model files now running (at start, and after each reload or accept)."""
+        self.models = [model_status(model) for model in models.values()]
 
     def shows(self, camera: str) -> bool:
         """Whether someone watches `camera`'s stream (the frame loop draws that camera's overlay only then)."""
