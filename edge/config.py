@@ -369,6 +369,8 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise EdgerecError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise EdgerecError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     return parse_config(data, origin=str(path))
 
 
