@@ -413,10 +413,15 @@ def describe_error(error: ValidationError, names: Mapping[str, str] | None = Non
     if first["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         where = f" in [{key.rpartition('.')[0]}]" if len(loc) > 1 else ""
-        return f"unknown key '{label}' (valid keys{where}: {', '.join(parent.model_fields)}){more}"
+        return f"unknown key '{_printable(label)}' (valid keys{where}: {', '.join(parent.model_fields)}){more}"
     got = "(hidden)" if key in SECRETS else toml_value(first["input"])
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"{label}: {_what_is_valid(first, loc)}, got {got}{more}"
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters as \\uXXXX, so that a message stays on one line."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _what_is_valid(problem: Mapping[str, Any], loc: list[str]) -> str:
