@@ -17,6 +17,8 @@ from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.preprocess import Geometry, fit
 
 DEFAULT_MODEL = "efficientnet_lite0_imagenet_int8.onnx"
+MAX_THREADS = 1024
+"""Most inference threads: ONNX Runtime starts every one it is asked for (and takes at most a 32-bit int)."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None,
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
-        if threads < 1:
-            raise EdgerecError(f"threads must be >= 1, got {threads}")
+        if not 1 <= threads <= MAX_THREADS:
+            raise EdgerecError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
