@@ -123,7 +123,7 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None,
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         reason = str(exc).splitlines()[0][:160]
         provider = providers[0][0]
@@ -134,7 +134,7 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None,
 
 def _loads_on_cpu(path: Path, options: ort.SessionOptions) -> bool:
     try:
-        ort.InferenceSession(str(path), options, providers=[CPU])
+        ort.InferenceSession(str(path), options, providers=[CPU], enable_fallback=0)
     except Exception:  # only asks whether the CPU provider can open the file
         return False
     return True
