@@ -71,7 +71,7 @@ class Model:
         path = Path(path) if path is not None else default_model_path()
         providers = resolve_providers(device, ort.get_available_providers())
         session = _open_session(path, providers, threads, spinning)
-        info = from_props(session.get_modelmeta().custom_metadata_map, str(path))
+        info = from_props(_metadata(session, path), str(path))
         _check_io(session, info, str(path))
         model = cls(path, session, info, 0.0)
         model.infer(model._batch)  # warm-up: first run allocates and picks kernels
@@ -138,6 +138,13 @@ def _loads_on_cpu(path: Path, options: ort.SessionOptions) -> bool:
     except Exception:  # only asks whether the CPU provider can open the file
         return False
     return True
+
+
+def _metadata(session: ort.InferenceSession, path: Path) -> dict[str, str]:
+    try:
+        return session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError as error:  # ONNX Runtime decodes the metadata strings as UTF-8
+        raise EdgerecError(f"{path}: metadata is not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def _check_io(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:
