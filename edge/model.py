@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,6 +111,39 @@ class Model:
         best = np.argpartition(probs, -k)[-k:]
         best = best[np.argsort(probs[best])[::-1]]
         return Prediction([Category(self.labels[i], int(i), float(probs[i])) for i in best])
+
+
+_CHILD = """
+import sys
+from edge.errors import EdgerecError
+from edge.model import Model
+try:
+    Model.load(sys.argv[1], sys.argv[2], 1)
+except EdgerecError as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0) -> None:
+    """Load `path` in a separate process first, so that a file which crashes ONNX Runtime (an abort, a
+    segmentation fault) ends that process and not the caller, e.g. a service about to swap in a new model.
+
+    Raises EdgerecError naming the file and the problem: the child's own one-line error, or how it died.
+    """
+    try:
+        child = subprocess.run([sys.executable, "-c", _CHILD, str(path), device], capture_output=True, text=True,
+                               timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EdgerecError(f"{path}: loading it took more than {timeout:g} s in a test process") from None
+    lines = child.stdout.strip().splitlines()
+    if child.returncode == 0:
+        return
+    if child.returncode == 2 and lines:
+        raise EdgerecError(lines[-1])
+    code = child.returncode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"status {code}"
+    raise EdgerecError(f"{path}: loading it killed a test process ({how}); the file is damaged or not a model")
 
 
 def _open_session(path: Path, providers: list[Provider], threads: int | None,
