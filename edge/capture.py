@@ -529,7 +529,7 @@ class FolderSource(_Playback):
         while self._position < len(self.files):
             file = self.files[self._position]
             self._position += 1
-            image = cv2.imread(os.fspath(file), cv2.IMREAD_COLOR)
+            image = _imread_or_none(file)
             if image is not None:
                 return image
             self._skipped += 1
@@ -563,8 +563,15 @@ class StillSource(_Playback):
         self._given = False
 
 
+def _imread_or_none(path: Path) -> np.ndarray | None:
+    try:
+        return cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV asserts rather than returning None on some files (more pixels than its limit)
+        return None
+
+
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    image = _imread_or_none(path)
     if image is None:
         raise EdgerecError(f"cannot read image {path}: OpenCV cannot decode it")
     return image
