@@ -22,7 +22,7 @@ from conftest import fuzz_examples, run_cli  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge.config import Config, defaults_toml, load_config, run_options, tomllib  # noqa: E402
+from edge.config import Config, defaults_toml, describe_config, load_config, run_options, tomllib  # noqa: E402
 from edge.errors import EdgerecError  # noqa: E402
 
 DEFAULTS = tomllib.loads(defaults_toml())
@@ -129,6 +129,7 @@ def check_file(path: Path, names: str = "") -> Config | None:
         if names and "invalid TOML" not in message:
             assert printable(names.split(".")[0]) in message, (names, message)
         return None
+    describe_config(config)  # what check-config prints
     try:
         options = run_options(config)
     except EdgerecError as error:
