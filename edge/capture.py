@@ -12,7 +12,6 @@ A returned `Frame.image` stays valid until the next `read()`: its buffer is reus
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge.datasets import image_problem
 from edge.errors import EdgerecError
 
 IMAGE_SUFFIXES = frozenset(
@@ -565,8 +565,11 @@ class StillSource(_Playback):
 
 def _imread_or_none(path: Path) -> np.ndarray | None:
     try:
-        return cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    except cv2.error:  # OpenCV asserts rather than returning None on some files (more pixels than its limit)
+        data = Path(path).read_bytes()
+        if not data or image_problem(data):
+            return None
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except (OSError, cv2.error):  # OpenCV asserts rather than returning None on some files (over its limit)
         return None
 
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS
+from edge.datasets import IMAGE_EXTENSIONS, image_problem
 from edge.errors import EdgerecError
 from edge.model import Model, Prediction, default_model_path
 
@@ -47,7 +48,14 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def read_image(path: Path):
     try:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = path.read_bytes()
+    except OSError as error:
+        raise EdgerecError(f"{path}: cannot read: {error.strerror}") from None
+    problem = image_problem(data)
+    if problem:
+        raise EdgerecError(f"{path}: not a readable image ({problem})")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     except cv2.error as error:  # OpenCV asserts rather than returning None, e.g. on a decompression bomb
         raise EdgerecError(f"{path}: not a readable image ({decode_problem(error)})") from None
     if image is None:
