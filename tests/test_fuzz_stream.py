@@ -225,3 +225,14 @@ def test_a_stall_mid_frame_is_a_counted_reconnect_and_frames_come_back(camera: S
     assert reply["reconnects"] >= 1 and "reconnecting" in reply["states"], reply
     assert reply["frames"] >= 2, reply
     assert time.monotonic() - started < 3.0 + 5
+
+
+@pytest.mark.parametrize("bad", [("garbage", b"\x00\xff" * 300), ("truncated", 200)])
+def test_a_broken_part_is_a_counted_reconnect_and_frames_keep_coming(bad: tuple, camera: ScriptedCamera,
+                                                                       worker: Worker) -> None:
+    """FFmpeg gives up on the connection at a broken part: the reader counts a reconnect and goes on."""
+    camera.script = {"boundary": "frame", "content_type": "multipart/x-mixed-replace",
+                     "parts": [("frame",)] * 5 + [bad] + [("frame",)] * 5, "repeat": 10}
+    reply = worker.run(camera.url, run_s=2.0)
+    check(reply, camera.script)
+    assert reply["reconnects"] >= 2 and reply["frames"] >= 20, reply
