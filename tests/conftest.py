@@ -22,7 +22,7 @@ try:
 
     settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES or 1000, deadline=None, print_blob=True,
+    settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES or 1000, database=None, deadline=None, print_blob=True,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     settings.load_profile("fuzz" if FUZZ_EXAMPLES else "ci")
 except ImportError:  # hypothesis comes with the [dev] extra; without it the fuzz tests are skipped
