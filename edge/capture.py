@@ -12,7 +12,6 @@ A returned `Frame.image` stays valid until the next `read()`: its buffer is reus
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge.datasets import image_problem
 from edge.errors import EdgerecError
 
 IMAGE_SUFFIXES = frozenset(
@@ -529,7 +529,7 @@ class FolderSource(_Playback):
         while self._position < len(self.files):
             file = self.files[self._position]
             self._position += 1
-            image = cv2.imread(os.fspath(file), cv2.IMREAD_COLOR)
+            image = _imread_or_none(file)
             if image is not None:
                 return image
             self._skipped += 1
@@ -563,8 +563,18 @@ class StillSource(_Playback):
         self._given = False
 
 
+def _imread_or_none(path: Path) -> np.ndarray | None:
+    try:
+        data = Path(path).read_bytes()
+        if not data or image_problem(data):
+            return None
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except (OSError, cv2.error):  # OpenCV asserts rather than returning None on some files (over its limit)
+        return None
+
+
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    image = _imread_or_none(path)
     if image is None:
         raise EdgerecError(f"cannot read image {path}: OpenCV cannot decode it")
     return image

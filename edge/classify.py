@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS
+from edge.datasets import IMAGE_EXTENSIONS, image_problem
 from edge.errors import EdgerecError
 from edge.model import Model, Prediction, default_model_path
 
@@ -45,12 +47,32 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def read_image(path: Path):
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise EdgerecError(f"{path}: cannot read: {error.strerror}") from None
+    problem = image_problem(data)
+    if problem:
+        raise EdgerecError(f"{path}: not a readable image ({problem})")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error as error:  # OpenCV asserts rather than returning None, e.g. on a decompression bomb
+        raise EdgerecError(f"{path}: not a readable image ({decode_problem(error)})") from None
     if image is None:
         raise EdgerecError(f"{path}: not a readable image (supported: {', '.join(sorted(IMAGE_SUFFIXES))})")
     if image.dtype != "uint8":  # 16-bit PNG/TIFF
         image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
     return image
+
+
+def decode_problem(error: cv2.error) -> str:
+    """OpenCV's failed assertion as a few words: the size limit named, else its last line."""
+    text = str(error)
+    if "CV_IO_MAX_IMAGE_PIXELS" in text:
+        return f"more than {os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS', '?')} pixels, OPENCV_IO_MAX_IMAGE_PIXELS"
+    if "CV_IO_MAX_IMAGE_" in text:
+        return "wider or taller than OpenCV reads"
+    return text.strip().splitlines()[-1][:120]
 
 
 def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5) -> Iterator[FileResult]:

@@ -488,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge.logs import debug_requested, quiet_libraries
+
+    quiet_libraries(debug_requested())  # before anything opens a camera or a stream
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

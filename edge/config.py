@@ -28,6 +28,7 @@ from edge.camera import CameraOptions
 from edge.capture import SourceOptions
 from edge.devices import DEVICES, parse_device
 from edge.errors import EdgerecError
+from edge.model import MAX_THREADS
 from edge.motion import MotionOptions
 from edge.overlay import OverlayOptions
 from edge.pipeline import RunOptions
@@ -45,6 +46,11 @@ DEFAULT_PATH = Path("/etc/edgerec/config.toml")
 
 SECRETS = frozenset({"web.token", "mqtt.password"})
 """Keys whose values error messages never repeat (they end up in the journal)."""
+
+MAX_SIDE = 16384
+"""Largest frame width or height a camera is asked for (16K)."""
+MAX_TIMEOUT_S = 86400.0
+"""Longest open/read timeout: a day (OpenCV takes milliseconds as a 32-bit int)."""
 
 _SOURCE, _SMOOTHING, _OVERLAY, _MOTION = SourceOptions("0"), SmoothingOptions(), OverlayOptions(), MotionOptions()
 Trigger = typing.Literal["frame", "motion", "interval"]
@@ -72,9 +78,9 @@ class SourceSection(Section):
                      "folder of images, rtsp:// or http(s):// URL, gst:PIPELINE, picamera2, or demo "
                      "(the shipped clip); `edgerec run --help` shows an example of each",
                      examples=["rtsp://cam.local:554/stream1"])
-    width: int | None = Field(None, gt=0, description="camera: requested frame width (the camera picks the "
-                              "nearest it supports); unset: the camera's own", examples=[1280])
-    height: int | None = Field(None, gt=0, description="camera: requested frame height", examples=[720])
+    width: int | None = Field(None, gt=0, le=MAX_SIDE, description="camera: requested frame width (the camera "
+                              "picks the nearest it supports); unset: the camera's own", examples=[1280])
+    height: int | None = Field(None, gt=0, le=MAX_SIDE, description="camera: requested frame height", examples=[720])
     fps: float | None = Field(None, gt=0, description="camera: requested frame rate; video file or folder: "
                               "playback rate; unset: the source's own", examples=[15])
     mjpg: bool = Field(_SOURCE.mjpg, description="V4L2 camera: ask for MJPG, which gives USB cameras their "
@@ -82,10 +88,10 @@ class SourceSection(Section):
     paced: bool = Field(_SOURCE.paced, description="video file or folder: play at its frame rate; false: as "
                         "fast as possible (batch work)")
     loop: bool = Field(_SOURCE.loop, description="video file or folder: start again at the end")
-    read_timeout: float = Field(_SOURCE.read_timeout, gt=0, description="live source: seconds without a "
-                                "frame before it counts as stalled and reconnects")
-    open_timeout: float = Field(_SOURCE.open_timeout, gt=0, description="network stream: seconds to wait "
-                                "for a connection")
+    read_timeout: float = Field(_SOURCE.read_timeout, gt=0, le=MAX_TIMEOUT_S, description="live source: seconds "
+                                "without a frame before it counts as stalled and reconnects")
+    open_timeout: float = Field(_SOURCE.open_timeout, gt=0, le=MAX_TIMEOUT_S, description="network stream: "
+                                "seconds to wait for a connection")
 
     @field_validator("uri", mode="before")
     @classmethod
@@ -111,8 +117,8 @@ class ModelSection(Section):
         except EdgerecError as exc:
             raise ValueError(str(exc)) from None
         return value
-    threads: int | None = Field(None, gt=0, description="inference threads; unset: onnxruntime's choice "
-                                "(one per physical core)", examples=[2])
+    threads: int | None = Field(None, gt=0, le=MAX_THREADS, description="inference threads; unset: onnxruntime's "
+                                "choice (one per physical core)", examples=[2])
     spinning: bool | str = Field("auto", description='onnxruntime\'s threads spin between runs: true, false, or '
                                  '"auto": only when frames queue (a file read as fast as possible); spinning on a '
                                  "paced camera burns a core for about a millisecond of latency (docs/benchmarks.md)")
@@ -375,6 +381,8 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise EdgerecError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise EdgerecError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     return parse_config(data, origin=str(path))
 
 
@@ -417,10 +425,15 @@ def describe_error(error: ValidationError, names: Mapping[str, str] | None = Non
     if first["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         where = f" in [{key.rpartition('.')[0]}]" if len(loc) > 1 else ""
-        return f"unknown key '{label}' (valid keys{where}: {', '.join(parent.model_fields)}){more}"
+        return f"unknown key '{_printable(label)}' (valid keys{where}: {', '.join(parent.model_fields)}){more}"
     got = "(hidden)" if key in SECRETS else toml_value(first["input"])
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"{label}: {_what_is_valid(first, loc)}, got {got}{more}"
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters as \\uXXXX, so that a message stays on one line."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _what_is_valid(problem: Mapping[str, Any], loc: list[str]) -> str:

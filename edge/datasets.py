@@ -10,6 +10,7 @@ install.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,26 @@ from pathlib import Path
 from edge.errors import EdgerecError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_problem(data: bytes) -> str:
+    """Why an image file's bytes must not reach OpenCV's decoder, or "" (a check of its structure only).
+
+    A PNG chunk whose length is more than the file holds: OpenCV 5's PNG reader allocates the length a chunk
+    claims, so a 70-byte file claiming 2^31 bytes took 2 GB (found by tests/test_fuzz_images.py).
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return ""
+    at = len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if length > len(data) - at - 12:  # 12: the length, type and CRC fields around the chunk's data
+            return f"a PNG chunk claims {length} bytes, more than the file holds"
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return ""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.datasets import Unreadable, list_classes, list_images
+from edge.datasets import Unreadable, image_problem, list_classes, list_images
 from edge.errors import EdgerecError
 from edge.figures import MUTED, TRUE_INK, WRONG_INK, SheetItem, render_confusion, render_contact_sheet
 from edge.files import write_bytes_atomic
@@ -203,9 +203,13 @@ def _decode(path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
     """uint8 HxWx3 BGR as training decodes it, or None (noted in `unreadable`)."""
     try:
         data = path.read_bytes()
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        problem = image_problem(data)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data and not problem else None
     except (OSError, cv2.error) as exc:
         unreadable.append(Unreadable(path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"))
+        return None
+    if problem:
+        unreadable.append(Unreadable(path, problem))
         return None
     if image is None:
         unreadable.append(Unreadable(path, "not a decodable image" if data else "empty file"))

@@ -4,6 +4,11 @@ provider, reconnects), never one per frame.
 On a terminal or into a file: time, level, logger and message. Under systemd, where stderr is the journal
 ($JOURNAL_STREAM names its device and inode), no timestamp (journald adds its own) and a `<N>` syslog
 priority prefix instead, so `journalctl -u edgerec -p warning` filters by level. Never colours.
+
+The libraries keep quiet (`quiet_libraries`): OpenCV and FFmpeg write their own lines straight to stderr
+from C (`[tcp @ 0x...] Connection to tcp://... failed`, `[ WARN:0@13.383] global cap.cpp:212 ...`) on every
+reconnect attempt, beside edgerec's one line per state change. With EDGEREC_DEBUG=1 they speak again, at
+their own default levels, beside edgerec's debug lines.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ import logging
 import os
 import sys
 from typing import TextIO
+
+DEBUG_ENV = "EDGEREC_DEBUG"
+LIBRARY_QUIET = {"OPENCV_LOG_LEVEL": "SILENT", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8: AV_LOG_QUIET
+"""Read by OpenCV when it first logs and when its FFmpeg backend first opens something: set before then."""
 
 PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
@@ -38,7 +47,10 @@ class JournalFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: bool = False, stream: TextIO | None = None) -> logging.Logger:
-    """Route the `edgerec` logger (and its children, e.g. `edgerec.capture`) to `stream` (stderr)."""
+    """Route the `edgerec` logger (and its children, e.g. `edgerec.capture`) to `stream` (stderr), at debug
+    level when `verbose` or EDGEREC_DEBUG is set; the libraries' own lines are silenced otherwise."""
+    verbose = verbose or debug_requested()
+    quiet_libraries(verbose)
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     if stream_is_journal(stream):
@@ -50,3 +62,22 @@ def setup_logging(verbose: bool = False, stream: TextIO | None = None) -> loggin
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     return logger
+
+
+def debug_requested() -> bool:
+    """EDGEREC_DEBUG=1 (or any value but 0 and empty): edgerec's debug lines and the libraries' own."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Silence OpenCV's and FFmpeg's own stderr lines unless `verbose`; a level the user set is kept.
+
+    Call it at process start, before the first capture is opened: FFmpeg's level is read once, then.
+    """
+    if verbose:
+        return
+    for name, value in LIBRARY_QUIET.items():
+        os.environ.setdefault(name, value)
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "SILENT":  # already loaded: may have read it
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)

@@ -84,6 +84,7 @@ def now_iso() -> str:
     return when.isoformat(timespec="seconds")
 
 
+DATASET_FIELDS = frozenset(f.name for f in fields(DatasetInfo))
 REQUIRED = ("format_version", "labels", "input_size", "crop", "arch", "precision")
 
 
@@ -99,7 +100,8 @@ def from_props(props: Mapping[str, str], source: str) -> ModelInfo:
     known = {f.name for f in fields(ModelInfo)}
     values = {k: v for k, v in values.items() if k in known}  # newer writers may add fields
     values["input_size"] = tuple(values["input_size"])
-    values["dataset"] = DatasetInfo(**values.get("dataset", {"name": "unknown"}))
+    dataset = values.get("dataset", {"name": "unknown"})
+    values["dataset"] = DatasetInfo(**{k: v for k, v in dataset.items() if k in DATASET_FIELDS})
     if "features" in values:
         values["features"] = FeaturesInfo(values["features"]["output"], values["features"]["dim"])
     return ModelInfo(**values)
@@ -139,6 +141,12 @@ def _check(values: dict[str, Any], source: str) -> None:
                                      and isinstance(features["dim"], int) and features["dim"] > 0):
         raise EdgerecError(f"{source}: metadata {PREFIX}features must be "
                            f'{{"output": "{FEATURES_NAME}", "dim": D > 0}}, got {features!r}')
+    dataset = values.get("dataset", {"name": ""})
+    if not (isinstance(dataset, dict) and isinstance(dataset.get("name"), str)):
+        raise EdgerecError(f"{source}: metadata {PREFIX}dataset must be an object with a name, got {dataset!r:.60}")
+    for key in ("metrics", "training", "quantization"):
+        if not isinstance(values.get(key, {}), dict):
+            raise EdgerecError(f"{source}: metadata {PREFIX}{key} must be an object, got {values[key]!r:.60}")
     if values["precision"] not in PRECISIONS:
         raise EdgerecError(f"{source}: metadata {PREFIX}precision must be one of {PRECISIONS}, "
                            f"got {values['precision']!r}")

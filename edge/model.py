@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +20,8 @@ from edge.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, fro
 from edge.preprocess import Geometry, fit
 
 DEFAULT_MODEL = "efficientnet_lite0_imagenet_int8.onnx"
+MAX_THREADS = 1024
+"""Most inference threads: ONNX Runtime starts every one it is asked for (and takes at most a 32-bit int)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class Model:
         path = Path(path) if path is not None else default_model_path()
         providers = resolve_providers(device, ort.get_available_providers())
         session = _open_session(path, providers, threads, spinning)
-        info = from_props(session.get_modelmeta().custom_metadata_map, str(path))
+        info = from_props(_metadata(session, path), str(path))
         _check_io(session, info, str(path))
         model = cls(path, session, info, 0.0)
         model.infer(model._batch)  # warm-up: first run allocates and picks kernels
@@ -125,6 +130,39 @@ def no_features_message(path: Path) -> str:
             "default and `edgerec train` files of 2026-12 on; `edgerec info` shows a features line)")
 
 
+_CHILD = """
+import sys
+from edge.errors import EdgerecError
+from edge.model import Model
+try:
+    Model.load(sys.argv[1], sys.argv[2], 1)
+except EdgerecError as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0) -> None:
+    """Load `path` in a separate process first, so that a file which crashes ONNX Runtime (an abort, a
+    segmentation fault) ends that process and not the caller, e.g. a service about to swap in a new model.
+
+    Raises EdgerecError naming the file and the problem: the child's own one-line error, or how it died.
+    """
+    try:
+        child = subprocess.run([sys.executable, "-c", _CHILD, str(path), device], capture_output=True, text=True,
+                               timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EdgerecError(f"{path}: loading it took more than {timeout:g} s in a test process") from None
+    lines = child.stdout.strip().splitlines()
+    if child.returncode == 0:
+        return
+    if child.returncode == 2 and lines:
+        raise EdgerecError(lines[-1])
+    code = child.returncode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"status {code}"
+    raise EdgerecError(f"{path}: loading it killed a test process ({how}); the file is damaged or not a model")
+
+
 def _open_session(path: Path, providers: list[Provider], threads: int | None,
                   spinning: bool = True) -> ort.InferenceSession:
     if not path.is_file():
@@ -133,12 +171,12 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None,
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
-        if threads < 1:
-            raise EdgerecError(f"threads must be >= 1, got {threads}")
+        if not 1 <= threads <= MAX_THREADS:
+            raise EdgerecError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         reason = str(exc).splitlines()[0][:160]
         provider = providers[0][0]
@@ -149,10 +187,17 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None,
 
 def _loads_on_cpu(path: Path, options: ort.SessionOptions) -> bool:
     try:
-        ort.InferenceSession(str(path), options, providers=[CPU])
+        ort.InferenceSession(str(path), options, providers=[CPU], enable_fallback=0)
     except Exception:  # only asks whether the CPU provider can open the file
         return False
     return True
+
+
+def _metadata(session: ort.InferenceSession, path: Path) -> dict[str, str]:
+    try:
+        return session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError as error:  # ONNX Runtime decodes the metadata strings as UTF-8
+        raise EdgerecError(f"{path}: metadata is not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def _check_io(session: ort.InferenceSession, info: ModelInfo, source: str) -> None:

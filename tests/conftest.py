@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import types
@@ -12,6 +13,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+# Fuzz tests (tests/test_fuzz_*.py): a fixed, bounded run by default (the same examples every time, as CI
+# runs them); EDGEREC_FUZZ_EXAMPLES=N draws N fresh random examples per target when run by hand.
+FUZZ_EXAMPLES = int(os.environ.get("EDGEREC_FUZZ_EXAMPLES", "0") or 0)
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES or 1000, database=None, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.load_profile("fuzz" if FUZZ_EXAMPLES else "ci")
+except ImportError:  # hypothesis comes with the [dev] extra; without it the fuzz tests are skipped
+    pass
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
@@ -97,3 +112,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `edgerec ARGS` the way a user does (a fresh process), capturing its output."""
     return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=120)
+
+
+def fuzz_examples(ci: int) -> int:
+    """Examples per fuzz target: `ci` (fixed seed) by default, EDGEREC_FUZZ_EXAMPLES when set."""
+    return FUZZ_EXAMPLES or ci

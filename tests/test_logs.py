@@ -59,3 +59,36 @@ def test_stream_without_descriptor_is_not_the_journal(monkeypatch: pytest.Monkey
 def test_priorities() -> None:
     assert [syslog_priority(level) for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
                                                  logging.CRITICAL)] == [7, 6, 4, 3, 2]
+
+
+def dead_stream_run(tmp_path: Path, **env: str) -> list[str]:
+    """stderr of `edgerec run` for 2 s against an HTTP camera nobody answers (a port just closed)."""
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO, make_tiny_model
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCV_", "EDGEREC_DEBUG"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "--source", f"http://127.0.0.1:{port}/video.mjpg", "--no-display",
+         "--duration", "2", "--model", str(make_tiny_model(tmp_path / "tiny.onnx"))],
+        capture_output=True, text=True, cwd=REPO, timeout=60, env={**environ, **env})
+    assert result.returncode == 0, result.stderr
+    return result.stderr.splitlines()
+
+
+def test_a_camera_away_reads_as_edgerec_lines_only(tmp_path: Path) -> None:
+    """OpenCV's and FFmpeg's own lines ([tcp @ 0x...] Connection ... failed, [ WARN:0@...] ... VIDEOIO) on
+    every retry are silenced: what is left is edgerec's line per reconnect and its summary."""
+    lines = dead_stream_run(tmp_path)
+    assert any("edgerec.run: source: reconnecting" in line for line in lines), lines
+    assert not [line for line in lines if line.startswith("[") or "VIDEOIO" in line or "tcp @" in line], lines
+
+
+def test_edgerec_debug_lets_the_libraries_speak(tmp_path: Path) -> None:
+    lines = dead_stream_run(tmp_path, EDGEREC_DEBUG="1")
+    assert any(line.startswith("[tcp @ ") and "Connection refused" in line for line in lines), lines
