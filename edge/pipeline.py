@@ -220,7 +220,7 @@ def run(
         loop.attach([*sinks, *extra_sinks])
         if reload is not None and reload_requested is not None:
             reloader = loop.reloader = Reloader(
-                options, reload, lambda new: load_models(new, new.camera_options(), model, spinning),
+                options, reload, lambda new: load_models(new, new.camera_options(), model, spinning, True),
                 lambda camera: open_camera(camera, on_source_state, sinks), reload_requested, stop)
         with using_opencv_threads(options.opencv_threads):
             return loop.run()
@@ -255,8 +255,11 @@ def frames_queue(cameras: Sequence[CameraOptions]) -> bool:
 
 
 def load_models(options: RunOptions, cameras: Sequence[CameraOptions], given: ModelLike | None,
-                spinning: bool) -> dict[str, ModelLike]:
-    """One loaded model per distinct model file, shared by every region that uses it; RUN_MODEL is the run's."""
+                spinning: bool, in_child_first: bool = False) -> dict[str, ModelLike]:
+    """One loaded model per distinct model file, shared by every region that uses it; RUN_MODEL is the run's.
+
+    `in_child_first`: load each file in a separate process first (edge.model.check_in_child), so that a file
+    that crashes ONNX Runtime cannot take a running service down (a reload)."""
     paths = {region.model for camera in cameras for region in camera.regions if region.model}
     if given is None or any(not camera.regions or any(not r.model for r in camera.regions) for camera in cameras):
         paths.add(RUN_MODEL)
@@ -265,8 +268,10 @@ def load_models(options: RunOptions, cameras: Sequence[CameraOptions], given: Mo
         if path == RUN_MODEL and given is not None:
             models[path] = given
             continue
-        from edge.model import Model
+        from edge.model import Model, check_in_child
 
+        if in_child_first and (path or options.model):
+            check_in_child(path or options.model, options.device)
         ask_for_engine_build_time(options.device)
         loaded = Model.load(path or options.model, options.device, options.threads, spinning=spinning)
         LOG.info("model %s (%s %s, %d labels) on %s, %d thread(s), spinning %s", loaded.path, loaded.info.arch,

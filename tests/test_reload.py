@@ -153,3 +153,20 @@ def test_sinks_that_name_the_model_files_hear_of_a_reload(tmp_path, model):
     finally:
         source.close()
     assert sink.models == [RUN_MODEL, "other.onnx"]
+
+
+def test_a_reload_naming_a_damaged_model_file_is_refused_and_the_run_goes_on(tmp_path, model, caplog):
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 10, fps=FPS)
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(default_model_path().read_bytes()[:200_000])  # cut short, as a failed copy leaves it
+    first = RunOptions(SourceOptions(str(clip), loop=True), display=False)
+    second = RunOptions(SourceOptions(str(clip), loop=True), display=False,
+                        regions=(RegionOptions("left", LEFT, model=str(damaged)),))
+    stop, requested = threading.Event(), threading.Event()
+    threading.Timer(0.5, requested.set).start()
+    threading.Timer(4.0, stop.set).start()
+    with caplog.at_level("INFO"):
+        summary = run(first, stop, model=model, reload=lambda: second, reload_requested=requested)
+    assert summary.stopped_by == "stop" and summary.frames > 30 and summary.label == "blue"
+    refused = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
+    assert len(refused) == 1 and "damaged.onnx" in refused[0]
