@@ -82,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, required=True, help="how long edgerec runs")
     parser.add_argument("--out", type=Path, help="folder for soak.csv, soak.png, logs (default: a new temp folder)")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--replot", action="store_true", help="only draw --out's soak.csv again and judge its trends")
     args = parser.parse_args(argv)
+    if args.replot:
+        samples = read_csv(args.out / "soak.csv")
+        problems = trends(samples, args.minutes * 60)
+        plot(args.out / "soak.png", samples, args.minutes * 60)
+        print("\n".join(f"soak: FAIL: {p}" for p in problems) or "soak: trends ok", f"({args.out / 'soak.png'})")
+        return 1 if problems else 0
     out = args.out or Path(tempfile.mkdtemp(prefix="edgerec-soak-"))
     out.mkdir(parents=True, exist_ok=True)
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -90,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         print("soak: needs mosquitto (Debian: apt-get install mosquitto)", file=sys.stderr)
         return 2
     problems, samples, stats = soak(args.minutes * 60, args.every, out, mosquitto)
-    write_csv(out / "soak.csv", samples)
     problems += trends(samples, args.minutes * 60)
     plot(out / "soak.png", samples, args.minutes * 60)
     report(out, samples, stats, problems)
@@ -115,6 +121,9 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
                                stdout=log, stderr=log, cwd=out)
     faults = schedule(seconds)
+    table = open(out / "soak.csv", "w", newline="")  # a row per sample as it is taken: a cut-short run keeps its data
+    rows = csv.DictWriter(table, [f.name for f in fields(Sample)])
+    rows.writeheader()
     started = time.monotonic()
     try:
         while (now := time.monotonic() - started) < seconds:
@@ -128,6 +137,8 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
             sample = take_sample(process.pid, web_port, now, fault_now(now))
             if sample is not None:
                 samples.append(sample)
+                rows.writerow(asdict(sample))
+                table.flush()
                 problems += health_problems(sample)
             time.sleep(max(0.0, every - (time.monotonic() - started - now)))
         stats["stop_s"], stats["exit"] = stop(process)
@@ -137,6 +148,7 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
         if process.poll() is None:
             process.kill()
         log.close()
+        table.close()
         porch.stop()
         garage.stop()
         broker.stop()
@@ -410,12 +422,10 @@ def trends(samples: list[Sample], seconds: float) -> list[str]:
     return problems
 
 
-def write_csv(path: Path, samples: list[Sample]) -> None:
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, [f.name for f in fields(Sample)])
-        writer.writeheader()
-        for sample in samples:
-            writer.writerow(asdict(sample))
+def read_csv(path: Path) -> list[Sample]:
+    with open(path, newline="") as file:
+        return [Sample(**{f.name: (row[f.name] if f.type == "str" else float(row[f.name])) for f in fields(Sample)})
+                for row in csv.DictReader(file)]
 
 
 def report(out: Path, samples: list[Sample], stats: dict, problems: list[str]) -> None:
@@ -502,6 +512,8 @@ def panel(image: np.ndarray, top: int, title: str, t: np.ndarray, series: list[n
     if "RSS" in title and len(t) >= 10:
         half = t >= seconds / 2
         slope = theil_sen(t[half], series[0][half])
+        cv2.putText(image, f"second half: {slope * 60:+.3f} MB/min (dashed)", (x0 + 220, top + 12),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0, 1, cv2.LINE_AA)
         middle = float(np.median(series[0][half]))
         centre = float(np.median(t[half]))
         ends = [(x(ti), y(middle + slope * (ti - centre))) for ti in (t[half][0], t[half][-1])]

@@ -160,6 +160,27 @@ def test_a_full_disk_degrades_every_file_sink_and_space_freed_later_is_used_agai
         assert len(sink_lines(caplog, f"{what}: writing again")) == 1, caplog.text
 
 
+def test_a_recording_closes_its_part_playable_before_the_disk_is_full_and_starts_the_next(tmp_path, monkeypatch):
+    """The same without root: the free space the sink sees is made up."""
+    from edge.sinks import VideoFileSink
+
+    free = [1 << 40]
+    monkeypatch.setattr(video_module, "free_bytes", lambda folder: free[0])
+    monkeypatch.setattr(video_module, "SPACE_CHECK_S", 0.0)
+    monkeypatch.setattr(outage_module, "RETRY_S", 0.0)
+    sink = VideoFileSink(tmp_path / "out.avi", fps=lambda: 25)
+    for i in range(30):
+        if i == 10:
+            free[0] = video_module.RESERVE_BYTES - 1  # nearly full: close the part while its index fits
+        if i == 20:
+            free[0] = 1 << 40  # space freed
+        sink.write(np.full((48, 64, 3), 8 * i, np.uint8), change(i, "blue"))
+    sink.close()
+    assert [p.name for p in sink.parts] == ["out.avi", "out.2.avi"] and sink.lost == 10
+    assert read_frames(tmp_path / "out.avi") == (10, (64, 48)) and read_frames(tmp_path / "out.2.avi") == (10, (64, 48))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.2.avi", "out.avi"]  # no partial file left
+
+
 def test_an_events_write_that_fails_part_way_leaves_only_whole_lines(tmp_path, monkeypatch):
     path = tmp_path / "events.jsonl"
     sink = EventsSink(path)
