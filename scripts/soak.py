@@ -134,12 +134,12 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
                 problems.append(f"edgerec ended by itself after {now:.0f} s (exit {process.returncode}); see "
                                 f"{out / 'edgerec.log'}")
                 break
-            sample = take_sample(process.pid, web_port, now, fault_now(now))
+            sample = take_sample(process.pid, web_port, now, fault_now(now, seconds))
             if sample is not None:
                 samples.append(sample)
                 rows.writerow(asdict(sample))
                 table.flush()
-                problems += health_problems(sample)
+                problems += health_problems(sample, seconds)
             time.sleep(max(0.0, every - (time.monotonic() - started - now)))
         stats["stop_s"], stats["exit"] = stop(process)
         if stats["exit"] != 0 or stats["stop_s"] > 15:
@@ -240,11 +240,13 @@ def schedule(seconds: float) -> list[tuple[float, str]]:
     return sorted(actions)
 
 
-def fault_now(t: float) -> str:
-    if (t - 30.0) % 60.0 < DROP_S and t >= 30.0:
-        return "camera"
-    if (t - 60.0) % 60.0 < BROKER_DOWN_S and t >= 60.0:
-        return "broker"
+def fault_now(t: float, seconds: float) -> str:
+    """"camera" while garage is dropped, "broker" while mosquitto is down (as scheduled), else ""."""
+    for start, action in schedule(seconds):
+        if action == "camera-down" and start <= t < start + DROP_S:
+            return "camera"
+        if action == "broker-down" and start <= t < start + BROKER_DOWN_S:
+            return "broker"
     return ""
 
 
@@ -315,13 +317,13 @@ def get_json(port: int, path: str) -> dict | None:
         connection.close()
 
 
-def health_problems(sample: Sample) -> list[str]:
+def health_problems(sample: Sample, seconds: float) -> list[str]:
     """Porch must always be healthy after the warm-up; garage outside its drops and the time to recover."""
     problems = []
     if sample.t_s >= WARMUP_S and not sample.porch_healthy:
         problems.append(f"{sample.t_s:.0f} s: porch (never touched) unhealthy, frame age {sample.porch_age_ms} ms")
-    since_drop = (sample.t_s - 30.0) % 60.0 if sample.t_s >= 30.0 else None
-    recovering = since_drop is not None and since_drop < DROP_S + RECOVER_S
+    recovering = any(action == "camera-down" and start <= sample.t_s < start + DROP_S + RECOVER_S
+                     for start, action in schedule(seconds))
     if sample.t_s >= WARMUP_S and not recovering and not sample.garage_healthy:
         problems.append(f"{sample.t_s:.0f} s: garage unhealthy outside a drop, frame age {sample.garage_age_ms} ms")
     return problems
