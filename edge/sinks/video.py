@@ -72,9 +72,11 @@ class VideoFileSink:
         if not self._has_room():
             self.lost += 1
             return
-        if self._encoder is None and not self._start(frame):
-            self.lost += 1
-            return
+        if self._encoder is None:
+            if not self._start(frame):
+                self.lost += 1
+                return
+            self.outage.recovered(f"{self.lost} frame(s) not recorded; this part is {self._part_path().name}")
         buffer = self._next_free_buffer()
         if frame.shape == buffer.shape:
             np.copyto(buffer, frame)
@@ -105,8 +107,7 @@ class VideoFileSink:
             if free < 2 * RESERVE_BYTES:
                 self.outage.failed(f"{free / 1e6:.1f} MB free")  # no new line: it only re-arms the timer
                 return False
-            self.outage.recovered(f"{self.lost} frame(s) not recorded; the next part is {self._part_path().name}")
-            return True
+            return True  # the outage ends once the next part is open
         now = time.monotonic()
         if self._encoder is None or now < self._check_at:
             return True
@@ -115,7 +116,11 @@ class VideoFileSink:
         free = free_bytes(self.path.parent)
         if free >= reserve:
             return True
-        finished = self._finish_part()
+        try:
+            finished = self._finish_part()
+        except OSError as error:  # the folder turned read-only too: the part stays under its temporary name
+            self.outage.failed(f"cannot move {self._partial.name} into place ({error.strerror})")
+            return False
         self.outage.failed(f"{free / 1e6:.1f} MB left on its disk, under the {reserve / 1e6:.1f} MB it keeps free so "
                            f"that the file can be closed playable; closed {finished.name} ({self._part_frames} "
                            f"frames)", keeping=f"not recording until {2 * RESERVE_BYTES / 1e6:.0f} MB are free")
