@@ -1,55 +1,115 @@
-"""JSON lines, one per label change of a region; flushed at once:
+"""JSON lines, one per label change of a region; written at once:
 {"time", "camera", "region", "label", "score", "frame", "latency_ms"} ("region" is "frame" for the whole frame).
 
 The file is appended to, so a restarted service keeps its history; "-" writes to standard output.
+
+When the file cannot be written (disk full, a read-only folder) the run goes on: the events wait in memory
+(up to MAX_PENDING, the oldest dropped and counted beyond that) and are written, in order, once the file
+takes them again, tried every few seconds (edge.sinks.outage). Each attempt is one write(2) of whole
+lines; a write that fails part-way is cut back to the last whole line, so the file only ever holds
+complete JSON lines.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
 from edge.errors import EdgerecError
 from edge.result import FrameResult, Result
 from edge.sinks.base import why_unwritable
+from edge.sinks.outage import LOG, Outage
+
+MAX_PENDING = 10_000
+"""Events kept in memory while the file cannot be written (about 150 bytes each)."""
 
 
 class EventsSink:
     wants_overlay = False
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_pending: int = MAX_PENDING) -> None:
         self.path = str(path)
         self.events = 0
+        """Events written to the file."""
+        self.lost = 0
+        """Events dropped because more than `max_pending` waited for a file that could not be written."""
+        self.outage = Outage(f"--events {self.path}")
+        self._pending: collections.deque[bytes] = collections.deque(maxlen=max_pending)
+        self._fd = -1
+        self._size = 0
         if self.path == "-":
-            self._file: TextIO = sys.stdout
             return
         try:
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:
             raise EdgerecError(f"--events {self.path}: cannot write it: {why_unwritable(self.path, error)}") from None
+        self._size = os.fstat(self._fd).st_size
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         for region in result.regions:
             if region.changed:
                 self._append(event(region))
 
+    @property
+    def pending(self) -> int:
+        """Events waiting for the file."""
+        return len(self._pending)
+
     def _append(self, record: dict) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.lost += 1  # the deque drops the oldest
+        self._pending.append((json.dumps(record) + "\n").encode())
+        if self.outage.ready():
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._pending)
         try:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            self._write(data)
         except OSError as error:
-            raise EdgerecError(f"--events {self.path}: cannot write ({error.strerror})") from None
-        self.events += 1
+            self._cut_back()
+            self.outage.failed(f"{error.strerror}", keeping=f"keeping up to {self._pending.maxlen} events in memory")
+            return
+        self._size += len(data)
+        self.events += len(self._pending)
+        self._pending.clear()
+        self.outage.recovered(f"{self.lost} event(s) lost" if self.lost else "no event lost")
+
+    def _write(self, data: bytes) -> None:
+        if self._fd < 0:
+            sys.stdout.write(data.decode())
+            sys.stdout.flush()
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def _cut_back(self) -> None:
+        """Remove the part of a failed write that reached the file: it keeps only whole lines."""
+        if self._fd >= 0:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
 
     def close(self) -> None:
-        if self._file is not sys.stdout:
-            self._file.close()
+        if self._pending:
+            self._flush()  # a last try
+            if self._pending:
+                self.lost += len(self._pending)
+                LOG.warning("%s: %d event(s) never written: the file still could not be written at the end of "
+                            "the run", self.outage.what, len(self._pending))
+                self._pending.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def event(result: Result) -> dict:

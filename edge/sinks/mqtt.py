@@ -126,6 +126,7 @@ class MqttSink:
         self._states: dict[str, bytes] = {}  # the newest state published on each state topic
         self._cameras: dict[str, bytes] = {}  # the newest availability of each camera
         self._last_mid = -1  # paho's message id of the newest state publish
+        self._unacked: dict[str, int] = {}  # state topics whose newest publish is not acknowledged: its message id
         self._state_acked = threading.Event()  # set when the broker acknowledges _last_mid
         self._lock = threading.Lock()  # "closing" against "connected": see close()
         self._acked_mid = -2  # the newest message id a broker acknowledged (set on paho's thread)
@@ -245,7 +246,8 @@ class MqttSink:
         """Discovery config, then availability, then the label now (a broker without persistence forgot them).
 
         A label change that a broker has not acknowledged yet is still in paho's queue and goes out after
-        this; sending it here too would announce the same change twice. A connection that comes up after
+        this; sending it here too would announce the same change twice. Every other region's label is sent
+        again: the broker may have forgotten it even though it did not change. A connection that comes up after
         close() began sends only the discovery config: close() delivers the queued change, then "offline".
         """
         if self.options.discovery_prefix:
@@ -256,16 +258,20 @@ class MqttSink:
         self._client.publish(self.availability_topic, "online", qos=QOS, retain=True)
         for camera, payload in list(self._cameras.items()):
             self._client.publish(self.camera_topic(camera), payload, qos=QOS, retain=True)
-        if self._states and self._acked_mid == self._last_mid:
-            for topic in list(self._states):
+        for topic in list(self._states):
+            if topic not in self._unacked:  # a change still in paho's queue goes out after this
                 self._publish_state(topic)
 
     def _publish_state(self, topic: str) -> None:
         self._state_acked.clear()
-        self._last_mid = self._client.publish(topic, self._states[topic], qos=QOS, retain=True).mid
+        self._last_mid = self._unacked[topic] = self._client.publish(topic, self._states[topic], qos=QOS,
+                                                                     retain=True).mid
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         self._acked_mid = mid
+        for topic, pending in list(self._unacked.items()):
+            if pending == mid:
+                self._unacked.pop(topic, None)
         if mid == self._last_mid:
             self._state_acked.set()
 

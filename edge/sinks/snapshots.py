@@ -3,10 +3,15 @@
 Names sort by time: 20250101T120000.123-f000042-tabby_cat.jpg (local time, frame index, label) for the
 whole-frame region; for a named region the full frame and the region's crop,
 20250101T120000.123-f000042-garage-door-open.jpg and ...-open.crop.jpg (camera, region, label).
+
+When the folder cannot take a file (disk full, read-only) the run goes on: the snapshots of that moment are
+skipped and counted (`lost`), the partial file removed, and the next label change after a few seconds tries
+again (edge.sinks.outage); nothing is encoded meanwhile. A file under its final name is always complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -19,6 +24,7 @@ from edge.regions import pixel_rect
 from edge.result import FrameResult, Result
 from edge.sinks.base import why_unwritable
 from edge.sinks.events import wall_clock
+from edge.sinks.outage import Outage
 
 
 class SnapshotSink:
@@ -39,19 +45,34 @@ class SnapshotSink:
             raise EdgerecError(f"--snapshots {self.directory}: cannot write there: {why}") from None
         self.params = [cv2.IMWRITE_JPEG_QUALITY, quality]
         self.saved = 0
+        """Files written."""
+        self.lost = 0
+        """Label changes whose snapshots could not be written."""
+        self.outage = Outage(f"--snapshots {self.directory}")
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        whole: np.ndarray | None = None  # the full frame's JPEG, encoded once however many regions changed
-        for region in result.regions:
-            if not region.changed:
-                continue
-            if whole is None:
-                whole = self._encode(frame)
-            name = snapshot_name(region)
-            self._save(name, whole)
-            if not region.whole_frame:
-                rows, cols = pixel_rect(region.box, frame.shape[0], frame.shape[1])
-                self._save(name[: -len(".jpg")] + ".crop.jpg", self._encode(frame[rows, cols]))
+        changed = [region for region in result.regions if region.changed]
+        if not changed:
+            return
+        if not self.outage.ready():
+            self.lost += len(changed)
+            return
+        whole = self._encode(frame)  # the full frame's JPEG, once however many regions changed
+        for index, region in enumerate(changed):
+            try:
+                self._save_change(frame, whole, region)
+            except OSError as error:
+                self.lost += len(changed) - index
+                self.outage.failed(error.strerror or str(error), keeping="skipping snapshots meanwhile")
+                return
+        self.outage.recovered(f"{self.lost} label change(s) without snapshots" if self.lost else "")
+
+    def _save_change(self, frame: np.ndarray, whole: np.ndarray, region: Result) -> None:
+        name = snapshot_name(region)
+        self._save(name, whole)
+        if not region.whole_frame:
+            rows, cols = pixel_rect(region.box, frame.shape[0], frame.shape[1])
+            self._save(name[: -len(".jpg")] + ".crop.jpg", self._encode(frame[rows, cols]))
 
     def _encode(self, image: np.ndarray) -> np.ndarray:
         ok, jpeg = cv2.imencode(".jpg", image, self.params)
@@ -65,8 +86,10 @@ class SnapshotSink:
         try:
             partial.write_bytes(jpeg.tobytes())
             os.replace(partial, path)
-        except OSError as error:
-            raise EdgerecError(f"--snapshots: cannot write {path} ({error.strerror})") from None
+        except OSError:
+            with contextlib.suppress(OSError):
+                partial.unlink()  # frees what it took
+            raise
         self.saved += 1
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -35,6 +35,8 @@ TOKEN_ENV = "EDGEREC_WEB_TOKEN"
 MIN_TOKEN_CHARS = 16
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 INFERENCE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+FROZEN_AFTER_S = 30.0
+"""Seconds of bit-identical pictures after which a camera counts as frozen (unhealthy)."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,39 @@ class JpegFeed:
                 self._notify()
 
 
+class FrozenWatch:
+    """Whether a camera keeps delivering the same picture (a hung encoder, a stuck driver): once a second a
+    16x16 grid of its pixels is compared with the previous one, bit for bit. A real sensor's noise changes
+    them; the bottom fifth is left out, where the overlay's fps/latency figures change on a frozen picture."""
+
+    grid, period_s = 16, 1.0
+
+    def __init__(self) -> None:
+        self._sample: np.ndarray | None = None
+        self._due = 0.0
+        self._seen = 0.0
+        self.same_since: float | None = None
+        """Monotonic time of the first of the identical samples; None while the picture changes."""
+
+    def look(self, frame: np.ndarray, now: float) -> None:
+        """Frame loop, every frame: one comparison, and a 768-byte sample once a second."""
+        if now < self._due:
+            return
+        self._due = now + self.period_s
+        height, width = frame.shape[:2]
+        sample = frame[: height * 4 // 5 : max(1, height // self.grid), :: max(1, width // self.grid)]
+        if self._sample is not None and self._sample.shape == sample.shape and np.array_equal(self._sample, sample):
+            if self.same_since is None:
+                self.same_since = self._seen
+        else:
+            self.same_since = None
+        self._sample, self._seen = sample.copy(), now
+
+    def frozen_s(self, now: float) -> float:
+        """Seconds the picture has been the same (0 while it changes)."""
+        return now - self.same_since if self.same_since is not None else 0.0
+
+
 @dataclass(frozen=True)
 class CameraView:
     """One camera as the web sees it: its counters, its JPEG feed and its source's status."""
@@ -257,6 +292,7 @@ class CameraView:
     stats: Stats
     feed: JpegFeed
     source_status: Callable[[], SourceStatus] | None
+    frozen: FrozenWatch = field(default_factory=FrozenWatch)
 
 
 class WebSink:
@@ -341,6 +377,7 @@ class WebSink:
         if view is None:
             return
         view.stats.update(result)
+        view.frozen.look(frame, result.captured)
         asked, self._asked = self._asked == result.camera, None
         if self.collector.session is not None and self.collector.take(frame, result, asked):
             return  # the raw frame went to a crop; viewers get the next, annotated one
@@ -391,9 +428,11 @@ class WebSink:
             if last is None:
                 problems.append(f"{where}no frame yet")
                 continue
-            age = now - last.captured
+            age, frozen_s = now - last.captured, view.frozen.frozen_s(now)
             if age >= self.options.stale_after:
                 problems.append(f"{where}no frame for {age:.1f} s")
+            elif frozen_s >= FROZEN_AFTER_S:
+                problems.append(f"{where}the same picture for {frozen_s:.0f} s (frozen)")
             else:
                 oks.append(f"{where}frame {last.frame_index} {age:.2f} s ago")
         if problems:
@@ -407,6 +446,7 @@ def camera_status(view: CameraView, now: float, stale_after: float) -> dict:
     last = snap.last
     age = now - last.captured if last is not None else None
     flowing = age is not None and age < stale_after
+    frozen_s = view.frozen.frozen_s(now)
     source = view.source_status() if view.source_status is not None else None
     motion = last.motion if last is not None else None
     return {
@@ -415,7 +455,8 @@ def camera_status(view: CameraView, now: float, stale_after: float) -> dict:
         "label_changes": snap.label_changes,
         "inference_ms": round(snap.inference_ms, 2) if last else None,
         "last_frame_age_s": round(age, 3) if age is not None else None,
-        "healthy": flowing,
+        "healthy": flowing and frozen_s < FROZEN_AFTER_S,
+        "frozen_s": round(frozen_s, 1),
         "source": asdict(source) if source else None,
         "motion": None if motion is None else {"moving": motion.moving, "area": round(motion.area, 5),
                                                "recalibrating": motion.recalibrating,
