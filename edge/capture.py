@@ -112,6 +112,8 @@ class SourceStatus:
     """Live source: connection attempts after the first."""
     error: str
     """The last failure, "" if none."""
+    camera: str = ""
+    """The camera it belongs to, when a run with several cameras reports it ("" otherwise)."""
 
 
 StateCallback = Callable[[SourceStatus], None]

@@ -17,6 +17,7 @@ Signal handling belongs to the program (`edge.service.install_signal_handlers`, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -214,14 +215,15 @@ def run(
     try:
         for index, camera in enumerate(cameras):
             given = source if index == 0 and source is not None else None
-            sources.append(given or open_camera(camera, on_source_state, sinks))
+            sources.append(given or open_camera(camera, on_source_state, sinks, named=len(cameras) > 1))
         loop = build_loop(options, models, sources, sinks, stop, on_change)
         open_sinks(options, loop.cameras, stop, into=sinks, reload_requested=reload_requested, models=models)
         loop.attach([*sinks, *extra_sinks])
         if reload is not None and reload_requested is not None:
             reloader = loop.reloader = Reloader(
                 options, reload, lambda new: load_models(new, new.camera_options(), model, spinning, True),
-                lambda camera: open_camera(camera, on_source_state, sinks), reload_requested, stop)
+                lambda camera: open_camera(camera, on_source_state, sinks, named=len(cameras) > 1), reload_requested,
+                stop)
         with using_opencv_threads(options.opencv_threads):
             return loop.run()
     finally:
@@ -232,16 +234,19 @@ def run(
         close_all(sinks, loop.sources() if loop is not None else sources)
 
 
-def open_camera(camera: CameraOptions, on_source_state: StateCallback | None, sinks: Sequence[Sink]) -> Source:
-    """Open a camera's source, its state changes going to the caller and to the sinks that follow cameras."""
-    return open_source(camera.source, functools.partial(relay_source_state, camera.name, on_source_state, sinks))
+def open_camera(camera: CameraOptions, on_source_state: StateCallback | None, sinks: Sequence[Sink],
+                named: bool = False) -> Source:
+    """Open a camera's source, its state changes going to the caller (with the camera's name when `named`) and
+    to the sinks that follow cameras."""
+    relay = functools.partial(relay_source_state, camera.name, on_source_state, sinks, named)
+    return open_source(camera.source, relay)
 
 
-def relay_source_state(camera: str, callback: StateCallback | None, sinks: Sequence[Sink],
+def relay_source_state(camera: str, callback: StateCallback | None, sinks: Sequence[Sink], named: bool,
                        status: SourceStatus) -> None:
     """A camera's source changed state: tell the caller, and each sink that follows cameras (MQTT)."""
     if callback is not None:
-        callback(status)
+        callback(dataclasses.replace(status, camera=camera) if named else status)
     for sink in sinks:
         follow = getattr(sink, "source_state", None)
         if follow is not None:
@@ -357,7 +362,7 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
         legacy = len(cameras) == 1 and cameras[0].regions[0].options.name == IMPLICIT
         places = (Place(),) if legacy else tuple(Place(camera.name, region.name, legacy=False)
                                                  for camera in cameras for region in camera.regions)  # fmt: skip
-        into.append(MqttSink(options.mqtt, places=places))
+        into.append(MqttSink(options.mqtt, places=places, on_state=LOG.info))  # connected / disconnected
     notifier = Notifier()  # under systemd ($NOTIFY_SOCKET): READY at the first frame, then the watchdog
     if notifier.enabled:
         into.append(ServiceSink(notifier))

@@ -236,8 +236,10 @@ def describe_change(result: Result) -> str:
 
 
 def describe_state(status: SourceStatus) -> str:
-    """One line per source state change, e.g. `source: reconnecting (http://...: ...; retrying in 2 s)`."""
-    return f"source: {status.state}" + (f" ({status.error})" if status.error else "")
+    """One line per source state change, e.g. `source: reconnecting (http://...: ...; retrying in 2 s)`, or
+    `camera garage: reconnecting (...)` with several cameras."""
+    where = f"camera {status.camera}" if status.camera else "source"
+    return f"{where}: {status.state}" + (f" ({status.error})" if status.error else "")
 
 
 def log_state(status: SourceStatus) -> None:

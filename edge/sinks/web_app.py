@@ -298,6 +298,8 @@ class CameraBody(BaseModel):
     regions: list[RegionBody]
     viewers: int
     """Viewers of this camera's stream (/stream.mjpg?camera=NAME)."""
+    frozen_s: float | None = None
+    """Seconds the camera's picture has been bit-identical (a frozen camera: unhealthy after 30 s)."""
 
 
 class StatusBody(BaseModel):
