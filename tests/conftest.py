@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import select
 import subprocess
 import sys
 import types
@@ -51,6 +53,35 @@ def load_script(name: str) -> types.ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class Worker:
+    """A Python child process answering one JSON line per line it is sent (the fuzz tests' sandbox): a
+    request that kills it comes back as {"crash": exit status}, and the next request starts a new one."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.command = [sys.executable, "-c", script, *args]
+        self.process: subprocess.Popen | None = None
+
+    def ask(self, line: str, timeout: float) -> dict:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        answer = self.process.stdout.readline() if ready else ""
+        if answer:
+            return json.loads(answer)
+        self.process.kill()
+        return {"crash": self.process.wait()}
+
+    def close(self) -> None:
+        """End the child (the next request starts a fresh one)."""
+        if self.process is not None:
+            self.process.stdin.close()
+            self.process.wait(timeout=10)
+            self.process = None
 
 
 def run_parser() -> argparse.ArgumentParser:

@@ -9,11 +9,7 @@ address-space limit so that a bomb cannot take the machine down with it).
 
 from __future__ import annotations
 
-import json
-import select
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from conftest import REPO, fuzz_examples, make_tiny_model  # noqa: E402
+from conftest import REPO, Worker, fuzz_examples, make_tiny_model  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -83,34 +79,21 @@ for line in sys.stdin:
 """
 
 
-class Reader:
+class Reader(Worker):
     """A worker process reading image files one at a time; a crash or a kill shows as {"crash": status}."""
 
     def __init__(self, model: Path) -> None:
-        self.model, self.process = model, None
+        super().__init__(WORKER, str(model))
 
     def read(self, path: Path, timeout: float = 60.0) -> dict[str, Any]:
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen([sys.executable, "-c", WORKER, str(self.model)], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-        self.process.stdin.write(f"{path}\n")
-        self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else ""
-        if line:
-            reply = json.loads(line)
-            if reply.get("rss_mb", 0) > 2 * BASELINE_MB:  # a fresh worker for the next file, as if alone
-                self.restart()
-            return reply
-        self.process.kill()
-        return {"crash": self.process.wait()}
+        reply = self.ask(str(path), timeout)
+        if reply.get("rss_mb", 0) > 2 * BASELINE_MB:  # a fresh worker for the next file, as if alone
+            self.restart()
+        return reply
 
     def restart(self) -> None:
         """A fresh worker, so that the next peak RSS is that file's alone."""
-        if self.process is not None:
-            self.process.stdin.close()
-            self.process.wait(timeout=10)
-            self.process = None
+        self.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import select
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 onnx = pytest.importorskip("onnx")
-from conftest import REPO, fuzz_examples, make_tiny_model  # noqa: E402
+from conftest import Worker, fuzz_examples, make_tiny_model  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -48,29 +45,14 @@ for line in sys.stdin:
 """
 
 
-class Loader:
+class Loader(Worker):
     """A worker process that loads model files one at a time; restarted when a file kills it."""
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
+        super().__init__(WORKER)
 
     def load(self, path: Path, timeout: float = 60.0) -> dict[str, Any]:
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-        self.process.stdin.write(f"{path}\n")
-        self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else ""
-        if line:
-            return json.loads(line)
-        self.process.kill()
-        return {"crash": self.process.wait()}
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.process.stdin.close()
-            self.process.wait(timeout=10)
+        return self.ask(str(path), timeout)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import select
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -23,7 +20,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from conftest import REPO, fuzz_examples  # noqa: E402
+from conftest import Worker, fuzz_examples  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -147,27 +144,15 @@ class ScriptedCamera:
         self.server.server_close()
 
 
-class Worker:
+class StreamWorker(Worker):
+    """A worker process reading the camera's stream for a while, one run at a time."""
+
     def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
+        super().__init__(WORKER)
 
     def run(self, url: str, run_s: float = RUN_S) -> dict[str, Any]:
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-        self.process.stdin.write(json.dumps([url, run_s, READ_TIMEOUT_S, OPEN_TIMEOUT_S]) + "\n")
-        self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], run_s + READ_TIMEOUT_S + OPEN_TIMEOUT_S + 20)
-        line = self.process.stdout.readline() if ready else ""
-        if line:
-            return json.loads(line)
-        self.process.kill()
-        return {"crash": self.process.wait()}
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.process.stdin.close()
-            self.process.wait(timeout=10)
+        request = json.dumps([url, run_s, READ_TIMEOUT_S, OPEN_TIMEOUT_S])
+        return self.ask(request, run_s + READ_TIMEOUT_S + OPEN_TIMEOUT_S + 20)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +164,7 @@ def camera():
 
 @pytest.fixture(scope="module")
 def worker():
-    process = Worker()
+    process = StreamWorker()
     yield process
     process.close()
 
