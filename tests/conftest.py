@@ -44,6 +44,16 @@ def write_clip(path: Path, labels: list[str], fps: float = 25.0, size: tuple[int
     return path
 
 
+def count_frames(path: Path) -> int:
+    """How many frames OpenCV reads back from a video file."""
+    capture = cv2.VideoCapture(str(path))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    return frames
+
+
 def load_script(name: str) -> types.ModuleType:
     """scripts/NAME.py as a module (scripts are not a package), registered so its dataclasses work."""
     if name in sys.modules:

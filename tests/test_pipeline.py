@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import COLOURS, make_tiny_model, write_clip
+from conftest import COLOURS, count_frames, make_tiny_model, write_clip
 from mjpeg_server import MjpegServer
 
 from edge.capture import SourceOptions, StillSource, open_source
@@ -19,15 +19,6 @@ from edge.errors import EdgerecError
 from edge.model import Model
 from edge.pipeline import RunOptions, StageTimer, run
 from edge.smoothing import SmoothingOptions
-
-
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
-    capture.release()
-    return frames
 
 
 @pytest.fixture(scope="module")

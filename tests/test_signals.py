@@ -11,11 +11,9 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
-import cv2
 import pytest
-from conftest import REPO, make_tiny_model, write_clip
+from conftest import REPO, count_frames, make_tiny_model, write_clip
 
 from edge.service import install_signal_handlers
 
@@ -109,15 +107,6 @@ def send_burst(process: subprocess.Popen, rng: random.Random) -> str:
     return f"a flood of {sent} signals in {flood_s:.2f} s"
 
 
-def frames_in(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
-    capture.release()
-    return frames
-
-
 def test_bursts_of_stop_signals_end_edgerec_run_with_a_playable_recording(tmp_path):
     """A real `edgerec run` recording a looping clip, sent a burst of signals at a random moment, 5 times."""
     clip = write_clip(tmp_path / "clip.mp4", ["red", "green", "blue"] * 4)
@@ -142,4 +131,4 @@ def test_bursts_of_stop_signals_end_edgerec_run_with_a_playable_recording(tmp_pa
         # 0: a clean stop. A signal that comes after the run, once the handlers are restored, may end the
         # process the default way (-SIGTERM, or KeyboardInterrupt: 130 or -SIGINT): the recording is closed.
         assert process.returncode in (0, 130, -signal.SIGTERM, -signal.SIGINT), (attempt, sent, err)
-        assert frames_in(out) >= 1, (attempt, sent, err)  # moved into place only once complete
+        assert count_frames(out) >= 1, (attempt, sent, err)  # moved into place only once complete
