@@ -16,7 +16,7 @@ GATE_FAILED = 3  # exit status with --require-int8 when the gate refused INT8 an
 # The gate's defaults (training.gate.AGREEMENT_FLOOR, PAIRED_PREDICTIONS; a test holds them equal)
 MIN_INT8_AGREEMENT = 0.98
 INT8_PAIRS = 2000
-ADVERSARIAL_IMAGES = 100  # training.train.ADVERSARIAL_IMAGES (a test holds them equal)
+ADVERSARIAL_IMAGES = 64  # training.train.ADVERSARIAL_IMAGES (a test holds them equal)
 
 DESCRIPTION = """\
 Fine-tune EfficientNet-Lite on your own photos and write one self-describing ONNX model file.

@@ -74,6 +74,14 @@ def test_attacks_lower_top1_and_eps_0_changes_nothing(tiny) -> None:
     assert again.results == report.results  # deterministic
 
 
+def test_pgd_is_seeded(tiny) -> None:
+    net, images, labels = tiny
+    model = _Attacked(net).eval()
+    x, y = torch.from_numpy(images).float(), torch.from_numpy(labels)
+    runs = [pgd(model, x, y, 2, 10, 0.5, torch.Generator().manual_seed(seed)) for seed in (1, 1, 2)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
 def test_perturbations_stay_within_eps_and_are_valid_pixels(tiny) -> None:
     net, images, labels = tiny
     model = _Attacked(net).eval()

@@ -106,6 +106,7 @@ def plot_adversarial(path: Path, report: Any, title: str) -> None:
     ax.annotate(f"clean {100 * report.clean.top1:.1f}%", (0, 100 * report.clean.top1), textcoords="offset points",
                 xytext=(6, 6), fontsize=9)
     ax.set_xticks(epsilons, [f"{e:g}" for e in epsilons])
+    ax.set_xlim(-0.3, epsilons[-1] + 0.5)
     ax.set(xlabel="eps: largest change of any pixel, grey levels of 0-255 (L-infinity)",
            ylabel="validation top-1 (%), 95% interval shaded", ylim=(-2, 102))
     ax.grid(alpha=0.3)

@@ -64,7 +64,7 @@ CHECKPOINT_VERSION = 1
 FINETUNE_BN_MOMENTUM = 0.1
 AUGMENTS = ("standard", "camera")
 CAMERA_VIEWS = 0.5  # --augment camera: share of the augmented views that also get a camera corruption
-ADVERSARIAL_IMAGES = 100  # validation images the adversarial check attacks by default (docs/robustness.md)
+ADVERSARIAL_IMAGES = 64  # validation images the adversarial check attacks by default (docs/robustness.md)
 
 
 @dataclass(frozen=True)
