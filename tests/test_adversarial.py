@@ -17,6 +17,7 @@ import torch
 from test_train import CLASSES, options, synthetic
 from torch import nn
 
+from edge.cli import main
 from edge.errors import EdgerecError
 from edge.train_args import describe_report
 from training.adversarial import AttackOptions, _Attacked, adversarial_check, fgsm, pgd, pick
@@ -143,3 +144,9 @@ def test_train_writes_the_adversarial_figures(dataset: Path, tmp_path: Path) -> 
                         finetune_blocks=0, adversarial_images=0))
     assert off.adversarial is None and not (off.out_dir / "report" / "adversarial.png").exists()
     assert "adv_fgsm_eps1_top1" not in json.loads((off.out_dir / "report" / "metrics.json").read_text())
+
+
+def test_a_negative_image_count_is_one_line_and_status_2(dataset: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", str(dataset), "--out", str(tmp_path / "o"), "--adversarial-images", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "edgerec: error: adversarial_images must be 0 or more, got -1\n", err
