@@ -21,8 +21,9 @@ fooled is always a uint8 image within eps that the network gets wrong, and the e
 remaining steps on brittle images. Rounding cannot leave the box: the clean pixels are whole numbers and
 eps is a whole number of grey levels.
 
-Deterministic: the random start is drawn from a generator seeded with ``AttackOptions.seed``, the images
-are attacked in a fixed order and batch size, and a cap picks the same images every time.
+Deterministic on a CPU: the random start is drawn from a generator seeded with ``AttackOptions.seed``, the
+images are attacked in a fixed order and batch size, and a cap picks the same images every time. It runs
+where the network's weights are (training's device); a GPU's kernels need not repeat bit for bit.
 """
 
 from __future__ import annotations
@@ -110,11 +111,12 @@ def adversarial_check(net: nn.Module, images: np.ndarray, labels: np.ndarray,
     chosen = pick(labels, o.images, o.seed)
     x_all = torch.from_numpy(images[chosen])
     y_all = torch.from_numpy(np.asarray(labels)[chosen]).long()
-    model = _Attacked(net).eval()
+    device = next(net.parameters()).device
+    model = _Attacked(net).to(device).eval()
     generator = torch.Generator().manual_seed(o.seed)
     counts: dict[tuple[str, float], int] = {}
     for x, y in zip(x_all.split(o.batch_size), y_all.split(o.batch_size)):
-        x = x.float()
+        x, y = x.to(device).float(), y.to(device)
         _count(counts, ("clean", 0.0), model, x, y)
         for eps in o.epsilons:
             _count(counts, ("fgsm", eps), model, fgsm(model, x, y, eps), y)
@@ -136,10 +138,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
         generator: torch.Generator) -> torch.Tensor:
     """Random start, ``steps`` signed-gradient steps of ``step`` projected into the eps box; each image stops at
     the first rounded iterate the model gets wrong (module docstring). Returns whole grey levels in 0-255."""
-    start = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    start = (torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1) * eps  # the same draw on any device
     current = _project(x + start, x, eps)
     done = _valid(current, x, eps)
-    active = torch.arange(len(x))
+    active = torch.arange(len(x), device=x.device)
     for _ in range(steps):
         rounded = _valid(current[active], x[active], eps)
         logits, gradient = _logits_and_gradient(model, rounded, y[active])

@@ -255,7 +255,8 @@ class Run:
                 gate = self.export(net.cpu(), data, geometry, val_images, state, train_seconds)
             if o.adversarial_images:
                 with self.phase("attack"):
-                    adversarial = adversarial_check(net, val_images, np.array([s.label for s in data.val]),
+                    labels = np.array([s.label for s in data.val])
+                    adversarial = adversarial_check(net.to(world.device), val_images, labels,
                                                     AttackOptions(images=o.adversarial_images, seed=o.seed))
             with self.phase("report"):
                 self.write_report(data, state, gate, adversarial)
