@@ -124,8 +124,8 @@ def adversarial_check(net: nn.Module, images: np.ndarray, labels: np.ndarray,
             _count(counts, ("pgd", eps), model, pgd(model, x, y, eps, o.pgd_steps, o.step_fraction * eps,
                                                        generator), y)
     n = len(chosen)
-    results = tuple(AttackResult(a, float(e), counts[(a, float(e))], n) for a in ATTACKS for e in o.epsilons)
-    return AdversarialReport(o, n, len(labels), AttackResult("clean", 0.0, counts[("clean", 0.0)], n), results,
+    results = tuple(AttackResult(a, float(e), counts.get((a, float(e)), 0), n) for a in ATTACKS for e in o.epsilons)
+    return AdversarialReport(o, n, len(labels), AttackResult("clean", 0.0, counts.get(("clean", 0.0), 0), n), results,
                              time.perf_counter() - start)
 
 
