@@ -16,6 +16,7 @@ GATE_FAILED = 3  # exit status with --require-int8 when the gate refused INT8 an
 # The gate's defaults (training.gate.AGREEMENT_FLOOR, PAIRED_PREDICTIONS; a test holds them equal)
 MIN_INT8_AGREEMENT = 0.98
 INT8_PAIRS = 2000
+ADVERSARIAL_IMAGES = 64  # training.train.ADVERSARIAL_IMAGES (a test holds them equal)
 
 DESCRIPTION = """\
 Fine-tune EfficientNet-Lite on your own photos and write one self-describing ONNX model file.
@@ -31,7 +32,7 @@ What it writes to OUT:
   model.onnx        the deliverable: INT8 when the gate keeps it (below), else FP32
   model-fp32.onnx   the float model;  model-int8.onnx  the best INT8 attempt
   checkpoint.pt     weights and progress after every epoch (for --resume)
-  report/           curves.png, confusion.png, metrics.json
+  report/           curves.png, confusion.png, adversarial.png, metrics.json
 Every file is written atomically: an interrupted run never leaves a half-written model.
 
 The INT8 gate: INT8's top-1 is compared with FP32's on up to --int8-pairs paired predictions (validation
@@ -135,6 +136,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--calibration-images", type=int, default=200, metavar="N",
                       help="training images the INT8 calibration sees; the retries use twice as many "
                            "(default: %(default)s)")
+    check = parser.add_argument_group("adversarial check")
+    check.add_argument("--adversarial-images", type=int, default=ADVERSARIAL_IMAGES, metavar="N",
+                       help="validation images on which the FP32 network is attacked with FGSM and PGD (changes of "
+                            "at most 1, 2, 4 grey levels per pixel) to show how brittle it is: report/adversarial.png "
+                            "and metrics.json; 0 = no attack (default: %(default)s; docs/robustness.md)")
     parser.add_argument("--quiet", "-q", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -144,7 +150,7 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
              "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "time_limit",
              "resume", "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images",
-             "progress")
+             "adversarial_images", "progress")
     return {name: getattr(args, name) for name in names}
 
 
@@ -180,8 +186,24 @@ def describe_report(report: Any) -> list[str]:
     lines += describe_gate(gate, report.deliverable)
     lines.append(f"validation   {interval_text(gate.top1, n)} for {report.deliverable.name}"
                  + (f"; one image is {100 / n:.1f} points" if 0 < n < 1000 else ""))
-    lines.append(f"report       {report.out_dir / 'report'}/ (curves.png, confusion.png, metrics.json)")
+    if report.adversarial:
+        lines.append(describe_adversarial(report.adversarial))
+    lines.append(f"report       {report.out_dir / 'report'}/ (curves.png, confusion.png, "
+                 f"{'adversarial.png, ' if report.adversarial else ''}metrics.json)")
     return lines
+
+
+def describe_adversarial(adversarial: Any) -> str:
+    """One line: top-1 under FGSM and PGD at each eps (``adversarial`` is a training.adversarial.AdversarialReport)."""
+    o = adversarial.options
+    eps = "/".join(f"{e:g}" for e in o.epsilons)
+
+    def top1(attack: str) -> str:
+        return "/".join(f"{100 * adversarial.result(attack, e).top1:.1f}" for e in o.epsilons) + "%"
+
+    return (f"adversarial  FP32 top-1 of {adversarial.images} validation images (clean "
+            f"{100 * adversarial.clean.top1:.1f}%) under FGSM at {eps} grey levels {top1('fgsm')}, "
+            f"PGD-{o.pgd_steps} {top1('pgd')} (report/adversarial.png)")
 
 
 def describe_gate(gate: Any, deliverable: Path) -> list[str]:

@@ -87,6 +87,35 @@ def plot_confusion(path: Path, counts: np.ndarray, labels: Sequence[str], title:
     _save(fig, path)
 
 
+def plot_adversarial(path: Path, report: Any, title: str) -> None:
+    """Top-1 against the attack's eps (grey levels) for FGSM and PGD, with their 95% intervals; eps 0 is the
+    clean top-1 (``report`` is a training.adversarial.AdversarialReport)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    epsilons = [0.0, *report.options.epsilons]
+    for attack, label, colour in (("fgsm", "FGSM (one step)", "tab:orange"),
+                                  ("pgd", f"PGD ({report.options.pgd_steps} steps, random start)", "tab:red")):
+        results = [report.clean, *(report.result(attack, e) for e in report.options.epsilons)]
+        top1 = np.array([100 * r.top1 for r in results])
+        low, high = (np.array([100 * r.interval[i] for r in results]) for i in (0, 1))
+        ax.plot(epsilons, top1, "o-", color=colour, label=label)
+        ax.fill_between(epsilons, low, high, color=colour, alpha=0.15, lw=0)
+        for e, t in zip(epsilons[1:], top1[1:]):
+            ax.annotate(f"{t:.0f}%", (e, t), textcoords="offset points", xytext=(6, 4 if attack == "fgsm" else -12),
+                        fontsize=9, color=colour)
+    ax.annotate(f"clean {100 * report.clean.top1:.1f}%", (0, 100 * report.clean.top1), textcoords="offset points",
+                xytext=(6, 6), fontsize=9)
+    ax.set_xticks(epsilons, [f"{e:g}" for e in epsilons])
+    ax.set_xlim(-0.3, epsilons[-1] + 0.5)
+    ax.set(xlabel="eps: largest change of any pixel, grey levels of 0-255 (L-infinity)",
+           ylabel="validation top-1 (%), 95% interval shaded", ylim=(-2, 102))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _pyplot():
     import matplotlib
 

@@ -10,7 +10,9 @@ What `edgerec train DATA --out OUT` runs, in the order it runs:
             learning rate; skipped with finetune_blocks=0 or when it would not fit `time_limit`
 5. export   OUT/model-fp32.onnx with full metadata; INT8 calibrated on training images; both measured on
             the validation images with ONNX Runtime; the gate picks OUT/model.onnx (training.gate)
-6. report   OUT/report/: training curves, confusion matrix, metrics.json (training.report)
+6. attack   validation top-1 of the FP32 network under FGSM and PGD at 1, 2, 4 grey levels
+            (training.adversarial): how brittle the model is
+7. report   OUT/report/: training curves, confusion matrix, adversarial figure, metrics.json (training.report)
 
 Both stages use AdamW, linear warm-up then cosine decay, label smoothing, early stopping on validation
 top-1 (ties broken by validation loss); the best epoch's weights are kept. OUT/checkpoint.pt is rewritten
@@ -44,6 +46,7 @@ from edge.files import atomic_path
 from edge.metadata import ModelInfo
 from edge.preprocess import Geometry
 from training import distributed
+from training.adversarial import AdversarialReport, AttackOptions, adversarial_check
 from training.data import Augment, DataOptions, ImageFolders, Sample, load_image_folders, load_images
 from training.distributed import World
 from training.export import export_onnx
@@ -51,7 +54,7 @@ from training.features import CachedActivations, CacheOptions, cache_activations
 from training.gate import AGREEMENT_FLOOR, PAIRED_PREDICTIONS, RECIPES, Attempt, GateOptions, GateReport, gate_int8
 from training.models import CROP, EfficientNetLite, InGraphPreprocess, create_model, get_arch
 from training.qat import QatOptions, QatResult, qat_finetune
-from training.report import confusion_matrix, plot_confusion, plot_curves, write_metrics
+from training.report import confusion_matrix, plot_adversarial, plot_confusion, plot_curves, write_metrics
 
 CHECKPOINT_VERSION = 1
 # The trained blocks' batch norms learn the new data's statistics at PyTorch's default rate rather than the
@@ -61,6 +64,7 @@ CHECKPOINT_VERSION = 1
 FINETUNE_BN_MOMENTUM = 0.1
 AUGMENTS = ("standard", "camera")
 CAMERA_VIEWS = 0.5  # --augment camera: share of the augmented views that also get a camera corruption
+ADVERSARIAL_IMAGES = 64  # validation images the adversarial check attacks by default (docs/robustness.md)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class TrainOptions:
     qat_images: int = 0  # training images for a quantization-aware fine-tune when every INT8 recipe is refused
     qat_epochs: float = 1.0  # its passes over them (each image and its mirror image)
     calibration_images: int = 200  # training images the INT8 calibration sees (twice that for the retries)
+    adversarial_images: int = ADVERSARIAL_IMAGES  # validation images attacked with FGSM and PGD (0 = no attack)
     time_limit: float | None = None  # minutes for data, caching and training; stage 2 epochs are cut to fit
     resume: bool = False  # continue from out_dir/checkpoint.pt
     workers: int | None = None  # image decoding threads (default: one per core)
@@ -126,6 +131,7 @@ class TrainReport:
     history: tuple[dict[str, Any], ...]  # one entry per epoch of both stages
     world_size: int
     rank: int
+    adversarial: AdversarialReport | None = None  # None on ranks other than 0, or with adversarial_images=0
 
     @property
     def gate_passed(self) -> bool:
@@ -159,7 +165,7 @@ def check_options(o: TrainOptions) -> None:
             raise EdgerecError(f"{name} must be positive, got {value}")
     non_negative = {"epochs": o.epochs, "warmup_epochs": o.warmup_epochs, "weight_decay": o.weight_decay,
                     "qat_images": o.qat_images, "qat_epochs": o.qat_epochs,
-                    "augmented_views": o.augmented_views}
+                    "augmented_views": o.augmented_views, "adversarial_images": o.adversarial_images}
     for name, value in non_negative.items():
         if value < 0:
             raise EdgerecError(f"{name} must be 0 or more, got {value}")
@@ -241,18 +247,24 @@ class Run:
         net.load_state_dict(state["best_model"])
         train_seconds = time.perf_counter() - self.start
 
-        # 5 and 6: export, quantize, gate and report (rank 0); the others wait so that all leave together
-        gate = None
+        # 5 to 7: export, quantize, gate, attack and report (rank 0); the others wait so that all leave together
+        gate = adversarial = None
         if world.is_main:
             with self.phase("export"):
-                gate = self.export(net.cpu(), data, geometry, state, train_seconds)
+                val_images = load_images(data.val, geometry, workers=o.workers, progress=self.bars)
+                gate = self.export(net.cpu(), data, geometry, val_images, state, train_seconds)
+            if o.adversarial_images:
+                with self.phase("attack"):
+                    labels = np.array([s.label for s in data.val])
+                    adversarial = adversarial_check(net.to(world.device), val_images, labels,
+                                                    AttackOptions(images=o.adversarial_images, seed=o.seed))
             with self.phase("report"):
-                self.write_report(data, state, gate)
+                self.write_report(data, state, gate, adversarial)
         distributed.barrier(world)
         self.seconds["total"] = time.perf_counter() - self.start
         return TrainReport(self.out, self.out / "model.onnx", gate, data.classes, data.train_counts, data.val_counts,
                            data.warning, data.imbalance, tuple(StageResult(**s) for s in state["stages"]),
-                           dict(self.seconds), tuple(state["history"]), world.size, world.rank)
+                           dict(self.seconds), tuple(state["history"]), world.size, world.rank, adversarial)
 
     # -- 1. data -------------------------------------------------------------------------------------------
 
@@ -436,10 +448,9 @@ class Run:
 
     # -- 5. export, quantize, gate -------------------------------------------------------------------------
 
-    def export(self, net: EfficientNetLite, data: ImageFolders, geometry: Geometry, state: dict[str, Any],
-               train_seconds: float) -> GateReport:
+    def export(self, net: EfficientNetLite, data: ImageFolders, geometry: Geometry, val_images: np.ndarray,
+               state: dict[str, Any], train_seconds: float) -> GateReport:
         o = self.o
-        val_images = load_images(data.val, geometry, workers=o.workers, progress=self.bars)
         val_labels = np.array([s.label for s in data.val])
         training = {**self.training_settings(state, train_seconds), "data": data.metadata()}
         info = ModelInfo(labels=list(data.classes), input_size=(o.img_size, o.img_size), crop=o.crop, arch=o.arch,
@@ -479,9 +490,10 @@ class Run:
                 "stages": state["stages"], "processes": self.world.size, "seconds": round(seconds, 1),
                 "torch": torch.__version__, "bf16": native_bf16()}
 
-    # -- 6. report -----------------------------------------------------------------------------------------
+    # -- 7. report -----------------------------------------------------------------------------------------
 
-    def write_report(self, data: ImageFolders, state: dict[str, Any], gate: GateReport) -> None:
+    def write_report(self, data: ImageFolders, state: dict[str, Any], gate: GateReport,
+                     adversarial: AdversarialReport | None) -> None:
         folder = self.out / "report"
         folder.mkdir(exist_ok=True)
         truth = np.array([s.label for s in data.val])
@@ -493,6 +505,9 @@ class Run:
         plot_confusion(folder / "confusion.png", counts, data.classes,
                        f"{gate.deliverable.name} ({gate.precision.upper()}) on {len(truth)} validation images: "
                        f"top-1 {100 * (counts.trace() / counts.sum()):.1f}%")
+        if adversarial:
+            plot_adversarial(folder / "adversarial.png", adversarial, f"FP32 {self.o.arch} on {name}: "
+                             f"{adversarial.images} of {adversarial.of} validation images under attack")
         write_metrics(folder / "metrics.json", {
             "val_top1_fp32": gate.fp32_top1, "val_top1_int8": gate.int8_top1, "int8_drop_points": gate.drop,
             "val_top1_int8_training_cpu": gate.int8_cpu_top1,
@@ -503,7 +518,8 @@ class Run:
             "classes": list(data.classes), "train_counts": list(data.train_counts),
             "val_counts": list(data.val_counts), "confusion": counts.tolist(), "stages": state["stages"],
             "history": state["history"], "seconds": self.seconds, "options": asdict(self.o),
-            "fingerprint": data.fingerprint, "unreadable_skipped": [str(u.path) for u in data.unreadable]})
+            "fingerprint": data.fingerprint, "unreadable_skipped": [str(u.path) for u in data.unreadable],
+            **(adversarial.metrics() if adversarial else {})})
 
     def phase(self, name: str) -> _Phase:
         return _Phase(self.seconds, name)
