@@ -44,6 +44,21 @@ def write_clip(path: Path, labels: list[str], fps: float = 25.0, size: tuple[int
     return path
 
 
+def small_info(classes: int):
+    """Metadata for a small 64 px EfficientNet-Lite0 export in the export tests."""
+    from edge.metadata import DatasetInfo, ModelInfo
+
+    return ModelInfo(labels=[f"c{i}" for i in range(classes)], input_size=(64, 64), crop=1.0,
+                     arch="efficientnet_lite0", precision="fp32", dataset=DatasetInfo("noise", "f" * 8, 8, 4))
+
+
+def blocky_images() -> np.ndarray:
+    """12 blocky 64 px BGR images (8 px blocks of random colour: structure, not pure noise)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (12, 8, 8, 3), np.uint8)
+    return np.ascontiguousarray(np.repeat(np.repeat(base, 8, axis=1), 8, axis=2))
+
+
 def count_frames(path: Path) -> int:
     """How many frames OpenCV reads back from a video file."""
     capture = cv2.VideoCapture(str(path))

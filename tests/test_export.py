@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import blocky_images, small_info
 
 torch = pytest.importorskip("torch", reason="export needs the [train] extra (torch)")
 
 from edge.errors import EdgerecError  # noqa: E402
-from edge.metadata import DatasetInfo, ModelInfo  # noqa: E402
 from edge.model import Model  # noqa: E402
 from training import export as export_module  # noqa: E402
 from training.export import export_onnx  # noqa: E402
@@ -18,16 +18,9 @@ from training.models import create_model  # noqa: E402
 from training.quantize import QuantOptions, quantize_model  # noqa: E402
 
 
-def small_info(classes: int) -> ModelInfo:
-    return ModelInfo(labels=[f"c{i}" for i in range(classes)], input_size=(64, 64), crop=1.0,
-                     arch="efficientnet_lite0", precision="fp32", dataset=DatasetInfo("noise", "f" * 8, 8, 4))
-
-
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (12, 8, 8, 3), np.uint8)
-    return np.ascontiguousarray(np.repeat(np.repeat(base, 8, axis=1), 8, axis=2))  # blocky, not pure noise
+    return blocky_images()
 
 
 def test_export_writes_a_contract_file_that_matches_torch(tmp_path: Path, images: np.ndarray) -> None:

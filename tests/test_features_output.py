@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PHOTOS
+from conftest import PHOTOS, blocky_images, small_info
 
 from edge.classify import read_image
 from edge.model import Model, default_model_path
@@ -15,22 +15,15 @@ from edge.preprocess import fit
 
 torch = pytest.importorskip("torch", reason="export needs the [train] extra (torch)")
 
-from edge.metadata import DatasetInfo, FeaturesInfo, ModelInfo  # noqa: E402
+from edge.metadata import FeaturesInfo  # noqa: E402
 from training.export import add_features_to_file, export_onnx  # noqa: E402
 from training.models import create_model  # noqa: E402
 from training.quantize import QuantOptions, quantize_model  # noqa: E402
 
 
-def small_info(classes: int) -> ModelInfo:
-    return ModelInfo(labels=[f"c{i}" for i in range(classes)], input_size=(64, 64), crop=1.0,
-                     arch="efficientnet_lite0", precision="fp32", dataset=DatasetInfo("noise", "f" * 8, 8, 4))
-
-
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (12, 8, 8, 3), np.uint8)
-    return np.ascontiguousarray(np.repeat(np.repeat(base, 8, axis=1), 8, axis=2))
+    return blocky_images()
 
 
 def test_train_outputs_fp32_and_int8_carry_features(tmp_path: Path, images: np.ndarray) -> None:
