@@ -126,8 +126,8 @@ class Model:
 
 
 def no_features_message(path: Path) -> str:
-    return (f"{path} has no features output; teach needs a model exported by edgerec with one (the embedded "
-            "default and `edgerec train` files of 2026-12 on; `edgerec info` shows a features line)")
+    return (f"{path} has no features output, so teach cannot build on it; valid: the embedded default (leave out "
+            "--base) or a file written by this edgerec's `edgerec train` (`edgerec info` shows a features line)")
 
 
 _CHILD = """

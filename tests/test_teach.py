@@ -103,8 +103,9 @@ def test_a_base_without_features_is_refused_in_one_line(photos: tuple[Path, Path
     done = run_cli("teach", str(photos[0]), "--out", str(tmp_path / "x.onnx"), "--base", str(old))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"edgerec: error: {old} has no features output; teach needs a model exported by edgerec with one (the "
-        "embedded default and `edgerec train` files of 2026-12 on; `edgerec info` shows a features line)"]
+        f"edgerec: error: {old} has no features output, so teach cannot build on it; valid: the embedded default "
+        "(leave out --base) or a file written by this edgerec's `edgerec train` (`edgerec info` shows a features "
+        "line)"]
     assert not (tmp_path / "x.onnx").exists()
     info = run_cli("info", str(old))
     assert "none (edgerec teach cannot use this file as a base)" in info.stdout
