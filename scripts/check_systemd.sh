@@ -4,7 +4,7 @@
 #   a minimal Debian 12 (systemd 252) is debootstrapped once into CACHE and booted with systemd-nspawn on a
 #   throw-away overlay (--volatile=overlay: every run starts from the same clean root). Its systemd runs
 #   scripts/check_systemd.py from a copy of this checkout (git's tracked and untracked-but-not-ignored files),
-#   which installs the service with scripts/install-service.sh (pip from PyPI, cached in CACHE/pip) and checks
+#   which installs the service with scripts/install-service.sh (pip from PyPI, each run) and checks
 #   the unit step by step, printing PASS/FAIL per step. The container exits with the check's status.
 # The container shares the host's network (no --private-network): PyPI, and the service's web port on loopback.
 set -euo pipefail
@@ -13,7 +13,7 @@ usage() {
     cat <<'EOF'
 usage: check_systemd.sh [options]
 
-  --cache DIR     keep the Debian root and pip's cache here; reused by the next run
+  --cache DIR     keep the Debian root here, reused by the next run, and the last run's outputs (CACHE/out)
                   (default: $EDGEREC_NSPAWN_CACHE, else /var/cache/edgerec-nspawn)
   --mirror URL    Debian mirror for debootstrap (default: http://deb.debian.org/debian)
   --timeout S     end the container after S seconds, the check failed (default: 900)
@@ -81,7 +81,7 @@ debian_root() {
 # The checkout as the container sees it, and the command its systemd runs (systemd.run=, no spaces allowed).
 prepare_out() {
     rm -rf "$OUT"
-    mkdir -p "$OUT" "$CACHE/pip"
+    mkdir -p "$OUT"
     git -C "$HERE" ls-files -z --cached --others --exclude-standard \
         | (cd "$HERE" && tar --null --files-from=- --ignore-failed-read -cf "$OUT/src.tar" 2>/dev/null)
     cat >"$OUT/run.sh" <<'EOF'
@@ -96,7 +96,7 @@ EOF
 
 # The host's CA bundle replaces the container's, so a host behind a TLS-inspecting proxy reaches PyPI too.
 boot() {
-    local binds=(--bind="$OUT:/check-out" --bind="$CACHE/pip:/root/.cache/pip")
+    local binds=(--bind="$OUT:/check-out")
     if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
         binds+=(--bind-ro=/etc/ssl/certs/ca-certificates.crt)
     fi
