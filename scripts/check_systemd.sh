@@ -82,7 +82,7 @@ debian_root() {
 prepare_out() {
     rm -rf "$OUT"
     mkdir -p "$OUT"
-    git -C "$HERE" ls-files -z --cached --others --exclude-standard \
+    git -c safe.directory="$HERE" -C "$HERE" ls-files -z --cached --others --exclude-standard \
         | (cd "$HERE" && tar --null --files-from=- --ignore-failed-read -cf "$OUT/src.tar" 2>/dev/null)
     cat >"$OUT/run.sh" <<'EOF'
 #!/bin/sh
