@@ -603,7 +603,8 @@ def describe_places(config: Config) -> list[str]:
 HEADER = """\
 # edgerec configuration: `edgerec run --config FILE`; check it with `edgerec check-config FILE`.
 # Every setting is shown with its default value; a line `# key = value` is unset, with an example.
-# Flags given to `edgerec run` override this file. edgerec never rewrites it.
+# Flags given to `edgerec run` override this file. edgerec rewrites it only when the web page saves a
+# region or accepts a model (without these comments; the file before that is kept as FILE.bak).
 """
 
 

@@ -94,8 +94,8 @@ def write(path: Path, data: Mapping[str, Any]) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     except OSError as error:
-        raise EdgerecError(f"{path}: cannot write it: {error.strerror or error} (under the systemd unit the "
-                           "config folder must be writable: ReadWritePaths=/etc/edgerec)") from None
+        raise EdgerecError(f"{path}: cannot write it: {error.strerror or error} (under systemd the unit or a drop-in "
+                           "keeps the folder read-only; the shipped unit has ReadWritePaths=/etc/edgerec)") from None
 
 
 def _regions(data: dict[str, Any], camera: str, create: bool) -> list[dict[str, Any]]:

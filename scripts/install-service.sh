@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install edgerec as a systemd service (docs/deployment.md):
 #   venv under PREFIX/venv with edgerec installed from this checkout (or --source),
-#   the `edgerec` system user (systemd-sysusers), /etc/edgerec/config.toml only if absent,
+#   the `edgerec` system user (systemd-sysusers), /etc/edgerec (root:edgerec 0770) with
+#   /etc/edgerec/config.toml only if absent,
 #   systemd/edgerec.service in /etc/systemd/system, enabled and (re)started.
 # Running it again upgrades in place and never touches an existing config.
 set -euo pipefail
@@ -75,7 +76,8 @@ parse_args() {
         ROOT=$(cd "$ROOT" && pwd)
     fi
     VENV=$ROOT$PREFIX/venv
-    CONFIG=$ROOT/etc/edgerec/config.toml
+    CONFIG_DIR=$ROOT/etc/edgerec
+    CONFIG=$CONFIG_DIR/config.toml
     UNIT=$ROOT/etc/systemd/system/edgerec.service
     SYSUSERS=$ROOT/etc/sysusers.d/edgerec.conf
 }
@@ -140,6 +142,19 @@ install_venv() {
     if ((${#requirements[@]})); then run "${pip[@]}" "${requirements[@]}"; fi
 }
 
+# The service may replace the config (the web page saves drawn regions and accepted models: a temp file
+# renamed over config.toml, a .bak beside it), so its folder is root:edgerec 0770, as the unit's
+# ConfigurationDirectoryMode= says; systemd leaves an existing folder's owner and mode alone. Set on every
+# run, which also upgrades a folder made by an older installer (root:root 0755).
+config_folder() {
+    say "configuration folder $CONFIG_DIR (root:edgerec 0770: the web page saves regions and models into it)"
+    if [[ -n $ROOT ]]; then
+        run install -d -m 0770 "$CONFIG_DIR"  # under --root the group lives in ROOT/etc/group only
+    else
+        run install -d -m 0770 -o root -g edgerec "$CONFIG_DIR"
+    fi
+}
+
 # The config belongs to the user: written once, never overwritten, readable by root and the service
 # group only (it may hold the web token and the MQTT password). Where `edgerec config --defaults` is
 # missing (an edgerec older than the config schema) the file is a commented placeholder.
@@ -200,6 +215,7 @@ activate() {
 install_all() {
     create_user
     install_venv
+    config_folder
     write_config
     install_unit
     activate

@@ -90,6 +90,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(env: dict[str, str], root
                  f"+ python3 -m venv {root}/opt/edgerec/venv",
                  f"+ {root}/opt/edgerec/venv/bin/python -m pip install --quiet --disable-pip-version-check "
                  f"--upgrade {REPO}",
+                 f"+ install -d -m 0770 {root}/etc/edgerec",
                  f"+ write {root}/etc/edgerec/config.toml from",
                  f"+ install -D -m 0644 {REPO}/systemd/edgerec.service {root}/etc/systemd/system/edgerec.service",
                  f"+ systemctl --root={root} enable edgerec.service"):
@@ -103,6 +104,7 @@ def test_dry_run_on_the_live_system_shows_reload_enable_restart(env: dict[str, s
     assert lines == ["+ systemctl daemon-reload", "+ systemctl enable edgerec.service",
                      "+ systemctl restart edgerec.service"]
     assert "+ python3 -m venv /opt/edgerec/venv" in out and calls(env) == []
+    assert "+ install -d -m 0770 -o root -g edgerec /etc/edgerec" in out  # the service may save its config
 
 
 def test_install_into_root(env: dict[str, str], root: Path) -> None:
@@ -112,6 +114,7 @@ def test_install_into_root(env: dict[str, str], root: Path) -> None:
     assert (root / "etc/systemd/system/edgerec.service").read_text() == UNIT_SOURCE.read_text()
     config = root / "etc/edgerec/config.toml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o770  # group-writable: the web page saves regions
     assert all(line.startswith("#") for line in config.read_text().splitlines())  # placeholder: all defaults
     assert calls(env) == [f"systemd-sysusers --root={root} edgerec.conf",
                           f"python3 -m venv {root}/opt/edgerec/venv",
@@ -139,11 +142,13 @@ def test_second_run_keeps_the_config_and_the_venv_and_restores_the_unit(env: dic
     install(env, "--root", str(root))
     config, unit = root / "etc/edgerec/config.toml", root / "etc/systemd/system/edgerec.service"
     config.write_text('source = "rtsp://cam.local/stream"\n')
+    config.parent.chmod(0o755)  # as an installer older than the web page's writes left it
     unit.write_text("edited in place\n")
     Path(env["FAKE_LOG"]).unlink()
     out = install(env, "--root", str(root)).stdout
     assert config.read_text() == 'source = "rtsp://cam.local/stream"\n' and "kept as it is" in out
     assert unit.read_text() == UNIT_SOURCE.read_text()
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o770
     assert not any("-m venv" in call for call in calls(env))  # the venv is upgraded, not recreated
     assert any("pip install" in call for call in calls(env))
 

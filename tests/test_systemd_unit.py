@@ -67,7 +67,8 @@ def test_unit_shape() -> None:
     text = UNIT.read_text()
     for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "DevicePolicy=closed",
                  "DeviceAllow=char-video4linux rw", "StateDirectory=edgerec", "LogsDirectory=edgerec",
-                 "ConfigurationDirectory=edgerec", "MemoryDenyWriteExecute=yes", "SupplementaryGroups=video",
+                 "ConfigurationDirectory=edgerec", "ConfigurationDirectoryMode=0770",
+                 "ReadWritePaths=/etc/edgerec", "MemoryDenyWriteExecute=yes", "SupplementaryGroups=video",
                  "ExecStart=/opt/edgerec/venv/bin/edgerec run --config /etc/edgerec/config.toml"):
         assert re.search(f"^{re.escape(line)}$", text, re.M), line
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)

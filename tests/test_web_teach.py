@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -167,6 +169,23 @@ def test_a_config_that_would_not_load_is_never_written(tmp_path, halves, tiny):
         config_write.write(config, data)
     with pytest.raises(EdgerecError, match="no camera 'garage'"):
         config_write.set_region(config, "garage", "door", [0, 0, 1, 1])
+    assert config.read_text() == before and not (tmp_path / "config.toml.bak").exists()
+
+
+def test_a_read_only_config_folder_is_one_line_and_leaves_the_file(tmp_path, halves, tiny, monkeypatch):
+    """As under the unit with a drop-in ReadOnlyPaths=/etc/edgerec (simulated: root ignores folder modes)."""
+    config = write_config(tmp_path, halves, tiny)
+    before = config.read_text()
+
+    def read_only(*_, **__):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("edge.files.tempfile.mkstemp", read_only)
+    with pytest.raises(EdgerecError) as refused:
+        config_write.set_region(config, "camera", "door", [0, 0, 0.5, 1])
+    assert str(refused.value) == (f"{config}: cannot write it: Read-only file system (under systemd the unit or a "
+                                  "drop-in keeps the folder read-only; the shipped unit has "
+                                  "ReadWritePaths=/etc/edgerec)")
     assert config.read_text() == before and not (tmp_path / "config.toml.bak").exists()
 
 
