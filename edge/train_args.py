@@ -144,7 +144,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "corruptions of `edgerec evaluate --robustness` (11 corruptions x 5 severities, "
                              "seeded with --seed); the clean top-1 and mean corruption accuracy go into each "
                              "file's metadata, shown by `edgerec info` and the web page, and report/robustness.png. "
-                             "Each image costs 55 corruptions of the full photo and 112 inferences: about 12 s "
+                             "Each image costs 55 corruptions of the full photo and 112 inferences: about 7 s "
                              "CPU for a 1920x1080 photo at 224 px on an AMD EPYC Zen 2, more for larger photos "
                              "(docs/training.md); 0 = skip (default: %(default)s)")
     check = parser.add_argument_group("adversarial check")
