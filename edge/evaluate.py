@@ -163,6 +163,8 @@ def evaluate_models(models: Sequence[Model], data: str | Path | ImageList, optio
     if options.batch < 1 or options.top_k < 1:
         raise EdgerecError(f"batch and top_k must be >= 1, got batch={options.batch}, top_k={options.top_k}")
     images = data if isinstance(data, ImageList) else list_folder(data, models[0].labels)
+    if not images.files:
+        raise EdgerecError(f"{images.name}: no images to evaluate")
     paths = [path for path, _ in images.files]
     probs, times, unreadable = _run(models, paths, options)
     readable = np.array([p is not None for p in probs[0]], bool)
