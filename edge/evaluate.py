@@ -129,31 +129,63 @@ class EvalReport:
         }
 
 
-def evaluate(model: Model, data_dir: str | Path, options: EvalOptions | None = None) -> EvalReport:
-    """Classify every image below the class folders of `data_dir` and score the predictions."""
-    options = options or EvalOptions()
-    if options.batch < 1 or options.top_k < 1:
-        raise EdgerecError(f"batch and top_k must be >= 1, got batch={options.batch}, top_k={options.top_k}")
+@dataclass(frozen=True)
+class ImageList:
+    """Labelled image files to evaluate, in order: a folder's listing (`list_folder`) or a chosen list, such
+    as the validation images `edgerec train` held out. The position of a file in `files` is the index
+    `EvalOptions.transform` sees (it seeds the robustness report's corruptions)."""
+
+    name: str  # what a report names as its data (EvalReport.data_dir)
+    classes: list[str]  # class names, each one of the model's labels
+    files: list[tuple[Path, int]]  # (image file, index in `classes`)
+
+
+def list_folder(data_dir: str | Path, labels: Sequence[str]) -> ImageList:
+    """The images below the class folders of `data_dir`, sorted by relative path; classes in label order."""
     data_dir = Path(data_dir)
-    classes = model_ordered_classes(data_dir, model.labels)
+    classes = model_ordered_classes(data_dir, labels)
     files, _ = list_images(data_dir, classes)
     if not files:
         raise EdgerecError(f"{data_dir}: no images in its class folders {', '.join(classes)}")
-    label_of = {name: model.labels.index(name) for name in classes}
-    truth = np.array([label_of[classes[c]] for _, c in files])
-    probs, times, unreadable = _run(model, [path for path, _ in files], options)
-    readable = np.array([p is not None for p in probs], bool)
+    return ImageList(str(data_dir), classes, files)
+
+
+def evaluate(model: Model, data: str | Path | ImageList, options: EvalOptions | None = None) -> EvalReport:
+    """Classify every image below the class folders of `data` (or of its list) and score the predictions."""
+    return evaluate_models([model], data, options)[0]
+
+
+def evaluate_models(models: Sequence[Model], data: str | Path | ImageList, options: EvalOptions | None = None
+                    ) -> list[EvalReport]:
+    """`evaluate` for each model, decoding (and transforming) each image once for all of them; the folder is
+    listed with the first model's labels, and every model must have each class among its labels."""
+    options = options or EvalOptions()
+    if options.batch < 1 or options.top_k < 1:
+        raise EdgerecError(f"batch and top_k must be >= 1, got batch={options.batch}, top_k={options.top_k}")
+    images = data if isinstance(data, ImageList) else list_folder(data, models[0].labels)
+    if not images.files:
+        raise EdgerecError(f"{images.name}: no images to evaluate")
+    paths = [path for path, _ in images.files]
+    probs, times, unreadable = _run(models, paths, options)
+    readable = np.array([p is not None for p in probs[0]], bool)
     if not readable.any():
-        raise EdgerecError(f"{data_dir}: none of its {len(files)} image files could be read "
+        raise EdgerecError(f"{images.name}: none of its {len(paths)} image files could be read "
                            f"(first: {unreadable[0].path}: {unreadable[0].reason})")
-    paths = [path for (path, _), ok in zip(files, readable) if ok]
-    return _score(model, data_dir, classes, paths, truth[readable], np.stack([p for p in probs if p is not None]),
-                  times, unreadable, options)
+    paths = [path for path, ok in zip(paths, readable) if ok]
+    reports = []
+    for model, model_probs, model_times in zip(models, probs, times):
+        classes = model_ordered_classes(images.name, model.labels, images.classes)
+        truth = np.array([model.labels.index(images.classes[c]) for _, c in images.files])
+        reports.append(_score(model, images.name, classes, paths, truth[readable],
+                              np.stack([p for p in model_probs if p is not None]), model_times, unreadable, options))
+    return reports
 
 
-def model_ordered_classes(data_dir: Path, labels: Sequence[str]) -> list[str]:
-    """The class folders of `data_dir`, in the model's label order; a folder the model lacks is an error."""
-    found = list_classes(data_dir, minimum=1)
+def model_ordered_classes(data_dir: str | Path, labels: Sequence[str], found: Sequence[str] | None = None
+                          ) -> list[str]:
+    """The class folders of `data_dir` (or `found`), in the model's label order; a class the model lacks is an
+    error."""
+    found = list_classes(Path(data_dir), minimum=1) if found is None else found
     unknown = [name for name in found if name not in labels]
     if unknown:
         named = ", ".join(repr(name) + _suggest(name, labels) for name in unknown)
@@ -173,29 +205,31 @@ def _some(labels: Sequence[str], limit: int = 12) -> str:
     return shown if len(labels) <= limit else f"{shown}, ... ({len(labels)} in all; `edgerec info MODEL --json`)"
 
 
-def _run(model: Model, paths: Sequence[Path], options: EvalOptions
-         ) -> tuple[list[np.ndarray | None], list[float], list[Unreadable]]:
-    """Probabilities per file (None if unreadable) and the per-image ms of each batch (fit + inference)."""
-    batch = np.empty((options.batch, *model.info.input_size, 3), np.uint8)
-    probs: list[np.ndarray | None] = []
-    times: list[float] = []
+def _run(models: Sequence[Model], paths: Sequence[Path], options: EvalOptions
+         ) -> tuple[list[list[np.ndarray | None]], list[list[float]], list[Unreadable]]:
+    """Per model: probabilities per file (None if unreadable) and the per-image ms of each batch (fit +
+    inference). Each file is decoded and transformed once, for every model."""
+    batches = [np.empty((options.batch, *model.info.input_size, 3), np.uint8) for model in models]
+    probs: list[list[np.ndarray | None]] = [[] for _ in models]
+    times: list[list[float]] = [[] for _ in models]
     unreadable: list[Unreadable] = []
     for start in range(0, len(paths), options.batch):
         images = [_decode(path, unreadable) for path in paths[start:start + options.batch]]
         if options.transform is not None:
             images = [None if image is None else options.transform(image, start + i) for i, image in enumerate(images)]
         good = [image for image in images if image is not None]
-        if good:
-            began = time.perf_counter()
-            for image, slot in zip(good, batch):
-                fit(image, model.geometry, out=slot)
-            out = iter(model.infer(batch[:len(good)]))
-            times.append((time.perf_counter() - began) * 1000 / len(good))
-            probs += [None if image is None else next(out) for image in images]
-        else:
-            probs += [None] * len(images)
+        for model, batch, model_probs, model_times in zip(models, batches, probs, times):
+            if good:
+                began = time.perf_counter()
+                for image, slot in zip(good, batch):
+                    fit(image, model.geometry, out=slot)
+                out = iter(model.infer(batch[:len(good)]))
+                model_times.append((time.perf_counter() - began) * 1000 / len(good))
+                model_probs += [None if image is None else next(out) for image in images]
+            else:
+                model_probs += [None] * len(images)
         if options.on_progress is not None:
-            options.on_progress(len(probs), len(paths))
+            options.on_progress(len(probs[0]), len(paths))
     return probs, times, unreadable
 
 
@@ -216,7 +250,7 @@ def _decode(path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
     return image
 
 
-def _score(model: Model, data_dir: Path, classes: list[str], paths: list[Path], truth: np.ndarray,
+def _score(model: Model, data_dir: str, classes: list[str], paths: list[Path], truth: np.ndarray,
            probs: np.ndarray, times: list[float], unreadable: list[Unreadable], options: EvalOptions) -> EvalReport:
     """Accuracy, per-class metrics, confusion matrix and mistakes from the probabilities [n, labels]."""
     labels = model.labels

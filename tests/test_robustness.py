@@ -138,7 +138,8 @@ def test_info_shows_stored_robustness(tmp_path: Path):
     assert plain.returncode == 0 and "robustness" not in plain.stdout
 
 
-def test_progress_counts_across_models_and_conditions(tiny_model: Path, colour_folder: Path):
+def test_progress_counts_across_conditions_once_for_all_models(tiny_model: Path, colour_folder: Path):
+    """Each corrupted photo is run through both models, so progress counts photos, not photos x models."""
     from edge.robustness import compare
 
     calls = []
@@ -146,5 +147,38 @@ def test_progress_counts_across_models_and_conditions(tiny_model: Path, colour_f
     reports = compare([model, model], colour_folder,
                       RobustnessOptions(corruptions=("jpeg",), on_progress=lambda d, t: calls.append((d, t))))
     per_model = 7 * (1 + len(SEVERITIES))  # clean + 5 severities of one corruption, 7 images each
-    assert len(reports) == 2 and calls[-1] == (2 * per_model, 2 * per_model)
+    assert len(reports) == 2 and calls[-1] == (per_model, per_model)
     assert all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
+
+
+def test_compare_equals_one_model_at_a_time(tiny_model: Path, colour_folder: Path, tmp_path: Path):
+    """Corrupting each photo once for both models changes no number: each report is what the model alone gets."""
+    from edge.robustness import compare
+
+    other = Model.load(make_tiny_model(tmp_path / "other.onnx", labels=["red", "green", "blue"]), "cpu")
+    model = Model.load(tiny_model, "cpu")
+    options = RobustnessOptions(corruptions=("gaussian_noise", "low_light"), seed=5)
+    together = compare([model, other], colour_folder, options)
+    alone = [robustness(m, colour_folder, options) for m in (model, other)]
+    for a, b in zip(together, alone):
+        assert np.array_equal(a.correct, b.correct) and a.clean.top1 == b.clean.top1
+        assert a.clean.confusion.tolist() == b.clean.confusion.tolist() and a.clean.model == b.clean.model
+
+
+def test_an_image_list_is_evaluated_as_a_folder_of_its_files(tiny_model: Path, colour_folder: Path, tmp_path: Path):
+    """A chosen list (training's validation images) gives what a folder holding just those files gives."""
+    import shutil
+
+    from edge.evaluate import ImageList, list_folder
+
+    chosen = [f for f in list_folder(colour_folder, ["blue", "green", "red"]).files if f[0].stem != "1"]
+    copy = tmp_path / "copy"
+    for path, _ in chosen:
+        (copy / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy / path.parent.name / path.name)
+    model = Model.load(tiny_model, "cpu")
+    options = RobustnessOptions(corruptions=("fog",), seed=1)
+    listed = robustness(model, ImageList("chosen", ["blue", "green", "red"], chosen), options)
+    folder = robustness(model, copy, options)
+    assert listed.n == folder.n == 4 and listed.clean.data_dir == "chosen"
+    assert np.array_equal(listed.correct, folder.correct) and listed.clean.top1 == folder.clean.top1

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from edge.cli import build_parser, main
 from edge.model import Model
@@ -35,7 +36,8 @@ from training.train import TrainOptions, calibration_samples, learning_rate, tra
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("checks", "stripes", "spots")
 FLAGS = ["--img-size", "64", "--finetune-blocks", "2", "--head-epochs", "4", "--epochs", "2", "--batch-size", "8",
-         "--calibration-images", "8", "--val-fraction", "0.25", "--workers", "2", "--quiet"]
+         "--calibration-images", "8", "--val-fraction", "0.25", "--workers", "2", "--robustness-images", "0", "--quiet"]
+ROBUSTNESS_IMAGES = 6  # of the 9 validation images: the shared run measures a seeded subset
 
 
 def synthetic(label: int, index: int, size: int = 80) -> np.ndarray:
@@ -79,7 +81,7 @@ def options(dataset: Path, out: Path, **changes: object) -> TrainOptions:
 def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("run") / "out"
     # 36 images in 4 views cannot show 98% agreement (training.gate): asking for none keeps INT8
-    return train(options(dataset, out, min_int8_agreement=0.0))
+    return train(options(dataset, out, min_int8_agreement=0.0, robustness_images=ROBUSTNESS_IMAGES))
 
 
 def test_writes_int8_deliverable_with_full_metadata(trained, dataset: Path) -> None:
@@ -123,6 +125,50 @@ def test_summary_says_which_precision_and_why(trained) -> None:
                      r"[\d.]+-[\d.]+%; needs >= 0% at its low end\); McNemar p=\S+ on 9 validation images \(\d+ right "
                      r"only in FP32, \d+ only in INT8\); top-1 on the paired predictions FP32 [\d.]+%, INT8 [\d.]+%$",
                      text, re.M), text
+
+
+def test_stored_robustness_is_what_evaluate_robustness_gives(trained, dataset: Path, tmp_path: Path) -> None:
+    """Both files store the clean top-1 and mCA of the chosen validation images; `edgerec evaluate --robustness`
+    on a folder of just those images (and plain evaluate, for the clean row) gives the same numbers."""
+    data = load_image_folders(DataOptions(dataset, val_fraction=0.25))
+    chosen = calibration_samples(data.val, ROBUSTNESS_IMAGES, seed=0)
+    folder = tmp_path / "chosen"
+    for sample in chosen:
+        (folder / sample.relpath).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample.path, folder / sample.relpath)
+    out = trained.out_dir
+    for name in ("model.onnx", "model-fp32.onnx", "model-int8.onnx"):
+        stored = json.loads(_cli("info", str(out / name), "--json"))["metrics"]
+        robust = json.loads(_cli("evaluate", str(out / name), str(folder), "--robustness", "--json"))["models"][0]
+        plain = json.loads(_cli("evaluate", str(out / name), str(folder), "--json"))
+        assert stored["robust_clean_top1"] == robust["clean"]["top1"] == plain["top1"], name
+        assert stored["robust_mca"] == robust["mca"] and 0 <= robust["mca"] <= 1, name
+        assert stored["robust_images"] == ROBUSTNESS_IMAGES and stored["robust_seed"] == 0
+        text = _cli("info", str(out / name))
+        expected = (f"clean top-1 {100 * robust['clean']['top1']:.1f}%, mean corruption accuracy "
+                    f"{100 * robust['mca']:.1f}% ")
+        assert re.search(rf"^robustness +{re.escape(expected)}\(relative drop [\d.]+%\) on 6 images, seed 0$", text,
+                         re.M), text
+    assert (out / "model.onnx").read_bytes() == (out / "model-int8.onnx").read_bytes()
+    metrics = json.loads((out / "report" / "metrics.json").read_text())["robustness"]
+    assert metrics["model.onnx"] == metrics["model-int8.onnx"] and metrics["model-fp32.onnx"]["robust_images"] == 6
+    assert [m["n"] for m in metrics["tables"]["models"]] == [6, 6] and (out / "report" / "robustness.png").is_file()
+    assert re.search(r"^robustness   model\.onnx \(INT8\) on 6 validation images under 11 camera corruptions x 5 "
+                     r"severities \(seed 0\): clean top-1 [\d.]+%, mean corruption accuracy [\d.]+% ",
+                     "\n".join(describe_report(trained)), re.M)
+
+
+def test_robustness_images_0_stores_none(dataset: Path, tmp_path: Path) -> None:
+    off = train(options(dataset, tmp_path / "off", min_int8_agreement=0.0, head_epochs=2, epochs=0, finetune_blocks=0))
+    assert off.robustness == () and not (off.out_dir / "report" / "robustness.png").exists()
+    assert "robust_mca" not in Model.load(off.deliverable, device="cpu").info.metrics
+    assert not [line for line in describe_report(off) if line.startswith("robustness")]
+
+
+def _cli(*args: str) -> str:
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1] if "--json" in args else result.stdout
 
 
 def test_deliverable_classifies_the_classes(trained, dataset: Path) -> None:

@@ -92,6 +92,19 @@ def write_with_metadata(proto: onnx.ModelProto, info: ModelInfo, path: str | Pat
         onnx.save(proto, str(tmp))
 
 
+def add_metrics(path: str | Path, metrics: dict[str, float]) -> None:
+    """Merge ``metrics`` into the metrics of the model file at ``path``, atomically: the new file is staged
+    beside it, loaded as the runtime loads it (which checks the contract) and only then moved into place."""
+    path = Path(path)
+    info = Model.load(path, device="cpu").info
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        write_with_metadata(onnx.load(str(path)), info.with_updates(metrics={**info.metrics, **metrics}), staged)
+        if Model.load(staged, device="cpu").info.metrics != {**info.metrics, **metrics}:
+            raise EdgerecError(f"{path}: the metrics written do not read back; file left as it was")
+        os.replace(staged, path)
+
+
 def add_features_to_file(path: str | Path) -> int:
     """Give an existing model file (e.g. the shipped default) its ``features`` output in place, atomically,
     without touching anything else in the graph; return D."""

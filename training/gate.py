@@ -426,6 +426,11 @@ def _record_metrics(report: GateReport) -> None:
                             "recipes_tried": [a.recipe for a in report.attempts]}
         write_with_metadata(proto, info.with_updates(metrics={**info.metrics, **metrics},
                                                      quantization=quantization), path)
+    deliver(report)
+
+
+def deliver(report: GateReport) -> None:
+    """Copy the file the gate chose (INT8 when it passed, else FP32) to model.onnx, atomically."""
     source = report.int8_path if report.passed else report.fp32_path
     with atomic_path(report.deliverable) as tmp:
         shutil.copyfile(source, tmp)

@@ -10,9 +10,13 @@ What `edgerec train DATA --out OUT` runs, in the order it runs:
             learning rate; skipped with finetune_blocks=0 or when it would not fit `time_limit`
 5. export   OUT/model-fp32.onnx with full metadata; INT8 calibrated on training images; both measured on
             the validation images with ONNX Runtime; the gate picks OUT/model.onnx (training.gate)
-6. attack   validation top-1 of the FP32 network under FGSM and PGD at 1, 2, 4 grey levels
+6. robust   clean top-1 and mean corruption accuracy of model-fp32.onnx and model-int8.onnx on up to
+            `robustness_images` validation images under the camera corruptions of `edgerec evaluate
+            --robustness` (edge.robustness), stored in both files' metrics (so in model.onnx's too)
+7. attack   validation top-1 of the FP32 network under FGSM and PGD at 1, 2, 4 grey levels
             (training.adversarial): how brittle the model is
-7. report   OUT/report/: training curves, confusion matrix, adversarial figure, metrics.json (training.report)
+8. report   OUT/report/: training curves, confusion matrix, robustness and adversarial figures, metrics.json
+            (training.report)
 
 Both stages use AdamW, linear warm-up then cosine decay, label smoothing, early stopping on validation
 top-1 (ties broken by validation loss); the best epoch's weights are kept. OUT/checkpoint.pt is rewritten
@@ -41,17 +45,30 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from edge.errors import EdgerecError
-from edge.evaluate import top1_interval
+from edge.evaluate import ImageList, top1_interval
 from edge.files import atomic_path
 from edge.metadata import ModelInfo
+from edge.model import Model
 from edge.preprocess import Geometry
+from edge.robustness import RobustnessOptions, RobustnessReport, compare, summaries
+from edge.robustness import metrics as robustness_metrics
+from edge.robustness import write_report as write_robustness
 from training import distributed
 from training.adversarial import AdversarialReport, AttackOptions, adversarial_check
 from training.data import Augment, DataOptions, ImageFolders, Sample, load_image_folders, load_images
 from training.distributed import World
-from training.export import export_onnx
+from training.export import add_metrics, export_onnx
 from training.features import CachedActivations, CacheOptions, cache_activations, native_bf16
-from training.gate import AGREEMENT_FLOOR, PAIRED_PREDICTIONS, RECIPES, Attempt, GateOptions, GateReport, gate_int8
+from training.gate import (
+    AGREEMENT_FLOOR,
+    PAIRED_PREDICTIONS,
+    RECIPES,
+    Attempt,
+    GateOptions,
+    GateReport,
+    deliver,
+    gate_int8,
+)
 from training.models import CROP, EfficientNetLite, InGraphPreprocess, create_model, get_arch
 from training.qat import QatOptions, QatResult, qat_finetune
 from training.report import confusion_matrix, plot_adversarial, plot_confusion, plot_curves, write_metrics
@@ -65,6 +82,9 @@ FINETUNE_BN_MOMENTUM = 0.1
 AUGMENTS = ("standard", "camera")
 CAMERA_VIEWS = 0.5  # --augment camera: share of the augmented views that also get a camera corruption
 ADVERSARIAL_IMAGES = 64  # validation images the adversarial check attacks by default (docs/robustness.md)
+# Validation images the robustness stage measures by default: each costs 55 corruptions of the full photo and
+# 2 x 56 inferences, about 7 s CPU for a 1920x1080 photo at 224 px on an AMD EPYC Zen 2 (docs/training.md)
+ROBUSTNESS_IMAGES = 32
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,7 @@ class TrainOptions:
     qat_epochs: float = 1.0  # its passes over them (each image and its mirror image)
     calibration_images: int = 200  # training images the INT8 calibration sees (twice that for the retries)
     adversarial_images: int = ADVERSARIAL_IMAGES  # validation images attacked with FGSM and PGD (0 = no attack)
+    robustness_images: int = ROBUSTNESS_IMAGES  # validation images run under the camera corruptions (0 = none)
     time_limit: float | None = None  # minutes for data, caching and training; stage 2 epochs are cut to fit
     resume: bool = False  # continue from out_dir/checkpoint.pt
     workers: int | None = None  # image decoding threads (default: one per core)
@@ -132,6 +153,8 @@ class TrainReport:
     world_size: int
     rank: int
     adversarial: AdversarialReport | None = None  # None on ranks other than 0, or with adversarial_images=0
+    robustness: tuple[RobustnessReport, ...] = ()  # FP32 and INT8 files' reports; () on ranks other than 0, or
+    # with robustness_images=0
 
     @property
     def gate_passed(self) -> bool:
@@ -165,7 +188,8 @@ def check_options(o: TrainOptions) -> None:
             raise EdgerecError(f"{name} must be positive, got {value}")
     non_negative = {"epochs": o.epochs, "warmup_epochs": o.warmup_epochs, "weight_decay": o.weight_decay,
                     "qat_images": o.qat_images, "qat_epochs": o.qat_epochs,
-                    "augmented_views": o.augmented_views, "adversarial_images": o.adversarial_images}
+                    "augmented_views": o.augmented_views, "adversarial_images": o.adversarial_images,
+                    "robustness_images": o.robustness_images}
     for name, value in non_negative.items():
         if value < 0:
             raise EdgerecError(f"{name} must be 0 or more, got {value}")
@@ -247,24 +271,30 @@ class Run:
         net.load_state_dict(state["best_model"])
         train_seconds = time.perf_counter() - self.start
 
-        # 5 to 7: export, quantize, gate, attack and report (rank 0); the others wait so that all leave together
+        # 5 to 8: export, quantize, gate, corrupt, attack and report (rank 0); the others wait so that all leave
+        # together
         gate = adversarial = None
+        robustness: tuple[RobustnessReport, ...] = ()
         if world.is_main:
             with self.phase("export"):
                 val_images = load_images(data.val, geometry, workers=o.workers, progress=self.bars)
                 gate = self.export(net.cpu(), data, geometry, val_images, state, train_seconds)
+            if o.robustness_images:
+                with self.phase("robustness"):
+                    robustness = self.robustness(data, gate)
             if o.adversarial_images:
                 with self.phase("attack"):
                     labels = np.array([s.label for s in data.val])
                     adversarial = adversarial_check(net.to(world.device), val_images, labels,
                                                     AttackOptions(images=o.adversarial_images, seed=o.seed))
             with self.phase("report"):
-                self.write_report(data, state, gate, adversarial)
+                self.write_report(data, state, gate, adversarial, robustness)
         distributed.barrier(world)
         self.seconds["total"] = time.perf_counter() - self.start
         return TrainReport(self.out, self.out / "model.onnx", gate, data.classes, data.train_counts, data.val_counts,
                            data.warning, data.imbalance, tuple(StageResult(**s) for s in state["stages"]),
-                           dict(self.seconds), tuple(state["history"]), world.size, world.rank, adversarial)
+                           dict(self.seconds), tuple(state["history"]), world.size, world.rank, adversarial,
+                           robustness)
 
     # -- 1. data -------------------------------------------------------------------------------------------
 
@@ -481,19 +511,42 @@ class Run:
                              np.array([s.label for s in extra]), GateOptions(o.min_int8_agreement, paired=o.int8_pairs),
                              show, qat if tuning else None)
 
+    # -- 6. robustness -------------------------------------------------------------------------------------
+
+    def robustness(self, data: ImageFolders, gate: GateReport) -> tuple[RobustnessReport, ...]:
+        """Both files under every camera corruption on up to `robustness_images` validation images (a seeded
+        subset, even across classes, in the validation listing's order); the numbers go into each file's
+        metrics, and the deliverable is copied to model.onnx again."""
+        o = self.o
+        chosen = sorted(calibration_samples(data.val, o.robustness_images, o.seed), key=lambda s: s.relpath)
+        images = ImageList(f"{len(chosen)} of {len(data.val)} validation images", list(data.classes),
+                           [(s.path, s.label) for s in chosen])
+        models = [Model.load(path, device="cpu") for path in (gate.fp32_path, gate.int8_path)]
+        with tqdm(desc="robustness", total=1, unit="img", disable=not self.bars, leave=False) as bar:
+            def show(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            reports = tuple(compare(models, images, RobustnessOptions(seed=o.seed, on_progress=show)))
+        for path, report in zip((gate.fp32_path, gate.int8_path), reports):
+            add_metrics(path, robustness_metrics(report))
+        deliver(gate)
+        return reports
+
     def training_settings(self, state: dict[str, Any], seconds: float) -> dict[str, Any]:
         o = self.o
         keep = ("finetune_blocks", "head_epochs", "epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
                 "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "seed",
-                "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images", "time_limit")
+                "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images", "time_limit",
+                "robustness_images")
         return {**{k: getattr(o, k) for k in keep}, "optimizer": "AdamW", "schedule": "warm-up + cosine",
                 "stages": state["stages"], "processes": self.world.size, "seconds": round(seconds, 1),
                 "torch": torch.__version__, "bf16": native_bf16()}
 
-    # -- 7. report -----------------------------------------------------------------------------------------
+    # -- 8. report -----------------------------------------------------------------------------------------
 
     def write_report(self, data: ImageFolders, state: dict[str, Any], gate: GateReport,
-                     adversarial: AdversarialReport | None) -> None:
+                     adversarial: AdversarialReport | None, robustness: tuple[RobustnessReport, ...]) -> None:
         folder = self.out / "report"
         folder.mkdir(exist_ok=True)
         truth = np.array([s.label for s in data.val])
@@ -508,6 +561,8 @@ class Run:
         if adversarial:
             plot_adversarial(folder / "adversarial.png", adversarial, f"FP32 {self.o.arch} on {name}: "
                              f"{adversarial.images} of {adversarial.of} validation images under attack")
+        if robustness:
+            write_robustness(robustness, folder)
         write_metrics(folder / "metrics.json", {
             "val_top1_fp32": gate.fp32_top1, "val_top1_int8": gate.int8_top1, "int8_drop_points": gate.drop,
             "val_top1_int8_training_cpu": gate.int8_cpu_top1,
@@ -519,7 +574,8 @@ class Run:
             "val_counts": list(data.val_counts), "confusion": counts.tolist(), "stages": state["stages"],
             "history": state["history"], "seconds": self.seconds, "options": asdict(self.o),
             "fingerprint": data.fingerprint, "unreadable_skipped": [str(u.path) for u in data.unreadable],
-            **(adversarial.metrics() if adversarial else {})})
+            **(adversarial.metrics() if adversarial else {}),
+            "robustness": robustness_summary(gate, robustness)})
 
     def phase(self, name: str) -> _Phase:
         return _Phase(self.seconds, name)
@@ -597,6 +653,16 @@ def qat_samples(samples: tuple[Sample, ...], paired: list[Sample], n: int) -> li
     learns FP32's answers on its images, so agreement there would flatter it), spread over the classes."""
     compared = set(paired)
     return calibration_samples(tuple(s for s in samples if s not in compared), n, seed=0) if n > 0 else []
+
+
+def robustness_summary(gate: GateReport, reports: tuple[RobustnessReport, ...]) -> dict[str, Any] | None:
+    """The stored robustness figures of each file (and of model.onnx, the deliverable), with the full tables,
+    for metrics.json; None when the stage did not run."""
+    if not reports:
+        return None
+    fp32, int8 = (robustness_metrics(r) for r in reports)
+    return {"model-fp32.onnx": fp32, "model-int8.onnx": int8, "model.onnx": int8 if gate.passed else fp32,
+            "tables": summaries(reports)}
 
 
 def gate_summary(gate: GateReport) -> dict[str, Any]:
