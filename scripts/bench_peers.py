@@ -102,11 +102,13 @@ class TorchRuntime:
 
 
 class Cv2DnnRuntime:
-    """OpenCV's dnn module, new engine (OpenCV 5's classic engine cannot parse the dynamic batch axis)."""
+    """OpenCV's dnn module, new engine (OpenCV 5.0's classic engine cannot parse the dynamic batch axis).
+    OpenCV 5.0 names it ENGINE_NEW; 5.1 dropped the classic engine and calls the new one ENGINE_OPENCV."""
 
     def __init__(self, path: Path, threads: int):
         cv2.setNumThreads(threads)
-        self.net = cv2.dnn.readNetFromONNX(str(path), cv2.dnn.ENGINE_NEW)
+        engine = getattr(cv2.dnn, "ENGINE_NEW", None)
+        self.net = cv2.dnn.readNetFromONNX(str(path), cv2.dnn.ENGINE_OPENCV if engine is None else engine)
         self.precision = "fp32"  # DNN_TARGET_CPU, the default; fp16 only with DNN_TARGET_CPU_FP16
 
     def run(self, x: np.ndarray) -> np.ndarray:
