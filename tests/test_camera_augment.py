@@ -43,3 +43,18 @@ def test_camera_needs_augmented_views(tmp_path: Path):
     with pytest.raises(EdgerecError, match="augment must be one of standard, camera"):
         check_options(TrainOptions(tmp_path, tmp_path / "out", augment="snow"))
     check_options(TrainOptions(tmp_path, tmp_path / "out", augment="camera", augmented_views=1))
+
+
+def test_a_camera_view_draws_only_the_named_corruptions():
+    """`Augment.corruptions` restricts the draw (a benchmark holds the others out of training): with only
+    `jpeg` named every camera view equals the plain view of the same photo under one of jpeg's severities."""
+    from edge.corruptions import CORRUPTIONS
+
+    camera = Augment(**{**vars(PLAIN), "camera": 1.0, "corruptions": ("jpeg",)})
+    for seed in range(4):
+        view = augment(SQUIRREL, NET, camera, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        rng.random(), rng.integers(1)  # the draws of the share and of the name among one
+        severity = int(rng.integers(1, 6))
+        expected = augment(CORRUPTIONS["jpeg"](SQUIRREL, severity, rng), NET, PLAIN, rng)
+        assert np.array_equal(view, expected)
