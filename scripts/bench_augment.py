@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Does `edgerec train --augment camera` make a model more robust? Clean top-1 and mean corruption accuracy
+(mCA) with standard augmented views and with camera views, paired, with 95% intervals.
+
+    python scripts/bench_augment.py /tmp/photoset --folds 5 --views 2 --out build/bench-augment-photoset
+    python scripts/bench_augment.py /tmp/fmnist/train --val-dir /tmp/fmnist/val --img-size 160 --crop 1.0 \\
+        --views 2 --robust-images 300 --out build/bench-augment-fmnist
+
+What it runs, per split (k stratified folds of DATA, every image validated exactly once; or DATA against
+--val-dir), is `edgerec train --finetune-blocks 0 --augmented-views V [--augment camera]` up to the export:
+the frozen network's pooled features of every training image, its mirror and V augmented views
+(`training.data.load_images` with `training.data.Augment`, the same code and seeds as `edgerec train`), then
+stage 1 (`training.train.Run.fit`: the new head, AdamW, warm-up + cosine, early stopping on validation top-1)
+once per kind of view, every kind from the same initial head. Head only, because the backbone is shared:
+the features of a validation photo under a corruption are computed once and every head is scored on the
+same features (the FP32 torch network; the exported FP32 file computes the same up to float rounding).
+Corrupted photos go through `edge.corruptions.corrupt(photo, name, severity, seed, index)` and
+`edge.preprocess.fit`, as `edgerec evaluate --robustness` does (`index` is the photo's position in the
+sorted list of all photos here, not in the validation folder, so the pixels differ from that command's but
+are the same for every head).
+
+Kinds of view: `standard` (Augment()), `camera` (half of the views also get one of the 11 corruptions,
+`--augment camera`), and, for the held-out protocol, `camera-A` / `camera-B`, whose camera views draw only
+from one of two families-disjoint groups of corruptions (HELD_OUT_GROUPS): each corruption is then scored
+by the head that never trained on it ("camera, held out"), as ImageNet-C's protocol asks.
+
+Intervals, all 95%, of the paired difference camera - standard (same split, same initial head, same
+corrupted pixels): a percentile bootstrap over images (pooled over the splits, 10,000 resamples): the
+uncertainty from which photos were sampled, given these trainings; and, with k > 1 folds, a Student t
+interval over the k per-fold differences, which also sees the training's own variation, but with k - 1
+degrees of freedom (and folds that share most training images, so it is approximate).
+Features are cached in --cache (keyed by the images, geometry, seed and view kind): a rerun is seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from edge.preprocess import Geometry, fit
+from training.data import Augment, DataOptions, Sample, decode, load_image_folders, load_images, load_view, view_rng
+from training.distributed import World
+from training.features import CachedActivations, CacheOptions, cache_activations
+from training.models import CROP, create_model
+from training.train import CAMERA_VIEWS, Prefix, Run, Stage, TrainOptions, calibration_samples
+
+HELD_OUT_GROUPS = (
+    ("gaussian_noise", "shot_noise", "low_light", "jpeg", "pixelate"),  # A: sensor noise and encoding
+    ("over_exposure", "defocus_blur", "motion_blur", "fog", "rolling_shutter", "interlace"),  # B: light, optics, motion
+)
+KINDS = {
+    "standard": Augment(),
+    "camera": Augment(camera=CAMERA_VIEWS),
+    "camera-A": Augment(camera=CAMERA_VIEWS, corruptions=HELD_OUT_GROUPS[0]),
+    "camera-B": Augment(camera=CAMERA_VIEWS, corruptions=HELD_OUT_GROUPS[1]),
+}
+CONDITIONS = [(name, severity) for name in CORRUPTIONS for severity in SEVERITIES]
+RESAMPLES = 10_000
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    data_dir: Path
+    val_dir: Path | None = None
+    folds: int = 5  # without val_dir
+    img_size: int = 224
+    crop: float = CROP
+    views: int = 2
+    robust_images: int | None = None  # per split, a seeded pick as even across classes as possible; None = all
+    seed: int = 0
+    cache: Path = Path("build/bench-augment-cache")
+    arch: str = "efficientnet_lite0"
+
+
+@dataclass
+class Split:
+    train: np.ndarray  # indices into the sample list
+    val: np.ndarray
+    robust: np.ndarray  # the validation images scored under the corruptions
+
+
+@dataclass
+class Outcome:
+    """Per kind: right or wrong on each validation image clean, and under each condition on each robust one."""
+
+    clean: dict[str, list[np.ndarray]] = field(default_factory=dict)  # kind -> per split bool [val]
+    corrupted: dict[str, list[np.ndarray]] = field(default_factory=dict)  # kind -> per split bool [cond, robust]
+    epochs: dict[str, list[int]] = field(default_factory=dict)  # kind -> best epoch per split
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--val-dir", type=Path)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--crop", type=float, default=CROP)
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--robust-images", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path("build/bench-augment-cache"))
+    parser.add_argument("--out", type=Path, help="folder for bench.json")
+    args = parser.parse_args(argv)
+    options = BenchOptions(args.data_dir, args.val_dir, args.folds, args.img_size, args.crop, args.views,
+                           args.robust_images, args.seed, args.cache)
+    wall, cpu = time.perf_counter(), _cpu()
+    result = bench(options)
+    result["seconds"] = {"wall": round(time.perf_counter() - wall, 1), "cpu": round(_cpu() - cpu, 1)}
+    for line in describe(result):
+        print(line)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def bench(o: BenchOptions) -> dict:
+    samples, splits, classes = _splits(o)
+    geometry = Geometry(o.img_size, o.img_size, o.crop)
+    torch.manual_seed(o.seed)  # as edgerec train: the new head's initial weights come from the seed
+    net = create_model(o.arch, len(classes), pretrained=True)
+    prefix = Prefix(net, None)
+    head0 = nn.Sequential(net.dropout, net.classifier)
+    key = _key(o, samples)
+    log(f"{len(samples)} images, {len(classes)} classes, {len(splits)} split(s); features cached in {o.cache}")
+    trained = np.unique(np.concatenate([s.train for s in splits]))
+    validated = np.unique(np.concatenate([s.val for s in splits]))
+    robust = np.unique(np.concatenate([s.robust for s in splits]))
+    fitted = _cached(o, f"{key}-fitted", lambda: _features(prefix, [samples[i] for i in trained], geometry, None,
+                                                           o, mirror=True), len(trained))
+    fitted_val = _cached(o, f"{key}-val", lambda: _features(prefix, [samples[i] for i in validated], geometry, None,
+                                                            o, mirror=False), len(validated))
+    views = {kind: [_cached(o, f"{key}-{kind}-v{v}", lambda kind=kind, v=v: _view_features(
+        prefix, samples, trained, geometry, KINDS[kind], o.seed, v), len(trained)) for v in range(1, o.views + 1)]
+        for kind in KINDS}
+    corrupted = _cached(o, f"{key}-corrupted", lambda: _corrupted_features(prefix, samples, robust, geometry, o),
+                        len(robust))  # [images, conditions, features]
+    labels = np.array([s.label for s in samples])
+    outcome = Outcome()
+    for k, split in enumerate(splits):
+        rows_t = np.searchsorted(trained, split.train)
+        train_rows = [fitted[0][rows_t], fitted[1][rows_t]]
+        val_x = fitted_val[0][np.searchsorted(validated, split.val)]
+        robust_x = corrupted[np.searchsorted(robust, split.robust)]
+        for kind in KINDS:
+            rows = train_rows + [v[0][rows_t] for v in views[kind]]
+            head, best_epoch = _fit_head(o, head0, rows, labels[split.train], val_x, labels[split.val])
+            outcome.clean.setdefault(kind, []).append(_predict(head, val_x) == labels[split.val])
+            flat = robust_x.reshape(-1, robust_x.shape[-1])
+            right = _predict(head, flat).reshape(len(split.robust), len(CONDITIONS)) == labels[split.robust][:, None]
+            outcome.corrupted.setdefault(kind, []).append(right.T)
+            outcome.epochs.setdefault(kind, []).append(best_epoch)
+        log(f"split {k + 1}/{len(splits)}: clean " + ", ".join(
+            f"{kind} {outcome.clean[kind][-1].mean():.1%}" for kind in KINDS) + "; mCA " + ", ".join(
+            f"{kind} {outcome.corrupted[kind][-1].mean():.1%}" for kind in KINDS))
+    return summarise(o, outcome, len(samples), classes)
+
+
+# -- data and splits -------------------------------------------------------------------------------------------
+
+def _splits(o: BenchOptions) -> tuple[list[Sample], list[Split], tuple[str, ...]]:
+    """All samples (sorted by relpath within train, then val) and the splits as index arrays."""
+    data = load_image_folders(DataOptions(o.data_dir, o.val_dir, seed=o.seed))
+    if o.val_dir is not None:
+        samples = list(data.train) + list(data.val)
+        val = np.arange(len(data.train), len(samples))
+        return samples, [Split(np.arange(len(data.train)), val, _robust(samples, val, o))], data.classes
+    samples = sorted(data.train + data.val, key=lambda s: s.relpath)
+    fold = _folds(samples, o.folds, o.seed)
+    index = np.arange(len(samples))
+    splits = [Split(index[fold != k], index[fold == k], _robust(samples, index[fold == k], o)) for k in range(o.folds)]
+    return samples, splits, data.classes
+
+
+def _folds(samples: list[Sample], k: int, seed: int) -> np.ndarray:
+    """Fold of each sample: within each class, in the order of sha256(seed, relpath) (as the stratified split
+    orders them), dealt round-robin, so every fold holds a fifth of each class."""
+    fold = np.empty(len(samples), int)
+    for label in {s.label for s in samples}:
+        members = sorted((i for i, s in enumerate(samples) if s.label == label),
+                         key=lambda i: hashlib.sha256(f"{seed}\0{samples[i].relpath}".encode()).digest())
+        fold[members] = np.arange(len(members)) % k
+    return fold
+
+
+def _robust(samples: list[Sample], val: np.ndarray, o: BenchOptions) -> np.ndarray:
+    if o.robust_images is None or o.robust_images >= len(val):
+        return val
+    chosen = set(calibration_samples(tuple(samples[i] for i in val), o.robust_images, o.seed))
+    return np.array([i for i in val if samples[i] in chosen])
+
+
+# -- features ------------------------------------------------------------------------------------------------
+
+def _features(prefix: nn.Module, samples: list[Sample], geometry: Geometry, augment: Augment | None,
+              o: BenchOptions, mirror: bool) -> np.ndarray:
+    images = load_images(samples, geometry, augment, o.seed, workers=2)
+    cached = cache_activations(prefix, images, [s.label for s in samples], CacheOptions(mirror=mirror))
+    return cached.activations.float().numpy().reshape(cached.views, len(samples), -1)
+
+
+def _view_features(prefix: nn.Module, samples: list[Sample], trained: np.ndarray, geometry: Geometry,
+                   augment: Augment, seed: int, view: int) -> np.ndarray:
+    """View `view` of every training image: `load_images` with the image's position in the whole sample list
+    as its index, so an image's views are the same in every split it trains in."""
+    picked = [samples[i] for i in trained]
+    images = np.empty((len(picked), geometry.height, geometry.width, 3), np.uint8)
+
+    def load(j: int) -> None:
+        images[j] = load_view(picked[j], geometry, augment, view_rng(seed, view, int(trained[j])))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(load, range(len(picked))))
+    cached = cache_activations(prefix, images, [s.label for s in picked], CacheOptions(mirror=False))
+    return cached.activations.float().numpy()[None]
+
+
+def _corrupted_features(prefix: nn.Module, samples: list[Sample], robust: np.ndarray, geometry: Geometry,
+                        o: BenchOptions) -> np.ndarray:
+    """[images, conditions, features]: each robust photo decoded once, under every corruption and severity,
+    then fitted, as `edgerec evaluate --robustness` does."""
+    out = None
+    chunk = max(1, 2048 // len(CONDITIONS))
+    for start in range(0, len(robust), chunk):
+        part = robust[start:start + chunk]
+        images = np.empty((len(part), len(CONDITIONS), geometry.height, geometry.width, 3), np.uint8)
+
+        def load(j: int, part: np.ndarray = part, images: np.ndarray = images) -> None:
+            photo = decode(samples[part[j]].path)
+            for c, (name, severity) in enumerate(CONDITIONS):
+                fit(corrupt(photo, name, severity, o.seed, int(part[j])), geometry, out=images[j, c])
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(load, range(len(part))))
+        flat = images.reshape(-1, *images.shape[2:])
+        x = cache_activations(prefix, flat, [0] * len(flat), CacheOptions(mirror=False)).activations.float().numpy()
+        if out is None:
+            out = np.empty((len(robust), len(CONDITIONS), x.shape[-1]), np.float32)
+        out[start:start + len(part)] = x.reshape(len(part), len(CONDITIONS), -1)
+        log(f"corrupted features: {start + len(part)}/{len(robust)} images, cpu {_cpu():.0f} s")
+    return out
+
+
+def _key(o: BenchOptions, samples: list[Sample]) -> str:
+    digest = hashlib.sha256(f"{o.arch} {o.img_size} {o.crop} {o.seed}\n".encode())
+    for s in samples:
+        digest.update(f"{s.relpath}\t{s.sha256}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cached(o: BenchOptions, name: str, compute: Callable[[], np.ndarray], n: int) -> np.ndarray:
+    path = o.cache / f"{name}.npy"
+    if path.is_file():
+        return np.load(path)
+    start, cpu = time.perf_counter(), _cpu()
+    array = compute()
+    o.cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+    log(f"{name}: {n} images in {time.perf_counter() - start:.0f} s wall, {_cpu() - cpu:.0f} s cpu")
+    return array
+
+
+# -- stage 1 ---------------------------------------------------------------------------------------------------
+
+class _NoCheckpoint:
+    def save(self, net: nn.Module, state: dict) -> None:
+        pass
+
+
+def _fit_head(o: BenchOptions, head0: nn.Module, rows: list[np.ndarray], labels: np.ndarray, val_x: np.ndarray,
+              val_labels: np.ndarray) -> tuple[nn.Module, int]:
+    """Stage 1 of `edgerec train --finetune-blocks 0`, from the same initial head (dropout + linear) every time."""
+    head = copy.deepcopy(head0)
+    x = torch.from_numpy(np.concatenate(rows))
+    train = CachedActivations(x, torch.from_numpy(np.tile(labels, len(rows))), len(rows))
+    val = CachedActivations(torch.from_numpy(val_x), torch.from_numpy(val_labels), 1)
+    options = TrainOptions(o.data_dir, o.cache, finetune_blocks=0, seed=o.seed)
+    run = Run(options, World())
+    state = {"stage": "head", "epoch": 0, "planned_epochs": None, "best_score": None, "best_stage": None,
+             "stage_best": None, "bad_epochs": 0, "best_model": None, "optimizer": None, "history": [],
+             "stages": [], "stage_seconds": 0.0}
+    run.fit(Stage("head", head, train, val, options.head_epochs, options.lr), head, state, _NoCheckpoint())
+    head.load_state_dict(state["best_model"])
+    return head.eval(), state["stages"][0]["best_epoch"]
+
+
+def _predict(head: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return head(torch.from_numpy(x)).argmax(1).numpy()
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+
+def summarise(o: BenchOptions, outcome: Outcome, n_images: int, classes: tuple[str, ...]) -> dict:
+    clean = {kind: np.concatenate(v) for kind, v in outcome.clean.items()}
+    per_split = {kind: v for kind, v in outcome.corrupted.items()}
+    held = [_held_out(outcome.corrupted["camera-A"][k], outcome.corrupted["camera-B"][k])
+            for k in range(len(per_split["standard"]))]
+    per_split["camera, held out"] = held
+    corr = {kind: np.concatenate(v, axis=1) for kind, v in per_split.items()}  # [cond, robust images]
+    rows = {}
+    for kind in ("standard", "camera", "camera, held out"):
+        ca = corr[kind].mean(axis=0)
+        rows[kind] = {"clean": float(clean[kind].mean()) if kind in clean else None,
+                      "mca": float(ca.mean()),
+                      "per_corruption": {name: float(corr[kind][i * 5:(i + 1) * 5].mean())
+                                         for i, name in enumerate(CORRUPTIONS)},
+                      "per_split_mca": [float(v.mean()) for v in per_split[kind]]}
+    for kind in ("camera", "camera-A", "camera-B"):
+        rows.setdefault(kind, {})["clean"] = float(clean[kind].mean())
+    comparisons = {
+        "camera - standard": _compare(outcome.clean["camera"], outcome.clean["standard"], per_split["camera"],
+                                      per_split["standard"], o.seed),
+        "camera held out - standard": _compare(None, None, per_split["camera, held out"], per_split["standard"],
+                                               o.seed),
+    }
+    return {"options": {k: str(v) for k, v in vars(o).items()}, "images": n_images, "classes": list(classes),
+            "validated": int(len(clean["standard"])), "robust": int(corr["standard"].shape[1]),
+            "conditions": len(CONDITIONS), "held_out_groups": HELD_OUT_GROUPS, "rows": rows,
+            "best_epochs": outcome.epochs, "comparisons": comparisons,
+            "right_only": {"clean camera only": int((clean["camera"] & ~clean["standard"]).sum()),
+                           "clean standard only": int((~clean["camera"] & clean["standard"]).sum())}}
+
+
+def _held_out(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each corruption's rows from the head that did not train on it (A's head on group B and vice versa)."""
+    names = [name for name, _ in CONDITIONS]
+    in_a = np.array([name in HELD_OUT_GROUPS[0] for name in names])
+    return np.where(in_a[:, None], b, a)
+
+
+def _compare(clean_a: list[np.ndarray] | None, clean_b: list[np.ndarray] | None, corr_a: list[np.ndarray],
+             corr_b: list[np.ndarray], seed: int) -> dict:
+    out = {"mca": _paired(corr_a, corr_b, lambda x: x.mean(axis=0), seed)}
+    if clean_a is not None:
+        out["clean"] = _paired(clean_a, clean_b, lambda x: x.astype(float), seed)
+    return out
+
+
+def _paired(a: list[np.ndarray], b: list[np.ndarray], per_image: Callable[[np.ndarray], np.ndarray],
+            seed: int) -> dict:
+    """Mean difference a - b with a bootstrap interval over images (pooled) and a t interval over splits."""
+    d_splits = [per_image(x) - per_image(y) for x, y in zip(a, b)]
+    d = np.concatenate(d_splits)
+    rng = np.random.default_rng(seed)
+    means = np.empty(RESAMPLES)
+    for start in range(0, RESAMPLES, 1000):
+        picks = rng.integers(0, len(d), (1000, len(d)))
+        means[start:start + 1000] = d[picks].mean(axis=1)
+    out = {"mean": float(d.mean()), "bootstrap95": [float(np.percentile(means, 2.5)),
+                                                    float(np.percentile(means, 97.5))],
+           "per_split": [float(x.mean()) for x in d_splits]}
+    k = len(d_splits)
+    if k > 1:
+        m = np.array(out["per_split"])
+        half = T975[k - 1] * m.std(ddof=1) / math.sqrt(k)
+        out["t95"] = [float(m.mean() - half), float(m.mean() + half)]
+    return out
+
+
+def describe(r: dict) -> list[str]:
+    pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731
+    lines = [f"{r['images']} images, {len(r['classes'])} classes; {r['validated']} validated clean, {r['robust']} "
+             f"under {r['conditions']} conditions; views {r['options']['views']}; best epochs {r['best_epochs']}",
+             f"{'training views':<22} {'clean':>7} {'mCA':>7}  per split mCA"]
+    for kind in ("standard", "camera", "camera, held out"):
+        row = r["rows"][kind]
+        clean = "" if kind == "camera, held out" else f"{row['clean']:7.1%}"
+        lines.append(f"{kind:<22} {clean:>7} {row['mca']:7.1%}  " + " ".join(f"{x:.1%}" for x in row["per_split_mca"]))
+    kinds = ("standard", "camera", "camera, held out")
+    lines.append("per corruption (standard / camera / camera held out): " + ", ".join(
+        f"{n} " + "/".join(f"{100 * r['rows'][kind]['per_corruption'][n]:.1f}" for kind in kinds) for n in CORRUPTIONS))
+    for name, comparison in r["comparisons"].items():
+        for what, c in comparison.items():
+            t = f"; t over splits {pts(c['t95'][0])} to {pts(c['t95'][1])}" if "t95" in c else ""
+            lines.append(f"{name}, {what}: {pts(c['mean'])} points (95% bootstrap over images "
+                         f"{pts(c['bootstrap95'][0])} to {pts(c['bootstrap95'][1])}{t}); per split "
+                         + " ".join(pts(x) for x in c["per_split"]))
+    lines.append(f"clean predictions right only with camera views {r['right_only']['clean camera only']}, only with "
+                 f"standard views {r['right_only']['clean standard only']}")
+    lines.append(f"time: {r.get('seconds')}")
+    return lines
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""scripts/bench_augment.py: its folds, held-out bookkeeping and paired intervals (no training run here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge.corruptions import CORRUPTIONS
+from training.data import Sample
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_augment.py"
+spec = importlib.util.spec_from_file_location("bench_augment", SCRIPT)
+ba = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = ba
+spec.loader.exec_module(ba)
+
+
+def samples(per_class: tuple[int, ...]) -> list[Sample]:
+    return [Sample(Path(f"c{c}/{i}.png"), f"c{c}/{i}.png", c, 1, "0", 1, 1)
+            for c, n in enumerate(per_class) for i in range(n)]
+
+
+def test_every_image_is_validated_in_exactly_one_fold_and_each_fold_holds_a_fifth_of_each_class():
+    items = samples((10, 7, 23))
+    fold = ba._folds(items, 5, seed=0)
+    labels = np.array([s.label for s in items])
+    for label, n in enumerate((10, 7, 23)):
+        counts = np.bincount(fold[labels == label], minlength=5)
+        assert counts.sum() == n and counts.max() - counts.min() <= 1
+    assert not np.array_equal(fold, ba._folds(items, 5, seed=1))  # the seed reshuffles
+
+
+def test_held_out_groups_cover_every_corruption_once():
+    a, b = ba.HELD_OUT_GROUPS
+    assert sorted(a + b) == sorted(CORRUPTIONS) and not set(a) & set(b)
+
+
+def test_held_out_scores_each_corruption_with_the_head_that_did_not_train_on_it():
+    n = len(ba.CONDITIONS)
+    head_a, head_b = np.zeros((n, 4), bool), np.ones((n, 4), bool)  # trained on group A / on group B
+    mixed = ba._held_out(head_a, head_b)
+    for row, (name, _) in zip(mixed, ba.CONDITIONS):
+        assert row.all() == (name in ba.HELD_OUT_GROUPS[0])  # group A's rows come from head B (all True)
+
+
+def test_paired_interval_is_the_mean_difference_with_a_t_interval_over_the_splits():
+    a = [np.array([1, 1, 0, 1]), np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])]
+    b = [np.array([1, 0, 0, 1]), np.array([1, 0, 1, 0]), np.array([0, 1, 1, 0])]
+    out = ba._paired(a, b, lambda x: x.astype(float), seed=0)
+    assert out["mean"] == 3 / 12 and out["per_split"] == [0.25, 0.25, 0.25]
+    assert out["t95"] == [0.25, 0.25]  # no spread between splits
+    low, high = out["bootstrap95"]
+    assert 0 <= low < 0.25 < high <= 0.75
