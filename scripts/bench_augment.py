@@ -19,16 +19,19 @@ Corrupted photos go through `edge.corruptions.corrupt(photo, name, severity, see
 sorted list of all photos here, not in the validation folder, so the pixels differ from that command's but
 are the same for every head).
 
-Kinds of view: `standard` (Augment()), `camera` (half of the views also get one of the 11 corruptions,
-`--augment camera`), and, for the held-out protocol, `camera-A` / `camera-B`, whose camera views draw only
+Kinds of view: `no views` (the image and its mirror only, `--augmented-views 0`), `standard` (Augment(),
+`--augment standard`), `camera` (half of the views also get one of the 11 corruptions, `--augment camera`),
+and, for the held-out protocol, `camera-A` / `camera-B`, whose camera views draw only
 from one of two families-disjoint groups of corruptions (HELD_OUT_GROUPS): each corruption is then scored
 by the head that never trained on it ("camera, held out"), as ImageNet-C's protocol asks.
 
-Intervals, all 95%, of the paired difference camera - standard (same split, same initial head, same
+Intervals, all 95%, of paired differences (e.g. camera - standard: same split, same initial head, same
 corrupted pixels): a percentile bootstrap over images (pooled over the splits, 10,000 resamples): the
-uncertainty from which photos were sampled, given these trainings; and, with k > 1 folds, a Student t
-interval over the k per-fold differences, which also sees the training's own variation, but with k - 1
-degrees of freedom (and folds that share most training images, so it is approximate).
+uncertainty from which photos were sampled, given these trainings; with k > 1 folds, a Student t interval
+over the k per-fold differences, which also sees the training's own variation, but with k - 1 degrees of
+freedom (and folds that share most training images, so it is approximate); and for clean top-1, the
+Clopper-Pearson bound of the share of images the two heads judge differently (a change can never exceed
+it), which stays honest where few or no images differ and the bootstrap collapses to a point.
 Features are cached in --cache (keyed by the images, geometry, seed and view kind): a rerun is seconds.
 """
 
@@ -70,6 +73,7 @@ KINDS = {
     "camera-A": Augment(camera=CAMERA_VIEWS, corruptions=HELD_OUT_GROUPS[0]),
     "camera-B": Augment(camera=CAMERA_VIEWS, corruptions=HELD_OUT_GROUPS[1]),
 }
+NO_VIEWS = "no views"  # the image and its mirror only: what `edgerec train` does by default (--augmented-views 0)
 CONDITIONS = [(name, severity) for name in CORRUPTIONS for severity in SEVERITIES]
 RESAMPLES = 10_000
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -159,8 +163,8 @@ def bench(o: BenchOptions) -> dict:
         train_rows = [fitted[0][rows_t], fitted[1][rows_t]]
         val_x = fitted_val[0][np.searchsorted(validated, split.val)]
         robust_x = corrupted[np.searchsorted(robust, split.robust)]
-        for kind in KINDS:
-            rows = train_rows + [v[0][rows_t] for v in views[kind]]
+        for kind in (NO_VIEWS, *KINDS):
+            rows = train_rows + [v[0][rows_t] for v in views.get(kind, [])]
             head, best_epoch = _fit_head(o, head0, rows, labels[split.train], val_x, labels[split.val])
             outcome.clean.setdefault(kind, []).append(_predict(head, val_x) == labels[split.val])
             flat = robust_x.reshape(-1, robust_x.shape[-1])
@@ -168,8 +172,8 @@ def bench(o: BenchOptions) -> dict:
             outcome.corrupted.setdefault(kind, []).append(right.T)
             outcome.epochs.setdefault(kind, []).append(best_epoch)
         log(f"split {k + 1}/{len(splits)}: clean " + ", ".join(
-            f"{kind} {outcome.clean[kind][-1].mean():.1%}" for kind in KINDS) + "; mCA " + ", ".join(
-            f"{kind} {outcome.corrupted[kind][-1].mean():.1%}" for kind in KINDS))
+            f"{kind} {outcome.clean[kind][-1].mean():.1%}" for kind in outcome.clean) + "; mCA " + ", ".join(
+            f"{kind} {outcome.corrupted[kind][-1].mean():.1%}" for kind in outcome.clean))
     return summarise(o, outcome, len(samples), classes)
 
 
@@ -318,27 +322,28 @@ def summarise(o: BenchOptions, outcome: Outcome, n_images: int, classes: tuple[s
     per_split["camera, held out"] = held
     corr = {kind: np.concatenate(v, axis=1) for kind, v in per_split.items()}  # [cond, robust images]
     rows = {}
-    for kind in ("standard", "camera", "camera, held out"):
-        ca = corr[kind].mean(axis=0)
+    for kind in (NO_VIEWS, "standard", "camera", "camera, held out"):
         rows[kind] = {"clean": float(clean[kind].mean()) if kind in clean else None,
-                      "mca": float(ca.mean()),
+                      "mca": float(corr[kind].mean()),
                       "per_corruption": {name: float(corr[kind][i * 5:(i + 1) * 5].mean())
                                          for i, name in enumerate(CORRUPTIONS)},
                       "per_split_mca": [float(v.mean()) for v in per_split[kind]]}
-    for kind in ("camera", "camera-A", "camera-B"):
+    for kind in ("camera-A", "camera-B"):
         rows.setdefault(kind, {})["clean"] = float(clean[kind].mean())
     comparisons = {
         "camera - standard": _compare(outcome.clean["camera"], outcome.clean["standard"], per_split["camera"],
                                       per_split["standard"], o.seed),
         "camera held out - standard": _compare(None, None, per_split["camera, held out"], per_split["standard"],
                                                o.seed),
+        "camera - no views": _compare(outcome.clean["camera"], outcome.clean[NO_VIEWS], per_split["camera"],
+                                      per_split[NO_VIEWS], o.seed),
+        "standard - no views": _compare(outcome.clean["standard"], outcome.clean[NO_VIEWS], per_split["standard"],
+                                        per_split[NO_VIEWS], o.seed),
     }
     return {"options": {k: str(v) for k, v in vars(o).items()}, "images": n_images, "classes": list(classes),
             "validated": int(len(clean["standard"])), "robust": int(corr["standard"].shape[1]),
             "conditions": len(CONDITIONS), "held_out_groups": HELD_OUT_GROUPS, "rows": rows,
-            "best_epochs": outcome.epochs, "comparisons": comparisons,
-            "right_only": {"clean camera only": int((clean["camera"] & ~clean["standard"]).sum()),
-                           "clean standard only": int((~clean["camera"] & clean["standard"]).sum())}}
+            "best_epochs": outcome.epochs, "comparisons": comparisons}
 
 
 def _held_out(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -353,7 +358,31 @@ def _compare(clean_a: list[np.ndarray] | None, clean_b: list[np.ndarray] | None,
     out = {"mca": _paired(corr_a, corr_b, lambda x: x.mean(axis=0), seed)}
     if clean_a is not None:
         out["clean"] = _paired(clean_a, clean_b, lambda x: x.astype(float), seed)
+        a, b = np.concatenate(clean_a), np.concatenate(clean_b)
+        only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+        bound = discordance_bound(only_a + only_b, len(a))
+        out["clean"].update(right_only=[only_a, only_b], bound95=[-bound, bound])
     return out
+
+
+def discordance_bound(discordant: int, n: int, alpha: float = 0.05) -> float:
+    """Clopper-Pearson upper limit (two-sided 1 - alpha) of the share of images the two heads judge
+    differently. A change in top-1 can never exceed that share, so [-bound, +bound] is a (conservative) 95%
+    interval for it that stays honest when no image, or few, differ (where a bootstrap collapses to a point)."""
+    if discordant >= n:
+        return 1.0
+    low, high = discordant / n, 1.0
+    for _ in range(60):  # bisection: the p at which P(X <= discordant | n, p) = alpha / 2
+        mid = (low + high) / 2
+        low, high = (mid, high) if _binomial_cdf(discordant, n, mid) > alpha / 2 else (low, mid)
+    return high
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    log = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+           + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    top = max(log)
+    return math.exp(top) * sum(math.exp(x - top) for x in log)
 
 
 def _paired(a: list[np.ndarray], b: list[np.ndarray], per_image: Callable[[np.ndarray], np.ndarray],
@@ -382,21 +411,21 @@ def describe(r: dict) -> list[str]:
     lines = [f"{r['images']} images, {len(r['classes'])} classes; {r['validated']} validated clean, {r['robust']} "
              f"under {r['conditions']} conditions; views {r['options']['views']}; best epochs {r['best_epochs']}",
              f"{'training views':<22} {'clean':>7} {'mCA':>7}  per split mCA"]
-    for kind in ("standard", "camera", "camera, held out"):
+    for kind in (NO_VIEWS, "standard", "camera", "camera, held out"):
         row = r["rows"][kind]
         clean = "" if kind == "camera, held out" else f"{row['clean']:7.1%}"
         lines.append(f"{kind:<22} {clean:>7} {row['mca']:7.1%}  " + " ".join(f"{x:.1%}" for x in row["per_split_mca"]))
-    kinds = ("standard", "camera", "camera, held out")
-    lines.append("per corruption (standard / camera / camera held out): " + ", ".join(
+    kinds = (NO_VIEWS, "standard", "camera", "camera, held out")
+    lines.append("per corruption (no views / standard / camera / camera held out): " + ", ".join(
         f"{n} " + "/".join(f"{100 * r['rows'][kind]['per_corruption'][n]:.1f}" for kind in kinds) for n in CORRUPTIONS))
     for name, comparison in r["comparisons"].items():
         for what, c in comparison.items():
             t = f"; t over splits {pts(c['t95'][0])} to {pts(c['t95'][1])}" if "t95" in c else ""
+            bound = (f"; right only with the first / second {c['right_only'][0]} / {c['right_only'][1]} "
+                     f"images, so within +-{100 * c['bound95'][1]:.1f} (Clopper-Pearson)") if "bound95" in c else ""
             lines.append(f"{name}, {what}: {pts(c['mean'])} points (95% bootstrap over images "
-                         f"{pts(c['bootstrap95'][0])} to {pts(c['bootstrap95'][1])}{t}); per split "
+                         f"{pts(c['bootstrap95'][0])} to {pts(c['bootstrap95'][1])}{t}{bound}); per split "
                          + " ".join(pts(x) for x in c["per_split"]))
-    lines.append(f"clean predictions right only with camera views {r['right_only']['clean camera only']}, only with "
-                 f"standard views {r['right_only']['clean standard only']}")
     lines.append(f"time: {r.get('seconds')}")
     return lines
 

@@ -54,3 +54,9 @@ def test_paired_interval_is_the_mean_difference_with_a_t_interval_over_the_split
     assert out["t95"] == [0.25, 0.25]  # no spread between splits
     low, high = out["bootstrap95"]
     assert 0 <= low < 0.25 < high <= 0.75
+
+
+def test_discordance_bound_is_clopper_pearson():
+    assert abs(ba.discordance_bound(0, 299) - (1 - 0.025 ** (1 / 299))) < 1e-9  # closed form at zero
+    assert abs(ba.discordance_bound(5, 100) - 0.1128) < 1e-4  # the tabulated exact upper limit of 5/100
+    assert ba.discordance_bound(100, 100) == 1.0
