@@ -56,9 +56,12 @@ import torch
 from torch import nn
 
 from edge.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from edge.metadata import DatasetInfo, ModelInfo
+from edge.model import Model
 from edge.preprocess import Geometry, fit
 from training.data import Augment, DataOptions, Sample, decode, load_image_folders, load_images, load_view, view_rng
 from training.distributed import World
+from training.export import export_onnx
 from training.features import CachedActivations, CacheOptions, cache_activations
 from training.models import CROP, create_model
 from training.train import CAMERA_VIEWS, Prefix, Run, Stage, TrainOptions, calibration_samples
@@ -74,6 +77,7 @@ KINDS = {
     "camera-B": Augment(camera=CAMERA_VIEWS, corruptions=HELD_OUT_GROUPS[1]),
 }
 NO_VIEWS = "no views"  # the image and its mirror only: what `edgerec train` does by default (--augmented-views 0)
+CHECK_IMAGES = 10  # --check-export: validation photos compared under every condition
 CONDITIONS = [(name, severity) for name in CORRUPTIONS for severity in SEVERITIES]
 RESAMPLES = 10_000
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -91,6 +95,7 @@ class BenchOptions:
     seed: int = 0
     cache: Path = Path("build/bench-augment-cache")
     arch: str = "efficientnet_lite0"
+    check_export: bool = False  # export split 1's camera head as an FP32 model file and compare its predictions
 
 
 @dataclass
@@ -107,6 +112,7 @@ class Outcome:
     clean: dict[str, list[np.ndarray]] = field(default_factory=dict)  # kind -> per split bool [val]
     corrupted: dict[str, list[np.ndarray]] = field(default_factory=dict)  # kind -> per split bool [cond, robust]
     epochs: dict[str, list[int]] = field(default_factory=dict)  # kind -> best epoch per split
+    export_check: dict[str, int] | None = None  # the exported FP32 file against the torch head (--check-export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,9 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("build/bench-augment-cache"))
     parser.add_argument("--out", type=Path, help="folder for bench.json")
+    parser.add_argument("--check-export", action="store_true",
+                        help="export split 1's camera head as an FP32 model file (training.export) and count the "
+                             f"predictions on which it differs from the torch head: every clean validation image, "
+                             f"and the first {CHECK_IMAGES} validation images under every corruption")
     args = parser.parse_args(argv)
     options = BenchOptions(args.data_dir, args.val_dir, args.folds, args.img_size, args.crop, args.views,
-                           args.robust_images, args.seed, args.cache)
+                           args.robust_images, args.seed, args.cache, check_export=args.check_export)
     wall, cpu = time.perf_counter(), _cpu()
     result = bench(options)
     result["seconds"] = {"wall": round(time.perf_counter() - wall, 1), "cpu": round(_cpu() - cpu, 1)}
@@ -171,6 +181,9 @@ def bench(o: BenchOptions) -> dict:
             right = _predict(head, flat).reshape(len(split.robust), len(CONDITIONS)) == labels[split.robust][:, None]
             outcome.corrupted.setdefault(kind, []).append(right.T)
             outcome.epochs.setdefault(kind, []).append(best_epoch)
+            if o.check_export and k == 0 and kind == "camera":
+                outcome.export_check = _check_export(net, head, classes, samples, split, geometry, o,
+                                                     outcome.clean[kind][-1], right)
         log(f"split {k + 1}/{len(splits)}: clean " + ", ".join(
             f"{kind} {outcome.clean[kind][-1].mean():.1%}" for kind in outcome.clean) + "; mCA " + ", ".join(
             f"{kind} {outcome.corrupted[kind][-1].mean():.1%}" for kind in outcome.clean))
@@ -307,6 +320,33 @@ def _fit_head(o: BenchOptions, head0: nn.Module, rows: list[np.ndarray], labels:
     return head.eval(), state["stages"][0]["best_epoch"]
 
 
+def _check_export(net: nn.Module, head: nn.Module, classes: tuple[str, ...], samples: list[Sample], split: Split,
+                  geometry: Geometry, o: BenchOptions, head_clean: np.ndarray, head_corrupted: np.ndarray
+                  ) -> dict[str, int]:
+    """Export the frozen network with `head` as an FP32 model file (training.export, checked against torch) and
+    count where its top-1 (ONNX Runtime, edge.model.Model) is right when the head's is not, or the reverse: on
+    the split's clean validation photos, and on its first CHECK_IMAGES robust photos under every condition,
+    corrupted and fitted here again from the photo."""
+    net = copy.deepcopy(net).eval()
+    net.classifier.load_state_dict(head[1].state_dict())
+    images = load_images([samples[i] for i in split.val], geometry, workers=2)
+    info = ModelInfo(list(classes), (o.img_size, o.img_size), o.crop, o.arch, "fp32", DatasetInfo("bench"))
+    path = o.cache / "check-export-fp32.onnx"
+    export_onnx(net, info, path, images[:16])
+    model = Model.load(path, "cpu")
+    labels = np.array([s.label for s in samples])
+    clean = model.infer(images).argmax(1) == labels[split.val]
+    picked = split.robust[:CHECK_IMAGES]
+    corrupted = np.empty((len(picked), len(CONDITIONS)), bool)
+    for j, index in enumerate(picked):
+        photo = decode(samples[index].path)
+        batch = np.stack([fit(corrupt(photo, name, severity, o.seed, int(index)), geometry)
+                          for name, severity in CONDITIONS])
+        corrupted[j] = model.infer(batch).argmax(1) == labels[index]
+    return {"clean": len(clean), "clean_differ": int((clean != head_clean).sum()), "corrupted": corrupted.size,
+            "corrupted_differ": int((corrupted != head_corrupted[:len(picked)]).sum())}
+
+
 def _predict(head: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return head(torch.from_numpy(x)).argmax(1).numpy()
@@ -343,7 +383,7 @@ def summarise(o: BenchOptions, outcome: Outcome, n_images: int, classes: tuple[s
     return {"options": {k: str(v) for k, v in vars(o).items()}, "images": n_images, "classes": list(classes),
             "validated": int(len(clean["standard"])), "robust": int(corr["standard"].shape[1]),
             "conditions": len(CONDITIONS), "held_out_groups": HELD_OUT_GROUPS, "rows": rows,
-            "best_epochs": outcome.epochs, "comparisons": comparisons}
+            "best_epochs": outcome.epochs, "comparisons": comparisons, "export_check": outcome.export_check}
 
 
 def _held_out(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -426,6 +466,11 @@ def describe(r: dict) -> list[str]:
             lines.append(f"{name}, {what}: {pts(c['mean'])} points (95% bootstrap over images "
                          f"{pts(c['bootstrap95'][0])} to {pts(c['bootstrap95'][1])}{t}{bound}); per split "
                          + " ".join(pts(x) for x in c["per_split"]))
+    check = r["export_check"]
+    if check:
+        lines.append(f"exported FP32 file vs torch head (split 1, camera): top-1 right/wrong differs on "
+                     f"{check['clean_differ']} of {check['clean']} clean and {check['corrupted_differ']} of "
+                     f"{check['corrupted']} corrupted predictions")
     lines.append(f"time: {r.get('seconds')}")
     return lines
 
