@@ -2,9 +2,9 @@
 """Does `edgerec train --augment camera` make a model more robust? Clean top-1 and mean corruption accuracy
 (mCA) with standard augmented views and with camera views, paired, with 95% intervals.
 
-    python scripts/bench_augment.py /tmp/photoset --folds 5 --views 2 --out build/bench-augment-photoset
+    python scripts/bench_augment.py /tmp/photoset --folds 5 --views 2 --check-export --out build/bench-augment-photoset
     python scripts/bench_augment.py /tmp/fmnist/train --val-dir /tmp/fmnist/val --img-size 160 --crop 1.0 \\
-        --views 2 --robust-images 300 --out build/bench-augment-fmnist
+        --views 2 --robust-images 200 --seed 0 1 2 --out build/bench-augment-fmnist
 
 What it runs, per split (k stratified folds of DATA, every image validated exactly once; or DATA against
 --val-dir), is `edgerec train --finetune-blocks 0 --augmented-views V [--augment camera]` up to the export:
@@ -48,7 +48,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +112,8 @@ class Outcome:
     clean: dict[str, list[np.ndarray]] = field(default_factory=dict)  # kind -> per split bool [val]
     corrupted: dict[str, list[np.ndarray]] = field(default_factory=dict)  # kind -> per split bool [cond, robust]
     epochs: dict[str, list[int]] = field(default_factory=dict)  # kind -> best epoch per split
+    val_ids: list[np.ndarray] = field(default_factory=list)  # per split: the validation images (sample indices)
+    robust_ids: list[np.ndarray] = field(default_factory=list)  # per split: the images scored under corruptions
     export_check: dict[str, int] | None = None  # the exported FP32 file against the torch head (--check-export)
 
 
@@ -124,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop", type=float, default=CROP)
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--robust-images", type=int)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="one run per seed (split, views, head, batch order, corrupted pixels); the runs are "
+                             "pooled: the bootstrap resamples images with all their runs' predictions")
     parser.add_argument("--cache", type=Path, default=Path("build/bench-augment-cache"))
     parser.add_argument("--out", type=Path, help="folder for bench.json")
     parser.add_argument("--check-export", action="store_true",
@@ -133,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"and the first {CHECK_IMAGES} validation images under every corruption")
     args = parser.parse_args(argv)
     options = BenchOptions(args.data_dir, args.val_dir, args.folds, args.img_size, args.crop, args.views,
-                           args.robust_images, args.seed, args.cache, check_export=args.check_export)
+                           args.robust_images, args.seed[0], args.cache, check_export=args.check_export)
     wall, cpu = time.perf_counter(), _cpu()
-    result = bench(options)
+    result = bench(options, tuple(args.seed))
     result["seconds"] = {"wall": round(time.perf_counter() - wall, 1), "cpu": round(_cpu() - cpu, 1)}
     for line in describe(result):
         print(line)
@@ -145,7 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def bench(o: BenchOptions) -> dict:
+def bench(o: BenchOptions, seeds: tuple[int, ...]) -> dict:
+    """Every seed's run, pooled: one row per split and seed in `Outcome`."""
+    outcome = Outcome()
+    for seed in seeds:
+        samples, classes = run(replace(o, seed=seed), outcome)
+    return summarise(o, seeds, outcome, len(samples), classes)
+
+
+def run(o: BenchOptions, outcome: Outcome) -> tuple[list[Sample], tuple[str, ...]]:
+    """One seed: features (cached), then every kind's head on every split, scored into `outcome`."""
     samples, splits, classes = _splits(o)
     geometry = Geometry(o.img_size, o.img_size, o.crop)
     torch.manual_seed(o.seed)  # as edgerec train: the new head's initial weights come from the seed
@@ -167,8 +180,9 @@ def bench(o: BenchOptions) -> dict:
     corrupted = _cached(o, f"{key}-corrupted", lambda: _corrupted_features(prefix, samples, robust, geometry, o),
                         len(robust))  # [images, conditions, features]
     labels = np.array([s.label for s in samples])
-    outcome = Outcome()
     for k, split in enumerate(splits):
+        outcome.val_ids.append(split.val)
+        outcome.robust_ids.append(split.robust)
         rows_t = np.searchsorted(trained, split.train)
         train_rows = [fitted[0][rows_t], fitted[1][rows_t]]
         val_x = fitted_val[0][np.searchsorted(validated, split.val)]
@@ -181,13 +195,13 @@ def bench(o: BenchOptions) -> dict:
             right = _predict(head, flat).reshape(len(split.robust), len(CONDITIONS)) == labels[split.robust][:, None]
             outcome.corrupted.setdefault(kind, []).append(right.T)
             outcome.epochs.setdefault(kind, []).append(best_epoch)
-            if o.check_export and k == 0 and kind == "camera":
+            if o.check_export and outcome.export_check is None and kind == "camera":
                 outcome.export_check = _check_export(net, head, classes, samples, split, geometry, o,
                                                      outcome.clean[kind][-1], right)
-        log(f"split {k + 1}/{len(splits)}: clean " + ", ".join(
+        log(f"seed {o.seed}, split {k + 1}/{len(splits)}: clean " + ", ".join(
             f"{kind} {outcome.clean[kind][-1].mean():.1%}" for kind in outcome.clean) + "; mCA " + ", ".join(
             f"{kind} {outcome.corrupted[kind][-1].mean():.1%}" for kind in outcome.clean))
-    return summarise(o, outcome, len(samples), classes)
+    return samples, classes
 
 
 # -- data and splits -------------------------------------------------------------------------------------------
@@ -354,7 +368,8 @@ def _predict(head: nn.Module, x: np.ndarray) -> np.ndarray:
 
 # -- statistics --------------------------------------------------------------------------------------------------
 
-def summarise(o: BenchOptions, outcome: Outcome, n_images: int, classes: tuple[str, ...]) -> dict:
+def summarise(o: BenchOptions, seeds: tuple[int, ...], outcome: Outcome, n_images: int,
+              classes: tuple[str, ...]) -> dict:
     clean = {kind: np.concatenate(v) for kind, v in outcome.clean.items()}
     per_split = {kind: v for kind, v in outcome.corrupted.items()}
     held = [_held_out(outcome.corrupted["camera-A"][k], outcome.corrupted["camera-B"][k])
@@ -370,17 +385,18 @@ def summarise(o: BenchOptions, outcome: Outcome, n_images: int, classes: tuple[s
                       "per_split_mca": [float(v.mean()) for v in per_split[kind]]}
     for kind in ("camera-A", "camera-B"):
         rows.setdefault(kind, {})["clean"] = float(clean[kind].mean())
+    ids = (outcome.val_ids, outcome.robust_ids)
     comparisons = {
         "camera - standard": _compare(outcome.clean["camera"], outcome.clean["standard"], per_split["camera"],
-                                      per_split["standard"], o.seed),
-        "camera held out - standard": _compare(None, None, per_split["camera, held out"], per_split["standard"],
-                                               o.seed),
+                                      per_split["standard"], ids),
+        "camera held out - standard": _compare(None, None, per_split["camera, held out"], per_split["standard"], ids),
         "camera - no views": _compare(outcome.clean["camera"], outcome.clean[NO_VIEWS], per_split["camera"],
-                                      per_split[NO_VIEWS], o.seed),
+                                      per_split[NO_VIEWS], ids),
         "standard - no views": _compare(outcome.clean["standard"], outcome.clean[NO_VIEWS], per_split["standard"],
-                                        per_split[NO_VIEWS], o.seed),
+                                        per_split[NO_VIEWS], ids),
     }
-    return {"options": {k: str(v) for k, v in vars(o).items()}, "images": n_images, "classes": list(classes),
+    return {"options": {**{k: str(v) for k, v in vars(o).items()}, "seed": list(seeds)}, "images": n_images,
+            "classes": list(classes),
             "validated": int(len(clean["standard"])), "robust": int(corr["standard"].shape[1]),
             "conditions": len(CONDITIONS), "held_out_groups": HELD_OUT_GROUPS, "rows": rows,
             "best_epochs": outcome.epochs, "comparisons": comparisons, "export_check": outcome.export_check}
@@ -394,10 +410,10 @@ def _held_out(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _compare(clean_a: list[np.ndarray] | None, clean_b: list[np.ndarray] | None, corr_a: list[np.ndarray],
-             corr_b: list[np.ndarray], seed: int) -> dict:
-    out = {"mca": _paired(corr_a, corr_b, lambda x: x.mean(axis=0), seed)}
+             corr_b: list[np.ndarray], ids: tuple[list[np.ndarray], list[np.ndarray]]) -> dict:
+    out = {"mca": _paired(corr_a, corr_b, lambda x: x.mean(axis=0), ids[1])}
     if clean_a is not None:
-        out["clean"] = _paired(clean_a, clean_b, lambda x: x.astype(float), seed)
+        out["clean"] = _paired(clean_a, clean_b, lambda x: x.astype(float), ids[0])
         a, b = np.concatenate(clean_a), np.concatenate(clean_b)
         only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
         bound = discordance_bound(only_a + only_b, len(a))
@@ -426,15 +442,19 @@ def _binomial_cdf(k: int, n: int, p: float) -> float:
 
 
 def _paired(a: list[np.ndarray], b: list[np.ndarray], per_image: Callable[[np.ndarray], np.ndarray],
-            seed: int) -> dict:
-    """Mean difference a - b with a bootstrap interval over images (pooled) and a t interval over splits."""
+            ids: list[np.ndarray]) -> dict:
+    """Mean difference a - b over every (run, image), with a bootstrap interval that resamples images (each
+    drawn image brings its differences from every run that scored it: a cluster bootstrap, since one image's
+    runs are not independent) and a t interval over the runs (splits x seeds)."""
     d_splits = [per_image(x) - per_image(y) for x, y in zip(a, b)]
     d = np.concatenate(d_splits)
-    rng = np.random.default_rng(seed)
+    image = np.unique(np.concatenate(ids), return_inverse=True)[1]  # each row's image, 0 .. n_images - 1
+    n = int(image.max()) + 1
+    rng = np.random.default_rng(0)
     means = np.empty(RESAMPLES)
-    for start in range(0, RESAMPLES, 1000):
-        picks = rng.integers(0, len(d), (1000, len(d)))
-        means[start:start + 1000] = d[picks].mean(axis=1)
+    for r in range(RESAMPLES):
+        weight = np.bincount(rng.integers(0, n, n), minlength=n)[image]
+        means[r] = (weight * d).sum() / weight.sum()
     out = {"mean": float(d.mean()), "bootstrap95": [float(np.percentile(means, 2.5)),
                                                     float(np.percentile(means, 97.5))],
            "per_split": [float(x.mean()) for x in d_splits]}
@@ -450,7 +470,7 @@ def describe(r: dict) -> list[str]:
     pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731
     lines = [f"{r['images']} images, {len(r['classes'])} classes; {r['validated']} validated clean, {r['robust']} "
              f"under {r['conditions']} conditions; views {r['options']['views']}; best epochs {r['best_epochs']}",
-             f"{'training views':<22} {'clean':>7} {'mCA':>7}  per split mCA"]
+             f"{'training views':<22} {'clean':>7} {'mCA':>7}  mCA per run (seed x split)"]
     for kind in (NO_VIEWS, "standard", "camera", "camera, held out"):
         row = r["rows"][kind]
         clean = "" if kind == "camera, held out" else f"{row['clean']:7.1%}"
@@ -460,11 +480,11 @@ def describe(r: dict) -> list[str]:
         f"{n} " + "/".join(f"{100 * r['rows'][kind]['per_corruption'][n]:.1f}" for kind in kinds) for n in CORRUPTIONS))
     for name, comparison in r["comparisons"].items():
         for what, c in comparison.items():
-            t = f"; t over splits {pts(c['t95'][0])} to {pts(c['t95'][1])}" if "t95" in c else ""
+            t = f"; t over runs {pts(c['t95'][0])} to {pts(c['t95'][1])}" if "t95" in c else ""
             bound = (f"; right only with the first / second {c['right_only'][0]} / {c['right_only'][1]} "
                      f"images, so within +-{100 * c['bound95'][1]:.1f} (Clopper-Pearson)") if "bound95" in c else ""
             lines.append(f"{name}, {what}: {pts(c['mean'])} points (95% bootstrap over images "
-                         f"{pts(c['bootstrap95'][0])} to {pts(c['bootstrap95'][1])}{t}{bound}); per split "
+                         f"{pts(c['bootstrap95'][0])} to {pts(c['bootstrap95'][1])}{t}{bound}); per run "
                          + " ".join(pts(x) for x in c["per_split"]))
     check = r["export_check"]
     if check:

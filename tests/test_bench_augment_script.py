@@ -49,11 +49,22 @@ def test_held_out_scores_each_corruption_with_the_head_that_did_not_train_on_it(
 def test_paired_interval_is_the_mean_difference_with_a_t_interval_over_the_splits():
     a = [np.array([1, 1, 0, 1]), np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])]
     b = [np.array([1, 0, 0, 1]), np.array([1, 0, 1, 0]), np.array([0, 1, 1, 0])]
-    out = ba._paired(a, b, lambda x: x.astype(float), seed=0)
+    ids = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 12)]  # k-fold: every image validated once
+    out = ba._paired(a, b, lambda x: x.astype(float), ids)
     assert out["mean"] == 3 / 12 and out["per_split"] == [0.25, 0.25, 0.25]
     assert out["t95"] == [0.25, 0.25]  # no spread between splits
     low, high = out["bootstrap95"]
     assert 0 <= low < 0.25 < high <= 0.75
+
+
+def test_the_bootstrap_resamples_images_not_runs():
+    """Two seeds scoring the same images the same way are one image's evidence twice, not twice the
+    evidence: the interval is that of one run (a cluster bootstrap), where a pooled one would narrow."""
+    a, b = [np.array([1, 1, 0, 1, 1, 0])], [np.array([1, 0, 0, 1, 0, 0])]
+    ids = [np.arange(6)]
+    once = ba._paired(a, b, lambda x: x.astype(float), ids)
+    twice = ba._paired(a * 2, b * 2, lambda x: x.astype(float), ids * 2)
+    assert twice["bootstrap95"] == once["bootstrap95"] and twice["mean"] == once["mean"]
 
 
 def test_discordance_bound_is_clopper_pearson():
