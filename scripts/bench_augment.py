@@ -461,9 +461,18 @@ def _paired(a: list[np.ndarray], b: list[np.ndarray], per_image: Callable[[np.nd
     k = len(d_splits)
     if k > 1:
         m = np.array(out["per_split"])
-        half = T975[k - 1] * m.std(ddof=1) / math.sqrt(k)
+        half = t975(k - 1) * m.std(ddof=1) / math.sqrt(k)
         out["t95"] = [float(m.mean() - half), float(m.mean() + half)]
     return out
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t: tabulated to 9 degrees of freedom, then the Cornish-Fisher
+    expansion around the normal's 1.96 (within 0.005 of the table from 9 on)."""
+    if df in T975:
+        return T975[df]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
 def describe(r: dict) -> list[str]:

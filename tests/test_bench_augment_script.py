@@ -71,3 +71,9 @@ def test_discordance_bound_is_clopper_pearson():
     assert abs(ba.discordance_bound(0, 299) - (1 - 0.025 ** (1 / 299))) < 1e-9  # closed form at zero
     assert abs(ba.discordance_bound(5, 100) - 0.1128) < 1e-4  # the tabulated exact upper limit of 5/100
     assert ba.discordance_bound(100, 100) == 1.0
+
+
+def test_t_quantile_matches_the_table_beyond_it():
+    assert ba.t975(4) == 2.776
+    for df, table in ((10, 2.228), (20, 2.086), (30, 2.042), (120, 1.980)):
+        assert abs(ba.t975(df) - table) < 0.005
