@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from edge.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from edge.errors import EdgerecError
 from edge.metadata import DatasetInfo, ModelInfo
 from edge.model import Model
 from edge.preprocess import Geometry, fit
@@ -139,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = BenchOptions(args.data_dir, args.val_dir, args.folds, args.img_size, args.crop, args.views,
                            args.robust_images, args.seed[0], args.cache, check_export=args.check_export)
     wall, cpu = time.perf_counter(), _cpu()
-    result = bench(options, tuple(args.seed))
+    try:
+        result = bench(options, tuple(args.seed))
+    except EdgerecError as exc:  # a missing folder, too few images: one line, as edgerec says it
+        print(f"bench_augment: error: {exc}", file=sys.stderr)
+        return 2
     result["seconds"] = {"wall": round(time.perf_counter() - wall, 1), "cpu": round(_cpu() - cpu, 1)}
     for line in describe(result):
         print(line)
@@ -207,7 +212,8 @@ def run(o: BenchOptions, outcome: Outcome) -> tuple[list[Sample], tuple[str, ...
 # -- data and splits -------------------------------------------------------------------------------------------
 
 def _splits(o: BenchOptions) -> tuple[list[Sample], list[Split], tuple[str, ...]]:
-    """All samples (sorted by relpath within train, then val) and the splits as index arrays."""
+    """All samples and the splits as index arrays: with a validation folder, the training samples then the
+    validation ones; else every sample sorted by relpath, cut into k stratified folds."""
     data = load_image_folders(DataOptions(o.data_dir, o.val_dir, seed=o.seed))
     if o.val_dir is not None:
         samples = list(data.train) + list(data.val)

@@ -77,3 +77,9 @@ def test_t_quantile_matches_the_table_beyond_it():
     assert ba.t975(4) == 2.776
     for df, table in ((10, 2.228), (20, 2.086), (30, 2.042), (120, 1.980)):
         assert abs(ba.t975(df) - table) < 0.005
+
+
+def test_a_missing_folder_is_one_line_and_status_2(tmp_path: Path, capsys):
+    assert ba.main([str(tmp_path / "missing"), "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench_augment: error: ") and err.count("\n") == 1 and "missing" in err
