@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import cv2
@@ -279,9 +279,11 @@ def generator(seed: int, name: str, severity: int, index: int = 0) -> np.random.
     return np.random.default_rng([seed, zlib.crc32(name.encode()), severity, index])
 
 
-def random_corruption(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """`image` under one corruption and severity drawn uniformly from `rng`: training's camera augmentation."""
-    name = list(CORRUPTIONS)[int(rng.integers(len(CORRUPTIONS)))]
+def random_corruption(image: np.ndarray, rng: np.random.Generator, names: Sequence[str] | None = None) -> np.ndarray:
+    """`image` under one corruption (of `names`; None = all) and severity drawn uniformly from `rng`: training's
+    camera augmentation. A subset lets a benchmark hold corruptions out of training (scripts/bench_augment.py)."""
+    names = list(CORRUPTIONS) if names is None else list(names)
+    name = names[int(rng.integers(len(names)))]
     return CORRUPTIONS[name](image, int(rng.integers(1, len(SEVERITIES) + 1)), rng)
 
 

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edge.errors import EdgerecError
+
 CPU_NOTE_POINTS = 0.5  # a note when this CPU's INT8 kernels score this many points below exact
 GATE_FAILED = 3  # exit status with --require-int8 when the gate refused INT8 and model.onnx is the FP32 file
 # The gate's defaults (training.gate.AGREEMENT_FLOOR, PAIRED_PREDICTIONS; a test holds them equal)
@@ -18,6 +20,7 @@ MIN_INT8_AGREEMENT = 0.98
 INT8_PAIRS = 2000
 ADVERSARIAL_IMAGES = 64  # training.train.ADVERSARIAL_IMAGES (a test holds them equal)
 ROBUSTNESS_IMAGES = 32  # training.train.ROBUSTNESS_IMAGES (a test holds them equal)
+AUGMENT = "camera"  # TrainOptions.augment's default (a test holds them equal)
 
 DESCRIPTION = """\
 Fine-tune EfficientNet-Lite on your own photos and write one self-describing ONNX model file.
@@ -108,11 +111,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--augmented-views", type=int, default=0, metavar="N",
                           help="random views (crop, flip, colour, rotation) added per training image; each costs "
                                "one more pass over the data; helps small sets (default: %(default)s)")
-    schedule.add_argument("--augment", choices=("standard", "camera"), default="standard",
-                          help="kind of the augmented views: standard, or camera: half of them also get one "
-                               "camera corruption of `edgerec evaluate --robustness` at a random severity "
-                               "(noise, low light, blur, JPEG, fog, ...); needs --augmented-views N "
-                               "(default: %(default)s)")
+    schedule.add_argument("--augment", choices=("camera", "standard"), default=None,
+                          help="kind of the augmented views: camera: half of them also get one camera corruption "
+                               "of `edgerec evaluate --robustness` at a random severity (noise, low light, blur, "
+                               "JPEG, fog, ...); standard: crop, flip, colour and rotation only; needs "
+                               f"--augmented-views N (default: {AUGMENT}; docs/robustness.md)")
     schedule.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                           help="minutes for data, caching and training: stage 2 runs only the epochs that fit "
                                "(default: no limit)")
@@ -156,7 +159,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The parsed flags as TrainOptions keyword arguments."""
+    """The parsed flags as TrainOptions keyword arguments. An explicit --augment without --augmented-views
+    is refused: it would change nothing (the default kind applies to views only, and there are none)."""
+    if args.augment is not None and not args.augmented_views:
+        raise EdgerecError(f"--augment {args.augment} chooses the kind of the augmented views; add them with "
+                           "--augmented-views N (N >= 1)")
+    args = argparse.Namespace(**{**vars(args), "augment": args.augment or AUGMENT})
     names = ("data_dir", "out_dir", "val_dir", "val_fraction", "seed", "workers", "arch", "img_size", "crop",
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
              "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "time_limit",

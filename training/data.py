@@ -298,6 +298,7 @@ class Augment:
     saturation: float = 0.2
     rotation: float = 10.0  # degrees, drawn from [-x, x]
     camera: float = 0.0  # probability of one random camera corruption (edge.corruptions) at a random severity
+    corruptions: tuple[str, ...] | None = None  # the corruptions it draws from; None = every one
 
 
 def augment(image: np.ndarray, geometry: Geometry, options: Augment, rng: np.random.Generator) -> np.ndarray:
@@ -306,7 +307,7 @@ def augment(image: np.ndarray, geometry: Geometry, options: Augment, rng: np.ran
     A camera corruption, when drawn, is applied to the whole photo first, as `edgerec evaluate
     --robustness` and a real camera apply it: before the crop."""
     if options.camera > 0 and rng.random() < options.camera:
-        image = random_corruption(image, rng)
+        image = random_corruption(image, rng, options.corruptions)
     out = random_resized_crop(image, geometry, options.scale, options.ratio, rng)
     if rng.random() < options.flip:
         out = cv2.flip(out, 1)
