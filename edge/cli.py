@@ -470,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model whose features to use (default: the embedded ImageNet EfficientNet-Lite0 INT8)")
     teach.add_argument("--views", nargs="*", default=[], choices=list(VIEWS),
                        help="extra views of each training photo: flip (its mirror image), crop-tl, crop-br "
-                            "(its top-left / bottom-right 85%% x 85%%); default: none")
+                            "(its top-left / bottom-right 85%% x 85%%), camera (under one camera corruption at "
+                            "a random severity, as `train --augment camera`; costs up to a second per large "
+                            "photo); default: none")
     teach.add_argument("--l2", type=float, default=FitOptions().l2,
                        help="L2 weight on the standardized features (default: %(default)s)")
     teach.add_argument("--steps", type=int, default=FitOptions().steps,

@@ -10,6 +10,7 @@ differently.)
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.corruptions import random_corruption
 from edge.datasets import Unreadable, list_classes, list_images
 from edge.errors import EdgerecError
 from edge.preprocess import Geometry, fit
@@ -35,10 +37,17 @@ def _corner(image: np.ndarray, bottom_right: bool) -> np.ndarray:
     return image[h - ch:, w - cw:] if bottom_right else image[:ch, :cw]
 
 
+def _camera(image: np.ndarray) -> np.ndarray:
+    """One camera corruption at a random severity (`edgerec train --augment camera`'s draw), seeded by the
+    photo's own pixels: the same photo gets the same view in every run."""
+    return random_corruption(image, np.random.default_rng(zlib.crc32(image[::7, ::7].tobytes())))
+
+
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "flip": _flip,  # the mirror image
     "crop-tl": lambda image: _corner(image, False),  # the top-left 85% x 85%
     "crop-br": lambda image: _corner(image, True),  # the bottom-right 85% x 85%
+    "camera": _camera,  # under one of edge.corruptions' camera conditions (docs/robustness.md)
 }
 
 

@@ -172,3 +172,13 @@ def test_split_and_fingerprint_are_trainings(photos: tuple[Path, Path], tmp_path
     assert [f.relpath for f in ours.val] == [s.relpath for s in theirs.val]
     report = teach(TeachOptions(data, tmp_path / "m.onnx", val_fraction=0.5, seed=3, device="cpu"))
     assert Model.load(report.out, "cpu").info.dataset.fingerprint == theirs.fingerprint
+
+
+def test_the_camera_view_is_a_corruption_seeded_by_the_photo() -> None:
+    from edge.teach_data import VIEWS
+
+    image = cv2.imread(str(sorted(PHOTOS.glob("*.jpg"))[0]))
+    view = VIEWS["camera"](image)
+    assert view.shape == image.shape and view.dtype == np.uint8
+    assert np.array_equal(view, VIEWS["camera"](image.copy()))  # the same photo, the same view, every run
+    assert np.abs(view.astype(np.int16) - image).mean() > 1  # a real change of the pixels
