@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from edge.datasets import IMAGE_EXTENSIONS, image_problem
+from edge.decode import imdecode
 from edge.errors import EdgerecError
 from edge.model import Model, Prediction, default_model_path
 
@@ -55,7 +55,7 @@ def read_image(path: Path):
     if problem:
         raise EdgerecError(f"{path}: not a readable image ({problem})")
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        image = imdecode(data, cv2.IMREAD_UNCHANGED, path) if data else None
     except cv2.error as error:  # OpenCV asserts rather than returning None, e.g. on a decompression bomb
         raise EdgerecError(f"{path}: not a readable image ({decode_problem(error)})") from None
     if image is None:
