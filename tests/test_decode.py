@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import make_tiny_model, run_cli
 
 from edge.datasets import image_problem
 from edge.decode import pass_on, stderr_captured
-from tests.conftest import make_tiny_model, run_cli
 
 PHOTO = Path(__file__).parent / "data" / "photos" / "squirrel_cls.jpg"
 LIBJPEG = ("Corrupt JPEG data", "Premature end of JPEG file")
