@@ -87,3 +87,10 @@ def test_training_calibration_reads_a_jpeg_cut_short_as_nothing_and_quietly(bad_
 
     assert list(read_frames(bad_jpegs / "squirrel" / "c_cut.jpg", 1)) == []
     assert "Premature end of JPEG file" not in capfd.readouterr().err
+
+
+def test_trainings_scan_skips_a_jpeg_cut_short_saying_so(bad_jpegs):
+    from training.data import scan_folder
+
+    scan = scan_folder(bad_jpegs, workers=1)
+    assert [(u.path.name, "cut short" in u.reason) for u in scan.unreadable] == [("c_cut.jpg", True)]

@@ -218,7 +218,7 @@ def _inspect(path: Path) -> tuple[int, str, int, int] | str:
     except (OSError, cv2.error) as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
     if image is None:
-        return "not a decodable image" if data else "empty file"
+        return (image_problem(data) or "not a decodable image") if data else "empty file"
     return len(data), hashlib.sha256(data).hexdigest(), image.shape[0], image.shape[1]
 
 
