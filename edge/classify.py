@@ -82,7 +82,7 @@ def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5) ->
         try:
             image = read_image(path)
         except EdgerecError as error:
-            yield Unreadable(path, str(error))
+            yield Unreadable(path, str(error).removeprefix(f"{path}: "))
             continue
         start = time.perf_counter()
         prediction = model.classify([image], top_k)[0]

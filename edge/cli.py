@@ -37,7 +37,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     for result in classify_files(model, paths, args.top_k):
         if isinstance(result, Unreadable):
             skipped += 1
-            print(f"edgerec: error: {result.reason}; skipped", file=sys.stderr, flush=True)
+            print(f"edgerec: error: {result.path}: {result.reason}; skipped", file=sys.stderr, flush=True)
         elif args.json:
             print(json.dumps({"file": str(result.file), "top": [asdict(c) for c in result.prediction.top],
                               "model": str(model.path), "provider": model.provider, "ms": round(result.ms, 2)}),
