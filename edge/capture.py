@@ -25,7 +25,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge.datasets import image_problem
+from edge.decode import imread
 from edge.errors import EdgerecError
 
 IMAGE_SUFFIXES = frozenset(
@@ -531,7 +531,7 @@ class FolderSource(_Playback):
         while self._position < len(self.files):
             file = self.files[self._position]
             self._position += 1
-            image = _imread_or_none(file)
+            image = imread(file)
             if image is not None:
                 return image
             self._skipped += 1
@@ -565,18 +565,8 @@ class StillSource(_Playback):
         self._given = False
 
 
-def _imread_or_none(path: Path) -> np.ndarray | None:
-    try:
-        data = Path(path).read_bytes()
-        if not data or image_problem(data):
-            return None
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except (OSError, cv2.error):  # OpenCV asserts rather than returning None on some files (over its limit)
-        return None
-
-
 def _read_image(path: Path) -> np.ndarray:
-    image = _imread_or_none(path)
+    image = imread(path)
     if image is None:
         raise EdgerecError(f"cannot read image {path}: OpenCV cannot decode it")
     return image

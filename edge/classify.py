@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS, image_problem
+from edge.datasets import IMAGE_EXTENSIONS, Unreadable, image_problem
+from edge.decode import imdecode
 from edge.errors import EdgerecError
 from edge.model import Model, Prediction, default_model_path
 
@@ -55,7 +55,7 @@ def read_image(path: Path):
     if problem:
         raise EdgerecError(f"{path}: not a readable image ({problem})")
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        image = imdecode(data, cv2.IMREAD_UNCHANGED, path) if data else None
     except cv2.error as error:  # OpenCV asserts rather than returning None, e.g. on a decompression bomb
         raise EdgerecError(f"{path}: not a readable image ({decode_problem(error)})") from None
     if image is None:
@@ -75,10 +75,15 @@ def decode_problem(error: cv2.error) -> str:
     return text.strip().splitlines()[-1][:120]
 
 
-def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5) -> Iterator[FileResult]:
-    """Classify each image under ``paths`` one at a time; yields as it goes so output streams."""
+def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5) -> Iterator[FileResult | Unreadable]:
+    """Classify each image under ``paths`` one at a time; yields as it goes so output streams. A file that cannot
+    be read or decoded is yielded as Unreadable (why, in one line) and the next one is classified."""
     for path in image_files(paths):
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except EdgerecError as error:
+            yield Unreadable(path, str(error).removeprefix(f"{path}: "))
+            continue
         start = time.perf_counter()
         prediction = model.classify([image], top_k)[0]
         yield FileResult(path, prediction, (time.perf_counter() - start) * 1000)

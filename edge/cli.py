@@ -26,14 +26,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from edge.classify import classify_files, sample_photos_dir
+    from edge.datasets import Unreadable
     from edge.model import Model
 
     paths = [*args.paths, *([sample_photos_dir()] if args.samples else [])]
     if not paths:
         raise EdgerecError("nothing to classify: name image files or folders, or add --samples")
     model = Model.load(args.model, args.device, args.threads)
+    skipped = 0
     for result in classify_files(model, paths, args.top_k):
-        if args.json:
+        if isinstance(result, Unreadable):
+            skipped += 1
+            print(f"edgerec: error: {result.path}: {result.reason}; skipped", file=sys.stderr, flush=True)
+        elif args.json:
             print(json.dumps({"file": str(result.file), "top": [asdict(c) for c in result.prediction.top],
                               "model": str(model.path), "provider": model.provider, "ms": round(result.ms, 2)}),
                   flush=True)
@@ -41,7 +46,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             others = ", ".join(f"{c.label} {c.score:.1%}" for c in result.prediction.top[1:])
             print(f"{result.file}: {result.prediction.label} {result.prediction.score:.1%}"
                   + (f"  ({others})" if others else ""), flush=True)
-    return 0
+    return 1 if skipped else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -295,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     classify = commands.add_parser("classify", help="label image files or folders of images",
                                    description="Label image files (or every image under a folder).",
                                    epilog="examples:\n  edgerec classify photo.jpg photos/ --top-k 3 --json\n"
-                                          "  edgerec classify --samples",
+                                          "  edgerec classify --samples\n\n"
+                                          "exit status:\n  0  every image classified\n"
+                                          "  1  some image files could not be read or decoded: each is named on "
+                                          "stderr\n     (`edgerec: error: FILE: ...; skipped`) and the others are "
+                                          "classified\n  2  a bad argument (no such file or folder, a folder "
+                                          "without images, a bad model):\n     one line, nothing classified",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     classify.add_argument("paths", nargs="*", metavar="IMAGE_OR_DIR")
     classify.add_argument("--samples", action="store_true", help="also classify the photos shipped with edgerec")

@@ -10,6 +10,7 @@ install.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from edge.errors import EdgerecError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_START = b"\xff\xd8\xff"
+NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")  # not 0x00 stuffing, a restart marker or 0xFF fill
+CUT_SHORT = "a JPEG cut short: no end-of-image marker, a partly written or truncated file"
 
 
 def image_problem(data: bytes) -> str:
@@ -26,7 +30,11 @@ def image_problem(data: bytes) -> str:
 
     A PNG chunk whose length is more than the file holds: OpenCV 5's PNG reader allocates the length a chunk
     claims, so a 70-byte file claiming 2^31 bytes took 2 GB (found by tests/test_fuzz_images.py).
+    A JPEG cut short (a segment running past the end, or no end-of-image marker after the last scan): libjpeg
+    writes `Premature end of JPEG file` to stderr itself and hands over a picture grey below the cut.
     """
+    if data.startswith(JPEG_START):
+        return jpeg_problem(data)
     if not data.startswith(PNG_SIGNATURE):
         return ""
     at = len(PNG_SIGNATURE)
@@ -38,6 +46,29 @@ def image_problem(data: bytes) -> str:
             break
         at += 12 + length
     return ""
+
+
+def jpeg_problem(data: bytes) -> str:
+    """"" when the JPEG's segments and scans reach its end-of-image marker, else why it is cut short. Walks the
+    markers as libjpeg reads them: a segment's length skips it; a scan's coded data runs to the next marker
+    (0xFF followed by anything but 0x00 stuffing, a restart marker or more 0xFF fill: the last 0xFF of a fill
+    starts the marker)."""
+    at = 2  # past the start-of-image marker
+    while True:
+        found = NEXT_MARKER.search(data, at)  # libjpeg skips (and warns about) stray bytes before a marker
+        if found is None:
+            return CUT_SHORT
+        marker, at = found.group()[-1], found.end()
+        if marker == 0xD9:  # end of image
+            return ""
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if at + 2 > len(data):
+            return CUT_SHORT
+        at += int.from_bytes(data[at : at + 2], "big")
+        if at > len(data):
+            return CUT_SHORT
+        # after a start of scan (0xDA), its coded data: the search for the next marker skips it
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge.datasets import Unreadable, image_problem, list_classes, list_images
+from edge.decode import imdecode
 from edge.errors import EdgerecError
 from edge.figures import MUTED, TRUE_INK, WRONG_INK, SheetItem, render_confusion, render_contact_sheet
 from edge.files import write_bytes_atomic
@@ -238,7 +239,7 @@ def _decode(path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
     try:
         data = path.read_bytes()
         problem = image_problem(data)
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data and not problem else None
+        image = imdecode(data, cv2.IMREAD_COLOR, path) if data and not problem else None
     except (OSError, cv2.error) as exc:
         unreadable.append(Unreadable(path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"))
         return None

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.decode import imread
+
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 INK, MUTED, FAINT = (30, 30, 30), (110, 110, 110), (185, 185, 185)
 WHITE = (255, 255, 255)
@@ -154,7 +156,7 @@ def render_contact_sheet(items: Sequence[SheetItem], header: str, tile: int = 16
 
     `read(path)` returns a BGR image or None; None (or a failed read) draws a grey tile.
     """
-    read = read or (lambda path: cv2.imread(str(path), cv2.IMREAD_COLOR))
+    read = read or imread
     scale, line_h, pad = 0.42, 17, 8
     cols = max(1, min(columns, len(items)))
     rows = -(-len(items) // cols) if items else 0

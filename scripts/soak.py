@@ -511,8 +511,8 @@ def panel(image: np.ndarray, top: int, title: str, t: np.ndarray, series: list[n
         points = [(x(ti), y(v)) for ti, v in zip(t, values) if v >= 0]
         if len(points) > 1:
             cv2.polylines(image, [np.array(points, np.int32)], False, colour, 1, cv2.LINE_AA)
-    if "RSS" in title and len(t) >= 10:
-        half = t >= seconds / 2
+    half = t >= seconds / 2
+    if "RSS" in title and half.sum() >= 10:  # a run cut short (--replot of its CSV) may have no second half
         slope = theil_sen(t[half], series[0][half])
         cv2.putText(image, f"second half: {slope * 60:+.3f} MB/min (dashed)", (x0 + 220, top + 12),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0, 1, cv2.LINE_AA)

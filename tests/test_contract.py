@@ -115,3 +115,23 @@ def test_info_json_names_the_metadata(tiny_model: Path) -> None:
     info = json.loads(result.stdout)
     assert info["labels"] == ["blue", "green", "red"] and info["precision"] == "fp32"
     assert info["input_size"] == [8, 8]
+
+
+def test_classify_skips_an_unreadable_file_names_it_goes_on_and_exits_1(tmp_path: Path, tiny_model: Path) -> None:
+    """A folder (or a shell glob) with bad files among good ones: the others are classified, each bad one is
+    named on one line, and the exit status says not all were (1; 2 stays for bad arguments)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, colour in (("a_red.png", (0, 0, 255)), ("c_green.png", (0, 255, 0))):
+        cv2.imwrite(str(folder / name), np.full((8, 8, 3), colour, np.uint8))
+    (folder / "b_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "d_empty.png").write_bytes(b"")
+    for paths in ([str(folder)], sorted(map(str, folder.iterdir()))):
+        result = run_cli("classify", *paths, "--model", str(tiny_model), "--json")
+        assert result.returncode == 1, result.stderr
+        assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == \
+            [str(folder / "a_red.png"), str(folder / "c_green.png")]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 2 and "Traceback" not in result.stderr, result.stderr
+        assert lines[0].startswith(f"edgerec: error: {folder / 'b_broken.jpg'}: not a readable image")
+        assert lines[1].startswith(f"edgerec: error: {folder / 'd_empty.png'}: ") and lines[1].endswith("; skipped")

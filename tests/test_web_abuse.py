@@ -206,3 +206,54 @@ def test_malformed_oversized_and_traversal_requests_leave_the_server_healthy_and
         assert len(os.listdir("/proc/self/fd")) <= fds and threading.active_count() <= threads
     finally:
         sink.close()
+
+
+def test_a_request_whose_body_breaks_http_gets_a_400_and_no_traceback_in_the_log(caplog):
+    """uvicorn answers a broken body (a bad chunk size) with a 400 and closes, while the app, already started on
+    the request's head, answers too: h11 refused that second answer with a LocalProtocolError, and uvicorn
+    logged `Exception in ASGI application` and its traceback, once per such request from anyone (found by
+    scripts/bench_web.py --abuse)."""
+    sink = WebSink(WebOptions("127.0.0.1:0", stale_after=60))
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result())
+        for host in (b"x", b"127.0.0.1"):  # refused by the guard (403); let through to the route (405)
+            answer = exchange(sink.port, b"POST /api/status HTTP/1.1\r\nHost: " + host +
+                              b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+            assert answer.startswith(b"HTTP/1.1 400"), answer[:60]
+        assert probe(sink.port)[0] == 200
+    finally:
+        sink.close()
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+
+
+def test_many_more_viewers_than_allowed_get_503_at_once_and_resources_return_to_baseline():
+    sink = WebSink(WebOptions("127.0.0.1:0", stale_after=60, max_clients=4, jpeg_fps=30))
+    viewers: list[socket.socket] = []
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result())
+        assert probe(sink.port)[0] == 200
+        fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+        for _ in range(40):
+            connection = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+            connection.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            viewers.append(connection)
+        codes, slowest = [], 0.0
+        for connection in viewers:
+            started = time.perf_counter()
+            codes.append(connection.recv(12)[9:12])
+            slowest = max(slowest, time.perf_counter() - started)
+        assert codes.count(b"200") == 4 and codes.count(b"503") == 36, codes
+        assert slowest < 1.0 and probe(sink.port)[0] == 200
+    finally:
+        for connection in viewers:
+            connection.close()
+    try:
+        deadline = time.monotonic() + 5
+        while (sink.server.guard.open or sink.feed.viewers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sink.server.guard.open and sink.feed.viewers == 0
+        assert len(os.listdir("/proc/self/fd")) <= fds and threading.active_count() <= threads
+        assert probe(sink.port)[0] == 200
+    finally:
+        sink.close()

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from edge.datasets import IMAGE_EXTENSIONS
+from edge.decode import imread
 from edge.errors import EdgerecError
 from edge.preprocess import Geometry, fit
 
@@ -31,7 +32,7 @@ def media_files(paths: Sequence[str | Path]) -> list[Path]:
 def read_frames(path: Path, every: int) -> Iterator[np.ndarray]:
     """One frame every ``every`` frames of a video, or the single image of an image file."""
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = imread(path)
         if image is not None:
             yield image
         return

@@ -30,6 +30,7 @@ import numpy as np
 
 from edge.corruptions import random_corruption
 from edge.datasets import IMAGE_EXTENSIONS, Unreadable, image_problem, list_classes, list_images  # noqa: F401
+from edge.decode import imdecode
 from edge.errors import EdgerecError
 from edge.metadata import DatasetInfo
 from edge.preprocess import Geometry, fit
@@ -217,14 +218,14 @@ def _inspect(path: Path) -> tuple[int, str, int, int] | str:
     except (OSError, cv2.error) as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
     if image is None:
-        return "not a decodable image" if data else "empty file"
+        return (image_problem(data) or "not a decodable image") if data else "empty file"
     return len(data), hashlib.sha256(data).hexdigest(), image.shape[0], image.shape[1]
 
 
 def _decode_bytes(data: bytes, flags: int) -> np.ndarray | None:
     if not data or image_problem(data):
         return None  # cv2.imdecode asserts on an empty buffer; image_problem: what it must not see
-    return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    return imdecode(data, flags)
 
 
 def _check_counts(scan: FolderScan, minimum: int) -> None:

@@ -103,6 +103,16 @@ class GuardedProtocol(H11Protocol):
         if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
             self.guard.got_headers(self)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request that breaks HTTP after its head (a bad chunk): the app may already be
+        answering that request; its answer now goes nowhere (h11 would refuse it, and uvicorn log a traceback)."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            if self.cycle.response_started:  # too late for a 400: the answer's head is out
+                self.transport.close()
+                return
+        super().send_400_response(msg)
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:  # kept alive: the next request
