@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from edge.logs import setup_logging
     from edge.pipeline import run
-    from edge.run_args import LOG, demo_defaults, describe_change, describe_summary, log_state, options_from_args
+    from edge.run_args import LOG, StateLog, demo_defaults, describe_change, describe_summary, options_from_args
     from edge.service import install_signal_handlers
 
     options, note = demo_defaults(options_from_args(args))
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     restore = install_signal_handlers(stop, reload=reload)  # SIGHUP (systemctl reload): read the config again
     try:
         show = None if options.events == "-" else (lambda result: print(describe_change(result), flush=True))
-        summary = run(options, stop, on_change=show, on_source_state=log_state,
+        summary = run(options, stop, on_change=show, on_source_state=StateLog(),
                       reload=lambda: demo_defaults(options_from_args(args))[0], reload_requested=reload)
     finally:
         restore()
@@ -80,7 +80,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
     from edge.dataset_capture import CaptureOptions, capture
     from edge.logs import setup_logging
-    from edge.run_args import log_state, source_options_from_args
+    from edge.run_args import StateLog, source_options_from_args
     from edge.service import install_signal_handlers
 
     options = CaptureOptions(source_options_from_args(args), args.out, args.label, args.every, args.max, args.quality)
@@ -90,7 +90,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     restore = install_signal_handlers(stop)
     try:
         summary = capture(options, stop, on_saved=lambda s: print(f"{s.count}{of_max}  {s.path}", flush=True),
-                          on_source_state=log_state)
+                          on_source_state=StateLog())
     finally:
         restore()
     print(f"{summary.saved} images in {summary.folder} ({summary.frames} frames read, stopped by "

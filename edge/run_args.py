@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.capture import SOURCE_HELP, SourceOptions, SourceStatus
@@ -242,9 +245,41 @@ def describe_state(status: SourceStatus) -> str:
     return f"{where}: {status.state}" + (f" ({status.error})" if status.error else "")
 
 
-def log_state(status: SourceStatus) -> None:
-    """Log one line per source state change: a warning while it reconnects, else information."""
-    LOG.log(logging.WARNING if status.state == "reconnecting" else logging.INFO, describe_state(status))
+REMIND_S = 600.0  # while a camera stays away, one reminder line this often
+
+
+class StateLog:
+    """One journal line per source state change, per camera: a warning when it starts reconnecting, information
+    when it streams again (how long it was away, how many attempts). The retries in between, each with its
+    backoff, go to the debug level, with one reminder every REMIND_S while the camera stays away."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._away: dict[str, list[float]] = {}  # camera -> [since, last line, attempts]
+        self._lock = threading.Lock()  # each camera's grabber thread calls in
+
+    def __call__(self, status: SourceStatus) -> None:
+        with self._lock:
+            level, line = self._line(status, self._clock())
+        LOG.log(level, line)
+
+    def _line(self, status: SourceStatus, now: float) -> tuple[int, str]:
+        line = describe_state(status)
+        away = self._away.get(status.camera)
+        if status.state == "reconnecting":
+            if away is None:
+                self._away[status.camera] = [now, now, 1.0]
+                return logging.WARNING, line
+            away[2] += 1
+            if now - away[1] < REMIND_S:
+                return logging.DEBUG, line
+            away[1] = now
+            return logging.WARNING, f"{line}; still away after {away[2]:.0f} attempts in {now - away[0]:.0f} s"
+        if away is not None:
+            del self._away[status.camera]
+            if status.state == "streaming":
+                return logging.INFO, f"{line} again after {now - away[0]:.1f} s away ({away[2]:.0f} attempts)"
+        return logging.INFO, line
 
 
 def describe_summary(summary: RunSummary) -> list[str]:

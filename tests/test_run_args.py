@@ -128,3 +128,36 @@ def test_edgerec_run_demo_headless_prints_label_changes_and_writes_the_video(tmp
     while capture.read()[0]:
         frames += 1
     assert frames == 50
+
+
+def test_a_camera_that_stays_away_is_one_warning_then_a_reminder_and_one_line_when_back(caplog):
+    import logging
+
+    from edge.capture import SourceStatus
+    from edge.run_args import REMIND_S, StateLog
+
+    now = [0.0]
+    log = StateLog(clock=lambda: now[0])
+
+    def state(name: str, camera: str = "garage", error: str = "") -> None:
+        log(SourceStatus(name, 0, 0, 0, 0, error, camera))
+
+    with caplog.at_level(logging.DEBUG, logger="edgerec.run"):
+        state("streaming", "porch")
+        state("reconnecting", error="the stream ended")
+        for backoff in (0.5, 1, 2, 4, 8, 16, 30):  # retries: debug only
+            now[0] += backoff
+            state("reconnecting", error="cannot open stream")
+        now[0] = REMIND_S + 1
+        state("reconnecting", error="cannot open stream")  # a long outage: one reminder
+        now[0] = REMIND_S + 31
+        state("streaming")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno > logging.DEBUG]
+    assert lines == [
+        ("INFO", "camera porch: streaming"),
+        ("WARNING", "camera garage: reconnecting (the stream ended)"),
+        ("WARNING", f"camera garage: reconnecting (cannot open stream); still away after 9 attempts in "
+                    f"{REMIND_S + 1:.0f} s"),
+        ("INFO", f"camera garage: streaming again after {REMIND_S + 31:.1f} s away (9 attempts)"),
+    ]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 7
