@@ -85,13 +85,18 @@ def pass_on(said: list[str], name: str | Path) -> None:
         os.write(2, ("\n".join(other) + "\n").encode())
 
 
+def decode_bytes(data: bytes, flags: int = cv2.IMREAD_COLOR, name: str | Path = "") -> np.ndarray | None:
+    """The image in `data`, or None when it is empty, cut short or a hostile PNG (`image_problem`: what the
+    decoder must not see) or does not decode. cv2.error (OpenCV asserts on some files) is the caller's."""
+    if not data or image_problem(data):
+        return None
+    return imdecode(data, flags, name)
+
+
 def imread(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """The image in the file at `path`, or None when it cannot be read, is cut short or does not decode
     (cv2.imread's contract, without libjpeg's lines)."""
     try:
-        data = Path(path).read_bytes()
-        if not data or image_problem(data):
-            return None
-        return imdecode(data, flags, path)
+        return decode_bytes(Path(path).read_bytes(), flags, path)
     except (OSError, cv2.error):  # OpenCV asserts rather than returning None on some files (over its limit)
         return None

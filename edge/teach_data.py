@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from edge.corruptions import random_corruption
-from edge.datasets import Unreadable, image_problem, list_classes, list_images
-from edge.decode import imdecode
+from edge.datasets import Unreadable, list_classes, list_images
+from edge.decode import decode_bytes
 from edge.errors import EdgerecError
 from edge.preprocess import Geometry, fit
 
@@ -130,7 +130,7 @@ def decode(file: File) -> tuple[Decoded, np.ndarray | None]:
     and the uint8 HxWx3 BGR image (None when unreadable)."""
     try:
         data = file.path.read_bytes()
-        image = imdecode(data, cv2.IMREAD_COLOR, file.path) if data and not image_problem(data) else None
+        image = decode_bytes(data, cv2.IMREAD_COLOR, file.path)
     except (OSError, cv2.error):
         data, image = b"", None
     return Decoded(file, hashlib.sha256(data).hexdigest(), len(data), image is not None), image

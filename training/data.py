@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.corruptions import random_corruption
 from edge.datasets import IMAGE_EXTENSIONS, Unreadable, image_problem, list_classes, list_images  # noqa: F401
-from edge.decode import imdecode
+from edge.decode import decode_bytes
 from edge.errors import EdgerecError
 from edge.metadata import DatasetInfo
 from edge.preprocess import Geometry, fit
@@ -214,18 +214,12 @@ def _inspect(path: Path) -> tuple[int, str, int, int] | str:
     """(size in bytes, sha256, height, width) of a readable image, or why it cannot be used."""
     try:
         data = path.read_bytes()
-        image = _decode_bytes(data, cv2.IMREAD_COLOR)
+        image = decode_bytes(data, cv2.IMREAD_COLOR)
     except (OSError, cv2.error) as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
     if image is None:
         return (image_problem(data) or "not a decodable image") if data else "empty file"
     return len(data), hashlib.sha256(data).hexdigest(), image.shape[0], image.shape[1]
-
-
-def _decode_bytes(data: bytes, flags: int) -> np.ndarray | None:
-    if not data or image_problem(data):
-        return None  # cv2.imdecode asserts on an empty buffer; image_problem: what it must not see
-    return imdecode(data, flags)
 
 
 def _check_counts(scan: FolderScan, minimum: int) -> None:
@@ -371,7 +365,7 @@ def decode(path: Path, reduce: int = 1) -> np.ndarray:
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
              8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]  # fmt: skip
     try:
-        image = _decode_bytes(Path(path).read_bytes(), flags)
+        image = decode_bytes(Path(path).read_bytes(), flags)
     except (OSError, cv2.error) as exc:
         raise EdgerecError(f"cannot read image {path}: {exc}") from exc
     if image is None:

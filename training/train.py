@@ -50,6 +50,7 @@ from edge.files import atomic_path
 from edge.metadata import ModelInfo
 from edge.model import Model
 from edge.preprocess import Geometry
+from edge.progress import progress
 from edge.robustness import RobustnessOptions, RobustnessReport, compare, summaries
 from edge.robustness import metrics as robustness_metrics
 from edge.robustness import write_report as write_robustness
@@ -523,11 +524,7 @@ class Run:
         images = ImageList(f"{len(chosen)} of {len(data.val)} validation images", list(data.classes),
                            [(s.path, s.label) for s in chosen])
         models = [Model.load(path, device="cpu") for path in (gate.fp32_path, gate.int8_path)]
-        with tqdm(desc="robustness", total=1, unit="img", disable=not self.bars, leave=False) as bar:
-            def show(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with progress("robustness") if self.bars else nullcontext() as show:
             reports = tuple(compare(models, images, RobustnessOptions(seed=o.seed, on_progress=show)))
         for path, report in zip((gate.fp32_path, gate.int8_path), reports):
             add_metrics(path, robustness_metrics(report))
