@@ -14,8 +14,8 @@ stage 1 (`training.train.Run.fit`: the new head, AdamW, warm-up + cosine, early 
 once per kind of view, every kind from the same initial head. Head only, because the backbone is shared:
 the features of a validation photo under a corruption are computed once and every head is scored on the
 same features (the FP32 torch network; the exported FP32 file computes the same up to float rounding).
-Corrupted photos go through `edge.corruptions.corrupt(photo, name, severity, seed, index)` and
-`edge.preprocess.fit`, as `edgerec evaluate --robustness` does (`index` is the photo's position in the
+Corrupted photos go through `edge.tools.corruptions.corrupt(photo, name, severity, seed, index)` and
+`edge.core.preprocess.fit`, as `edgerec evaluate --robustness` does (`index` is the photo's position in the
 sorted list of all photos here, not in the validation folder, so the pixels differ from that command's but
 are the same for every head).
 
@@ -55,11 +55,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from edge.core.metadata import DatasetInfo, ModelInfo
+from edge.core.model import Model
+from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
-from edge.metadata import DatasetInfo, ModelInfo
-from edge.model import Model
-from edge.preprocess import Geometry, fit
+from edge.tools.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from training.data import Augment, DataOptions, Sample, decode, load_image_folders, load_images, load_view, view_rng
 from training.distributed import World
 from training.export import export_onnx
@@ -344,7 +344,7 @@ def _check_export(net: nn.Module, head: nn.Module, classes: tuple[str, ...], sam
                   geometry: Geometry, o: BenchOptions, head_clean: np.ndarray, head_corrupted: np.ndarray
                   ) -> dict[str, int]:
     """Export the frozen network with `head` as an FP32 model file (training.export, checked against torch) and
-    count where its top-1 (ONNX Runtime, edge.model.Model) is right when the head's is not, or the reverse: on
+    count where its top-1 (ONNX Runtime, edge.core.model.Model) is right when the head's is not, or the reverse: on
     the split's clean validation photos, and on its first CHECK_IMAGES robust photos under every condition,
     corrupted and fitted here again from the photo."""
     net = copy.deepcopy(net).eval()

@@ -1,4 +1,4 @@
-"""What edge/motion.py costs per frame and what it reports on still, shaking, relit and busy scenes.
+"""What edge/live/motion.py costs per frame and what it reports on still, shaking, relit and busy scenes.
 
     python scripts/bench_motion.py [--runs 300] [--seconds 60] [--picture docs/img/motion-vtest.png]
 
@@ -49,7 +49,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.motion import MotionDetector, MotionOptions  # noqa: E402
+from edge.live.motion import MotionDetector, MotionOptions  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("make_still_clip", REPO / "scripts" / "make_still_clip.py")
 msc = importlib.util.module_from_spec(_spec)
@@ -110,7 +110,7 @@ class FrigateLike:
 
 
 class Ours:
-    """edge.motion with the same per-frame call as FrigateLike: (motion reported, still learning)."""
+    """edge.live.motion with the same per-frame call as FrigateLike: (motion reported, still learning)."""
 
     def __init__(self, **options: object) -> None:
         self.detector = MotionDetector(MotionOptions(**options))
@@ -125,9 +125,9 @@ def variants() -> dict[str, Callable[[], Callable[[np.ndarray], tuple[bool, bool
     def ours(**options: object) -> Callable[[], Callable[[np.ndarray], tuple[bool, bool]]]:
         return lambda: Ours(**options).update
     return {
-        "edge.motion (linear, default)": ours(),
-        "edge.motion resize=nearest": ours(resize="nearest"),
-        "edge.motion resize=area": ours(resize="area"),
+        "edge.live.motion (linear, default)": ours(),
+        "edge.live.motion resize=nearest": ours(resize="nearest"),
+        "edge.live.motion resize=area": ours(resize="area"),
         "frigate-like": lambda: FrigateLike().update,
     }
 

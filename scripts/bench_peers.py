@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Run one network on several runtimes in one process: latency, precision used, and whether they agree.
 
-Each runtime gets the same uint8 NHWC BGR photo (fitted with edge.preprocess.fit), batch 1 and the same
+Each runtime gets the same uint8 NHWC BGR photo (fitted with edge.core.preprocess.fit), batch 1 and the same
 thread count, set explicitly for each. Timing rounds are interleaved (each round runs every runtime once),
 so a noisy neighbour slows all of them alike: compare the ratios of one run, not absolute figures across
 runs. A short pause before each call (--pause-ms) lets the previous runtime's worker threads stop spinning
 before the next runtime starts, as a camera loop leaves idle time between frames; --pause-ms 0 runs them
-back to back, as edge.bench.time_interleaved does. A runtime that is not installed or cannot run the file
+back to back, as edge.app.bench.time_interleaved does. A runtime that is not installed or cannot run the file
 gets a row that says why; the others go on.
 
     python scripts/build_default_model.py --out /tmp/peers-build \\
@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.bench import Timing
+from edge.app.bench import Timing
+from edge.core.model import Model, default_model_path
+from edge.core.preprocess import fit
 from edge.errors import EdgerecError
-from edge.model import Model, default_model_path
-from edge.preprocess import fit
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
@@ -177,7 +177,7 @@ def bench_peers(options: PeerOptions) -> PeerReport:
 
 
 def time_rounds(calls: list[Callable[[], object]], runs: int, pause_s: float, warmup: int = 10) -> list[Timing]:
-    """Interleaved rounds like edge.bench.time_interleaved, with ``pause_s`` of idle time before each call."""
+    """Interleaved rounds like edge.app.bench.time_interleaved, with ``pause_s`` of idle time before each call."""
     samples: list[list[float]] = [[] for _ in calls]
     for call in calls:
         for _ in range(warmup):

@@ -1,4 +1,4 @@
-"""Compare resize methods for edge.preprocess: time and difference from cv2.INTER_AREA, side by side.
+"""Compare resize methods for edge.core.preprocess: time and difference from cv2.INTER_AREA, side by side.
 
     python scripts/bench_preprocess.py PHOTO [PHOTO ...] [--runs 200] [--net 224x224] [--crop 0.875]
 
@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.preprocess import Fitter, Geometry, fit, plan  # noqa: E402
+from edge.core.preprocess import Fitter, Geometry, fit, plan  # noqa: E402
 
 SOURCE_SIZES = [(640, 480), (1280, 720), (1920, 1080)]
 
@@ -103,7 +103,7 @@ def methods(geometry: Geometry) -> list[Method]:
         Method("pyrDown chain + LINEAR", pyrdown_then_linear),
         Method("LINEAR to 2x + 2x2 box", linear_2x_then_box),
         Method("2x2 box to nearest 2^k + LINEAR", box_then_linear, box_multiple=True),
-        Method("edge.preprocess.Fitter.fit", lambda frame, out: fitter.fit(frame, out), whole_frame=True),
+        Method("edge.core.preprocess.Fitter.fit", lambda frame, out: fitter.fit(frame, out), whole_frame=True),
     ]
 
 
@@ -219,12 +219,12 @@ def print_resize_table(photos: list[Path], geometry: Geometry, runs: int) -> Non
 
 def print_label_table(photos: list[Path]) -> None:
     """Top-1 of the default model on each method's input against its top-1 on INTER_AREA's."""
-    from edge.model import Model
+    from edge.core.model import Model
 
     model = Model.load()
     geometry = model.geometry
     candidates = [
-        ("edge.preprocess.fit", lambda frame: fit(frame, geometry)),
+        ("edge.core.preprocess.fit", lambda frame: fit(frame, geometry)),
         ("cv2 INTER_LINEAR", lambda frame: _on_crop(linear, frame, geometry, shift=0)),
         ("LINEAR to 2x + 2x2 box", lambda frame: _on_crop(linear_2x_then_box, frame, geometry, shift=0)),
         ("2x2 box to nearest 2^k + LINEAR", lambda frame: _on_crop(box_then_linear, frame, geometry, shift=0)),

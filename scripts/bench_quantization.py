@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bench import time_interleaved
-from edge.model import Model
+from edge.app.bench import time_interleaved
+from edge.core.model import Model
 from training.calibration import load_images, media_files
 from training.quantize import QuantOptions, quantize_model
 

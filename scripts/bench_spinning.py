@@ -3,7 +3,7 @@
     python scripts/bench_spinning.py [--runs 200] [--threads N]
 
 Two sessions of the INT8 default, `session.intra_op.allow_spinning` "1" and "0", at --threads (default:
-ONNX Runtime's choice), each timed alone and through the whole per-frame path (edge.bench.PathBench: a
+ONNX Runtime's choice), each timed alone and through the whole per-frame path (edge.app.bench.PathBench: a
 looping still of a real photo, overlay drawn for a sink that shows pixels), all in the same interleaved
 rounds, wall clock; OpenCV on one thread, as in `edgerec run`.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.bench import FRAME_SIZES, PathBench, load_model  # noqa: E402
-from edge.pipeline import using_opencv_threads  # noqa: E402
+from edge.app.bench import FRAME_SIZES, PathBench, load_model  # noqa: E402
+from edge.run.pipeline import using_opencv_threads  # noqa: E402
 
 
 def main() -> None:

@@ -5,8 +5,8 @@
     python scripts/bench_watch.py cameras --clip bikes.mp4 [--seconds 30]   two cameras, three regions each
     python scripts/bench_watch.py compare --clip bikes.mp4      label changes, --trigger frame vs motion
 
-Each variant runs `edgerec run` with the flags shown, in a fresh process (python -m edge.cli's parser and
-edge.pipeline.run), and reports that process's CPU time (user + system, getrusage) over the run, the
+Each variant runs `edgerec run` with the flags shown, in a fresh process (python -m edge.app.cli's parser and
+edge.run.pipeline.run), and reports that process's CPU time (user + system, getrusage) over the run, the
 model's own figures from the run's summary, and the wall time. Compare rows of one invocation: the machine
 and its load are the same for all of them. The CPU model is printed first.
 
@@ -34,10 +34,10 @@ FPS = 15.0
 def child(argv: list[str]) -> None:
     """In the fresh process: parse `edgerec run` flags, run, print one JSON line with CPU time and the summary."""
     sys.path.insert(0, str(ROOT))
-    from edge.cli import build_parser
+    from edge.app.cli import build_parser
+    from edge.app.run_args import options_from_args
     from edge.logs import setup_logging
-    from edge.pipeline import run
-    from edge.run_args import options_from_args
+    from edge.run.pipeline import run
 
     setup_logging()
     options = options_from_args(build_parser().parse_args(["run", *argv]))
@@ -162,7 +162,7 @@ def bench_cameras(clip: Path, seconds: float) -> list[str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from mjpeg_server import MjpegServer
 
-    from edge.capture import demo_clip
+    from edge.live.capture import demo_clip
 
     cameras = {"demo": MjpegServer(FPS, images=clip_frames(demo_clip())).start(),
                "clip": MjpegServer(FPS, images=clip_frames(clip)).start()}

@@ -48,10 +48,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.overlay import Overlay
-from edge.result import FrameResult, Result, single
+from edge.live.overlay import Overlay
+from edge.live.result import FrameResult, Result, single
 from edge.sinks import NullSink
-from edge.sinks.web import WebOptions, WebSink
+from edge.web.sink import WebOptions, WebSink
 
 READER = "import sys, urllib.request\nstream = urllib.request.urlopen(sys.argv[1])\nwhile stream.read(65536): pass"
 PHOTO = Path(__file__).resolve().parent.parent / "edge" / "assets" / "samples" / "squirrel_cls.jpg"
@@ -314,7 +314,7 @@ MALFORMED = (
 TRAVERSAL = (
     b"/../../../../etc/passwd", b"/..%2f..%2f..%2fetc%2fpasswd", b"/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
     b"/%252e%252e/%252e%252e/etc/passwd", b"/..\\..\\..\\etc\\passwd", b"/....//....//etc/passwd",
-    b"/static/../../edge/cli.py", b"/stream.mjpg/../../etc/passwd", b"/api/status/../../../etc/passwd",
+    b"/static/../../edge/app/cli.py", b"/stream.mjpg/../../etc/passwd", b"/api/status/../../../etc/passwd",
     b"//etc/passwd", b"/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd", b"/etc/passwd%00.jpg",
     b"/./././healthz/../../etc/shadow", b"/proc/self/environ", b"/../pyproject.toml",
     b"/%2e%2e%5c%2e%2e%5cetc%5cpasswd",

@@ -2,7 +2,7 @@
 
     python scripts/check_aarch64.py requirements 3.10       # pyproject's runtime dependencies for that Python
     python scripts/check_aarch64.py versions                # JSON: machine, Python and library versions
-    python scripts/check_aarch64.py fit OUT.npz PHOTO...    # edge.preprocess.fit of each photo, by file name
+    python scripts/check_aarch64.py fit OUT.npz PHOTO...    # edge.core.preprocess.fit of each photo, by file name
     python scripts/check_aarch64.py infer OUT.npz PIXELS.npz [MODEL]   # the model's probabilities on those pixels
     python scripts/check_aarch64.py report --wheels cp311=DIR ... --x86 DIR --arm DIR [--arm DIR ...]
 
@@ -61,8 +61,8 @@ def fit_photos(out: Path, photos: list[Path]) -> None:
     import cv2
     import numpy as np
 
-    from edge.model import Model
-    from edge.preprocess import fit
+    from edge.core.model import Model
+    from edge.core.preprocess import fit
 
     geometry = Model.load(device="cpu").geometry  # the default model's; its FP32 source has the same
     np.savez(out, **{p.name: fit(cv2.imread(str(p), cv2.IMREAD_COLOR), geometry) for p in photos})
@@ -71,7 +71,7 @@ def fit_photos(out: Path, photos: list[Path]) -> None:
 def infer(out: Path, pixels: Path, model: str | None) -> None:
     import numpy as np
 
-    from edge.model import Model
+    from edge.core.model import Model
 
     batch = np.load(pixels)
     probs = Model.load(model, device="cpu").infer(np.stack([batch[name] for name in batch.files]))

@@ -227,7 +227,7 @@ fp32_model() {
 edgerec_commands() {
     local runner=$1 dir=$2 name
     name=$(basename "$dir")
-    local -a photos=("$HERE"/tests/data/photos/*.jpg) edgerec=(-m edge.cli) model=()
+    local -a photos=("$HERE"/tests/data/photos/*.jpg) edgerec=(-m edge.app.cli) model=()
     local helper=$HERE/scripts/check_aarch64.py
     [[ $runner == emulated ]] && edgerec=("$SITE/bin/edgerec")  # the installed console script
     rm -rf "$dir"

@@ -211,7 +211,7 @@ def install(service: Service) -> str:
     expect("/etc/edgerec", owner_mode(CONFIG_DIR), "root:edgerec 0770")
     expect("config.toml as installed", owner_mode(CONFIG), "root:edgerec 0640")
     edit_in_place(config_text(service))
-    sh(VENV_PYTHON, "-m", "edge.cli", "check-config", str(CONFIG))
+    sh(VENV_PYTHON, "-m", "edge.app.cli", "check-config", str(CONFIG))
     start = time.monotonic()
     sh("systemctl", "start", "edgerec", timeout=90)  # Type=notify: returns once READY=1 came
     started = time.monotonic() - start

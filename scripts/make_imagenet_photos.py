@@ -23,7 +23,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from edge.model import Model
+from edge.core.model import Model
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import onnxruntime as ort
 
-from edge.model import Model
-from edge.preprocess import fit
+from edge.core.model import Model
+from edge.core.preprocess import fit
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "tests" / "data" / "photos" / "squirrel_cls.jpg"

@@ -10,7 +10,7 @@ What it runs (all on loopback, nothing else needed but mosquitto and paho-mqtt, 
   (at 30 s, 90 s, ...);
 - mosquitto on a free port, stopped for BROKER_DOWN_S every minute (at 60 s, 120 s, ...); 10 s after each
   restart a fresh subscriber must see every region's retained state (the broker kept none: no persistence);
-- `python -m edge.cli run --config DIR/config.toml` (the embedded ImageNet model; porch: "door" on motion,
+- `python -m edge.app.cli run --config DIR/config.toml` (the embedded ImageNet model; porch: "door" on motion,
   "yard" on every frame at most 2 a second; garage: "bay" on every frame at most 2 a second, "bins" on
   motion), with events, web on a free loopback port and MQTT.
 
@@ -118,7 +118,7 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
     web_port = free_port()
     config = write_config(out / "config.toml", porch.url, garage.url, web_port, broker.port, out)
     log = open(out / "edgerec.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "run", "--config", str(config)],
                                stdout=log, stderr=log, cwd=out)
     faults = schedule(seconds)
     table = open(out / "soak.csv", "w", newline="")  # a row per sample as it is taken: a cut-short run keeps its data

@@ -46,7 +46,7 @@ def write_clip(path: Path, labels: list[str], fps: float = 25.0, size: tuple[int
 
 def small_info(classes: int):
     """Metadata for a small 64 px EfficientNet-Lite0 export in the export tests."""
-    from edge.metadata import DatasetInfo, ModelInfo
+    from edge.core.metadata import DatasetInfo, ModelInfo
 
     return ModelInfo(labels=[f"c{i}" for i in range(classes)], input_size=(64, 64), crop=1.0,
                      arch="efficientnet_lite0", precision="fp32", dataset=DatasetInfo("noise", "f" * 8, 8, 4))
@@ -111,8 +111,8 @@ class Worker:
 
 def run_parser() -> argparse.ArgumentParser:
     """The `edgerec run` argument parser, as the CLI builds it."""
-    from edge.cli import add_model_arguments
-    from edge.run_args import add_run_arguments
+    from edge.app.cli import add_model_arguments
+    from edge.app.run_args import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="edgerec run")
     add_model_arguments(parser)
@@ -130,7 +130,7 @@ def make_tiny_model(path: Path, labels: list[str] | None = None, size: int = 8, 
     import onnx
     from onnx import TensorProto, helper
 
-    from edge.metadata import DatasetInfo, ModelInfo
+    from edge.core.metadata import DatasetInfo, ModelInfo
 
     labels = labels or ["blue", "green", "red"]
     classes = classes or len(labels)
@@ -166,7 +166,7 @@ def tiny_model(tmp_path: Path) -> Path:
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `edgerec ARGS` the way a user does (a fresh process), capturing its output."""
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge.app.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=120)
 
 

@@ -17,9 +17,9 @@ import torch
 from test_train import CLASSES, options, synthetic
 from torch import nn
 
-from edge.cli import main
+from edge.app.cli import main
+from edge.app.train_args import describe_report
 from edge.errors import EdgerecError
-from edge.train_args import describe_report
 from training.adversarial import AttackOptions, _Attacked, adversarial_check, fgsm, pgd, pick
 from training.train import train
 

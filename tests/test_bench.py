@@ -4,8 +4,8 @@ import cv2
 import pytest
 from conftest import make_tiny_model
 
-from edge.bench import bench_pipeline, pipeline_table
-from edge.cli import main
+from edge.app.bench import bench_pipeline, pipeline_table
+from edge.app.cli import main
 
 
 @pytest.fixture(scope="module")

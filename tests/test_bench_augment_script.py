@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.corruptions import CORRUPTIONS
+from edge.tools.corruptions import CORRUPTIONS
 from training.data import Sample
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_augment.py"

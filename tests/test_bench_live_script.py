@@ -2,7 +2,7 @@ import importlib.util
 
 from conftest import REPO, make_tiny_model
 
-from edge.model import Model
+from edge.core.model import Model
 
 
 def load_script():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, make_tiny_model
 
-from edge.model import default_model_path
+from edge.core.model import default_model_path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_peers.py"
 spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)

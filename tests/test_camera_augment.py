@@ -1,5 +1,5 @@
 """`edgerec train --augment camera` (the default kind of augmented views): the views also draw a camera corruption
-(edge.corruptions)."""
+(edge.tools.corruptions)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import PHOTOS
 
-from edge.cli import build_parser, main
+from edge.app.cli import build_parser, main
+from edge.app.train_args import train_kwargs
+from edge.core.preprocess import Geometry
 from edge.errors import EdgerecError
-from edge.preprocess import Geometry
-from edge.train_args import train_kwargs
 from training.data import Augment, augment
 from training.train import TrainOptions, check_options
 
@@ -66,7 +66,7 @@ def test_the_cli_refuses_augment_without_views_and_defaults_to_camera(tmp_path: 
 def test_a_camera_view_draws_only_the_named_corruptions():
     """`Augment.corruptions` restricts the draw (a benchmark holds the others out of training): with only
     `jpeg` named every camera view equals the plain view of the same photo under one of jpeg's severities."""
-    from edge.corruptions import CORRUPTIONS
+    from edge.tools.corruptions import CORRUPTIONS
 
     camera = Augment(**{**vars(PLAIN), "camera": 1.0, "corruptions": ("jpeg",)})
     for seed in range(4):

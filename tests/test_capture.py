@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mjpeg_server import MjpegServer
 
-from edge.capture import FolderSource, LiveSource, SourceOptions, StillSource, VideoFileSource, open_source
 from edge.errors import EdgerecError
+from edge.live.capture import FolderSource, LiveSource, SourceOptions, StillSource, VideoFileSource, open_source
 
 LEVELS = [10 * i + 20 for i in range(12)]  # one flat grey level per frame
 

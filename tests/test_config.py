@@ -1,4 +1,4 @@
-"""edge.config: the TOML file, its one-line errors, `edgerec check-config`, `edgerec config --defaults`,
+"""edge.app.config: the TOML file, its one-line errors, `edgerec check-config`, `edgerec config --defaults`,
 flags over the file, and `edgerec run --config` end to end (events written, systemd told READY)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_tiny_model, run_cli, run_parser, write_clip
 
-from edge.config import (
+from edge.app.config import (
     Config,
     defaults_toml,
     load_config,
@@ -22,10 +22,10 @@ from edge.config import (
     run_options,
     with_overrides,
 )
+from edge.app.run_args import FLAG_KEYS, options_from_args
 from edge.errors import EdgerecError
-from edge.run_args import FLAG_KEYS, options_from_args
 from edge.sinks.mqtt import MqttOptions
-from edge.sinks.web import WebOptions
+from edge.web.sink import WebOptions
 
 VALID_TOP = ("source, model, recognition, motion, regions, cameras, overlay, display, events, snapshots, "
              "recording, web, mqtt")
@@ -228,7 +228,7 @@ def test_run_with_a_config_plays_the_file_writes_events_and_tells_systemd(tmp_pa
     notify.bind(str(tmp_path / "notify"))
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "10000000"}
     env.pop("JOURNAL_STREAM", None)
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(config)], env=env,
+    done = subprocess.run([sys.executable, "-m", "edge.app.cli", "run", "--config", str(config)], env=env,
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["label"] for line in events.read_text().splitlines()] == ["blue", "red"]

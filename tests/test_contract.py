@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model, run_cli
 
+from edge.core.metadata import DatasetInfo, ModelInfo, from_props
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.metadata import DatasetInfo, ModelInfo, from_props
-from edge.model import Model
 
 
 def test_metadata_round_trips_through_the_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""edge.corruptions: shapes, determinism, severity order, size scaling and the sensor model, on real photos."""
+"""edge.tools.corruptions: shapes, determinism, severity order, size scaling and the sensor model, on real photos."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import PHOTOS
 
-from edge.corruptions import CORRUPTIONS, SEVERITIES, corrupt, low_light, plasma_fractal
+from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
-from edge.preprocess import Geometry, fit
+from edge.tools.corruptions import CORRUPTIONS, SEVERITIES, corrupt, low_light, plasma_fractal
 
 SQUIRREL = cv2.imread(str(PHOTOS / "squirrel_cls.jpg"), cv2.IMREAD_COLOR)
 BABOON = cv2.imread(str(PHOTOS / "baboon.jpg"), cv2.IMREAD_COLOR)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
-from edge.preprocess import Geometry, fit
 from training.data import (
     Augment,
     DataOptions,
@@ -278,7 +278,7 @@ def test_scanning_needs_neither_torch_nor_tqdm(data_dir: Path) -> None:
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['tqdm'] = None\n"
         "from training.data import DataOptions, load_image_folders, load_images\n"
-        "from edge.preprocess import Geometry\n"
+        "from edge.core.preprocess import Geometry\n"
         f"data = load_image_folders(DataOptions({str(data_dir)!r}))\n"
         "print(load_images(data.val, Geometry(8, 8)).shape)\n"
     )

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from edge.capture import SourceOptions
-from edge.cli import main
-from edge.dataset_capture import CaptureOptions, capture, write_new
+from edge.app.cli import main
+from edge.app.dataset_capture import CaptureOptions, capture, write_new
 from edge.errors import EdgerecError
+from edge.live.capture import SourceOptions
 
 
 def write_video(path, frames: int, fps: float = 25.0, size=(64, 48)):
@@ -126,7 +126,7 @@ def test_training_reads_what_capture_wrote(tmp_path):
 
 def test_ctrl_c_stops_edgerec_capture_cleanly(tmp_path):
     clip = write_video(tmp_path / "clip.avi", 10)
-    command = [sys.executable, "-m", "edge.cli", "capture", "--source", str(clip), "--loop", "--out",
+    command = [sys.executable, "-m", "edge.app.cli", "capture", "--source", str(clip), "--loop", "--out",
                str(tmp_path / "data"), "--label", "mug", "--every", "0.1"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model, run_cli
 
-from edge import decode
-from edge.datasets import image_problem
-from edge.decode import pass_on, stderr_captured
+from edge.core import decode
+from edge.core.datasets import image_problem
+from edge.core.decode import pass_on, stderr_captured
 
 PHOTO = Path(__file__).parent / "data" / "photos" / "squirrel_cls.jpg"
 LIBJPEG = ("Corrupt JPEG data", "Premature end of JPEG file")

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from conftest import REPO, run_parser
 
+from edge.app.run_args import demo_defaults, options_from_args
 from edge.errors import EdgerecError
-from edge.result import Result
-from edge.run_args import demo_defaults, options_from_args
-from edge.service import under_service_manager
+from edge.live.result import Result
 from edge.sinks import EventsSink, SnapshotSink, VideoFileSink
+from edge.sinks.service import under_service_manager
 
 UNWRITABLE = Path("/sys")  # sysfs takes no new files, even from root: EACCES, or EROFS where mounted read-only
 UNWRITABLE_WHY = r"folder /sys is (not writable by .* \(permission denied\)|read-only \(a read-only file system\))"
@@ -45,7 +45,7 @@ def test_under_systemd_the_headless_demo_writes_no_file(monkeypatch, variable):
 
 
 def test_edgerec_run_demo_under_systemd_labels_on_stdout_and_leaves_the_working_folder_alone(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--source", "demo", "--as-fast-as-possible",
+    done = subprocess.run([sys.executable, "-m", "edge.app.cli", "run", "--source", "demo", "--as-fast-as-possible",
                            "--max-frames", "50", "--threads", "1"], capture_output=True, text=True, cwd=tmp_path,
                           env=headless_env(INVOCATION_ID="0123abcd"), timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -70,7 +70,7 @@ def read_only_folder_command(folder: Path, *command: str) -> list[str]:
 def test_the_demo_in_a_read_only_working_folder(tmp_path, service):
     """The issue's case: the working folder is read-only. Under systemd the demo runs; elsewhere the error
     names the folder and why, not the video type."""
-    command = read_only_folder_command(tmp_path, sys.executable, "-m", "edge.cli", "run", "--source", "demo",
+    command = read_only_folder_command(tmp_path, sys.executable, "-m", "edge.app.cli", "run", "--source", "demo",
                                        "--as-fast-as-possible", "--max-frames", "20", "--threads", "1")  # fmt: skip
     env = headless_env(INVOCATION_ID="0123abcd") if service else headless_env()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import REPO, make_tiny_model, run_cli
 
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.evaluate import OTHER, EvalOptions, evaluate, top1_interval, write_report
-from edge.figures import render_confusion
-from edge.model import Model
 from edge.progress import progress
+from edge.tools.evaluate import OTHER, EvalOptions, evaluate, top1_interval, write_report
+from edge.tools.figures import render_confusion
 
 BGR = {"blue": (200, 40, 30), "green": (30, 190, 50), "red": (20, 60, 210)}
 
@@ -157,7 +157,7 @@ def test_confusion_figure_with_many_long_labels():
 def test_evaluate_runs_without_torch(tiny_model: Path, colour_folder: Path, tmp_path: Path):
     """The runtime install has no torch, matplotlib or tqdm: evaluate must not import them."""
     code = ("import sys; sys.modules.update(torch=None, matplotlib=None, tqdm=None)\n"
-            "from edge.cli import main\n"
+            "from edge.app.cli import main\n"
             f"rc = main(['evaluate', {str(tiny_model)!r}, {str(colour_folder)!r}, '--json', "
             f"'--out', {str(tmp_path / 'r')!r}])\n"
             "assert not any(m.startswith('training') for m in sys.modules), 'edge imported training'\n"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, make_tiny_model, run_cli
 
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.explain import ExplainOptions, _positions, explain, render
-from edge.model import Model
+from edge.tools.explain import ExplainOptions, _positions, explain, render
 
 SQUIRREL = PHOTOS / "squirrel_cls.jpg"
 SQUIRREL_BOX = (110, 350, 130, 360)  # top, bottom, left, right: the animal, checked by eye on a grid overlay

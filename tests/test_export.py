@@ -10,8 +10,8 @@ from conftest import blocky_images, small_info
 
 torch = pytest.importorskip("torch", reason="export needs the [train] extra (torch)")
 
+from edge.core.model import Model  # noqa: E402
 from edge.errors import EdgerecError  # noqa: E402
-from edge.model import Model  # noqa: E402
 from training import export as export_module  # noqa: E402
 from training.export import export_onnx  # noqa: E402
 from training.models import create_model  # noqa: E402

@@ -27,17 +27,17 @@ from test_mqtt import Broker, Listener, needs_broker
 from test_regions import INSTANT, LEFT, RIGHT, regions, serving_cameras, split_clip
 from test_web import get, wait_until
 
-from edge.camera import CameraOptions
-from edge.capture import SourceOptions
-from edge.model import Model
-from edge.pipeline import RunOptions, run
-from edge.regions import TriggerOptions
-from edge.result import FrameResult, Result
+from edge.core.model import Model
+from edge.live.camera import CameraOptions
+from edge.live.capture import SourceOptions
+from edge.live.regions import TriggerOptions
+from edge.live.result import FrameResult, Result
+from edge.run.pipeline import RunOptions, run
 from edge.sinks import EventsSink, SnapshotSink
 from edge.sinks import outage as outage_module
 from edge.sinks import video as video_module
-from edge.sinks import web as web_module
-from edge.sinks.web import FrozenWatch, WebOptions
+from edge.web import sink as web_module
+from edge.web.sink import FrozenWatch, WebOptions
 
 ROOT = os.geteuid() == 0
 
@@ -430,9 +430,9 @@ def test_durations_come_from_the_monotonic_clock_only():
                 if isinstance(node, ast.Call) and ast.unparse(node.func) in ("time.time", "time.time_ns",
                                                                              "datetime.datetime.now", "datetime.now"):
                     uses.append((path.relative_to(REPO).as_posix(), getattr(function, "name", "<module>")))
-    allowed = {("edge/sinks/events.py", "wall_clock"), ("edge/metadata.py", "now_iso"),
-               ("edge/collect.py", "take"),  # a crop's file name: a date, never subtracted
-               ("edge/sinks/web_teach.py", "start"), ("edge/sinks/web_teach.py", "train_worker")}  # dates shown
+    allowed = {("edge/sinks/events.py", "wall_clock"), ("edge/core/metadata.py", "now_iso"),
+               ("edge/teach/collect.py", "take"),  # a crop's file name: a date, never subtracted
+               ("edge/web/trainer.py", "start"), ("edge/web/trainer.py", "train_worker")}  # dates shown
     assert {use for use in uses if use[1] != "<module>"} <= allowed, uses
 
 

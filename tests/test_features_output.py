@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, blocky_images, small_info
 
-from edge.classify import read_image
-from edge.model import Model, default_model_path
-from edge.preprocess import fit
+from edge.core.model import Model, default_model_path
+from edge.core.preprocess import fit
+from edge.tools.classify import read_image
 
 torch = pytest.importorskip("torch", reason="export needs the [train] extra (torch)")
 
-from edge.metadata import FeaturesInfo  # noqa: E402
+from edge.core.metadata import FeaturesInfo  # noqa: E402
 from training.export import add_features_to_file, export_onnx  # noqa: E402
 from training.models import create_model  # noqa: E402
 from training.quantize import QuantOptions, quantize_model  # noqa: E402

@@ -22,7 +22,7 @@ from conftest import fuzz_examples, run_cli  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge.config import Config, defaults_toml, describe_config, load_config, run_options, tomllib  # noqa: E402
+from edge.app.config import Config, defaults_toml, describe_config, load_config, run_options, tomllib  # noqa: E402
 from edge.errors import EdgerecError  # noqa: E402
 
 DEFAULTS = tomllib.loads(defaults_toml())

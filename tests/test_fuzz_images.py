@@ -30,10 +30,10 @@ WORKER = r"""
 import json, resource, sys
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a safety net for the machine, above PEAK_MB
-from edge.classify import read_image
+from edge.tools.classify import read_image
 from edge.errors import EdgerecError
-from edge.evaluate import _decode
-from edge.model import Model
+from edge.tools.evaluate import _decode
+from edge.core.model import Model
 from training.data import _inspect, decode
 
 model = Model.load(sys.argv[1], "cpu", 1)

@@ -21,16 +21,16 @@ from conftest import Worker, fuzz_examples, make_tiny_model  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge import model as edge_model  # noqa: E402
+from edge.core import model as edge_model  # noqa: E402
+from edge.core.metadata import PREFIX, DatasetInfo, ModelInfo  # noqa: E402
+from edge.core.model import check_in_child, default_model_path  # noqa: E402
 from edge.errors import EdgerecError  # noqa: E402
-from edge.metadata import PREFIX, DatasetInfo, ModelInfo  # noqa: E402
-from edge.model import check_in_child, default_model_path  # noqa: E402
 
 WORKER = r"""
 import json, sys
 import numpy as np
 from edge.errors import EdgerecError
-from edge.model import Model
+from edge.core.model import Model
 for line in sys.stdin:
     path = line.rstrip("\n")
     try:

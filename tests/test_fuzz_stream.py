@@ -30,7 +30,7 @@ JPEG = cv2.imencode(".jpg", np.full((48, 64, 3), (40, 90, 200), np.uint8))[1].to
 WORKER = r"""
 import json, sys, time
 import numpy as np
-from edge.capture import SourceOptions, open_source
+from edge.live.capture import SourceOptions, open_source
 
 for line in sys.stdin:
     url, run_s, read_timeout, open_timeout = json.loads(line)

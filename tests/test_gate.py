@@ -15,7 +15,7 @@ import onnx
 import pytest
 from conftest import make_tiny_model
 
-from edge.model import Model
+from edge.core.model import Model
 from training import gate as gate_module
 from training.gate import (
     AGREEMENT_FLOOR,
@@ -55,7 +55,7 @@ def test_refusal_needs_evidence() -> None:
 
 
 def test_gate_defaults_are_the_cli_defaults() -> None:
-    from edge.train_args import INT8_PAIRS, MIN_INT8_AGREEMENT
+    from edge.app.train_args import INT8_PAIRS, MIN_INT8_AGREEMENT
 
     assert (MIN_INT8_AGREEMENT, INT8_PAIRS) == (AGREEMENT_FLOOR, PAIRED_PREDICTIONS)
     assert GateOptions() == GateOptions(AGREEMENT_FLOOR, MCNEMAR_ALPHA, PAIRED_PREDICTIONS)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, run_cli
 
-from edge.classify import read_image
-from edge.model import Model, default_model_path
+from edge.core.model import Model, default_model_path
+from edge.tools.classify import read_image
 
 
 def expected() -> dict[str, set[str]]:
@@ -31,8 +31,8 @@ def top1_ids(model: Model) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Model:
     pytest.importorskip("torch", reason="the FP32 reference is exported from torch ([train] extra)")
-    from edge.metadata import DatasetInfo, ModelInfo
-    from edge.preprocess import Geometry, fit
+    from edge.core.metadata import DatasetInfo, ModelInfo
+    from edge.core.preprocess import Geometry, fit
     from training.default_model import IMAGENET_DIR, imagenet_labels
     from training.export import export_onnx
     from training.models import CROP, create_model

@@ -74,7 +74,7 @@ def dead_stream_run(tmp_path: Path, **env: str) -> list[str]:
         port = closed.getsockname()[1]
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCV_", "EDGEREC_DEBUG"))}
     result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "--source", f"http://127.0.0.1:{port}/video.mjpg", "--no-display",
+        [sys.executable, "-m", "edge.app.cli", "run", "--source", f"http://127.0.0.1:{port}/video.mjpg", "--no-display",
          "--duration", "2", "--model", str(make_tiny_model(tmp_path / "tiny.onnx"))],
         capture_output=True, text=True, cwd=REPO, timeout=60, env={**environ, **env})
     assert result.returncode == 0, result.stderr

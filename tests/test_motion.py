@@ -1,4 +1,4 @@
-"""edge/motion.py on real photos with sensor noise, light drift, a pasted object, lights switching on, a real
+"""edge/live/motion.py on real photos with sensor noise, light drift, a pasted object, lights switching on, a real
 clip of people walking (opencv-doc's vtest.avi, when installed); scripts/make_still_clip.py round trip."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge.errors import EdgerecError
-from edge.motion import MotionDetector, MotionOptions
+from edge.live.motion import MotionDetector, MotionOptions
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"

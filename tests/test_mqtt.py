@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from conftest import REPO, make_tiny_model, run_parser, write_clip
 
-from edge.capture import SourceOptions
+from edge.app.run_args import options_from_args
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.model import Model
-from edge.pipeline import RunOptions, run
-from edge.result import FrameResult, Result, single
-from edge.run_args import options_from_args
+from edge.live.capture import SourceOptions
+from edge.live.result import FrameResult, Result, single
+from edge.run.pipeline import RunOptions, run
 from edge.sinks.mqtt import MqttOptions, MqttSink, parse_broker
 
 MOSQUITTO = shutil.which("mosquitto") or next(
@@ -291,7 +291,7 @@ def test_closing_with_nothing_to_send_and_no_broker_does_not_wait(broker):
 def test_each_region_has_its_topic_its_sensor_and_its_camera_availability(broker, tmp_path):
     from test_regions import LEFT, RIGHT, regions, split_clip
 
-    from edge.camera import CameraOptions
+    from edge.live.camera import CameraOptions
 
     clip = split_clip(tmp_path / "clip.mp4", [("blue", "red")] * 10 + [("green", "red")] * 10)
     model = Model.load(make_tiny_model(tmp_path / "tiny.onnx"), "cpu", threads=1)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edge.overlay import DARKEN, STATS_REFRESH_S, Overlay, OverlayOptions
-from edge.result import FrameResult, Result, single
+from edge.live.overlay import DARKEN, STATS_REFRESH_S, Overlay, OverlayOptions
+from edge.live.result import FrameResult, Result, single
 
 LABELS = ["tabby cat", "golden retriever", "espresso", "fire engine"]
 PROBS = np.array([0.62, 0.2, 0.1, 0.08], np.float32)

@@ -14,11 +14,11 @@ import pytest
 from conftest import COLOURS, count_frames, make_tiny_model, write_clip
 from mjpeg_server import MjpegServer
 
-from edge.capture import SourceOptions, StillSource, open_source
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.model import Model
-from edge.pipeline import RunOptions, StageTimer, run
-from edge.smoothing import SmoothingOptions
+from edge.live.capture import SourceOptions, StillSource, open_source
+from edge.live.smoothing import SmoothingOptions
+from edge.run.pipeline import RunOptions, StageTimer, run
 
 
 @pytest.fixture(scope="module")
@@ -200,10 +200,10 @@ def test_stage_timer_keeps_a_fixed_ring():
 
 SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, threading
-    from edge.capture import SourceOptions, StillSource, open_source
-    from edge.model import Model
-    from edge.pipeline import RunOptions, run
-    from edge.service import install_signal_handlers
+    from edge.live.capture import SourceOptions, StillSource, open_source
+    from edge.core.model import Model
+    from edge.run.pipeline import RunOptions, run
+    from edge.sinks.service import install_signal_handlers
 
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -1,4 +1,4 @@
-"""edge.preprocess: crop geometry, input layouts, buffers, and closeness to cv2.INTER_AREA."""
+"""edge.core.preprocess: crop geometry, input layouts, buffers, and closeness to cv2.INTER_AREA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.preprocess import Fitter, Geometry, fit, plan
+from edge.core.preprocess import Fitter, Geometry, fit, plan
 
 NET = Geometry(224, 224)
 BLUE, GREEN, RED = (255, 0, 0), (0, 255, 0), (0, 0, 255)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from edge.devices import default_cache_dir, parse_device, physical_cores, resolve_providers
+from edge.core.devices import default_cache_dir, parse_device, physical_cores, resolve_providers
 from edge.errors import EdgerecError
 
 CPU = "CPUExecutionProvider"
@@ -97,7 +97,7 @@ def test_bench_json_reports_the_provider_actually_used(tiny_model: Path) -> None
 def test_an_accelerator_that_fails_is_named_not_the_file(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
-    from edge import model as model_module
+    from edge.core import model as model_module
 
     real = ort.InferenceSession
 

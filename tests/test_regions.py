@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from conftest import COLOURS, load_script, make_tiny_model, run_cli, write_clip
 
-from edge.camera import CameraOptions
-from edge.capture import SourceOptions
-from edge.config import parse_config, run_options
+from edge.app.config import parse_config, run_options
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.model import Model
-from edge.motion import MotionOptions
-from edge.pipeline import RunOptions, run
-from edge.regions import RegionOptions, TriggerOptions, parse_region, pixel_rect
-from edge.smoothing import SmoothingOptions
-from edge.triggers import Trigger
+from edge.live.camera import CameraOptions
+from edge.live.capture import SourceOptions
+from edge.live.motion import MotionOptions
+from edge.live.regions import RegionOptions, TriggerOptions, parse_region, pixel_rect
+from edge.live.smoothing import SmoothingOptions
+from edge.live.triggers import Trigger
+from edge.run.pipeline import RunOptions, run
 
 LEFT, RIGHT = (0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5, 1.0)
 INSTANT = SmoothingOptions(alpha=1.0, frames=1)
@@ -326,9 +326,9 @@ def test_an_object_put_down_in_one_region_is_named_there_within_a_second(tmp_pat
 @contextlib.contextmanager
 def serving_cameras(cameras: tuple[CameraOptions, ...], model: Model):
     """The real frame loop on `cameras` with a web sink on a free port, on a thread."""
-    from edge.capture import open_source
-    from edge.pipeline import RUN_MODEL, build_loop, close_all, open_sinks
-    from edge.sinks.web import WebOptions
+    from edge.live.capture import open_source
+    from edge.run.pipeline import RUN_MODEL, build_loop, close_all, open_sinks
+    from edge.web.sink import WebOptions
 
     options = RunOptions(SourceOptions("unused"), display=False, web=WebOptions("127.0.0.1:0"), cameras=cameras)
     stop, sinks = threading.Event(), []

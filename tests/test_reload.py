@@ -12,13 +12,13 @@ import pytest
 from conftest import REPO, make_tiny_model, write_clip
 from test_regions import INSTANT, LEFT, RIGHT, regions, split_clip
 
-from edge.capture import SourceOptions
+from edge.core.model import Model, default_model_path
 from edge.errors import EdgerecError
-from edge.model import Model, default_model_path
-from edge.pipeline import RunOptions, run
-from edge.regions import RegionOptions
-from edge.result import FrameResult
-from edge.sinks.web import WebOptions
+from edge.live.capture import SourceOptions
+from edge.live.regions import RegionOptions
+from edge.live.result import FrameResult
+from edge.run.pipeline import RunOptions, run
+from edge.web.sink import WebOptions
 
 FPS = 10.0
 
@@ -81,7 +81,7 @@ def test_a_reload_swaps_regions_in_without_a_gap_and_a_bad_one_is_refused(tmp_pa
 
 
 def test_a_change_only_a_restart_applies_is_refused(tmp_path, model, caplog):
-    from edge.reload import check_restartless
+    from edge.run.reload import check_restartless
 
     clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 5)
     old = RunOptions(SourceOptions(str(clip)), display=False)
@@ -97,7 +97,7 @@ def test_sighup_reloads_the_config_file_of_a_running_edgerec(tmp_path):
     config = tmp_path / "config.toml"
     head = f'[source]\nuri = "{clip}"\nloop = true\n[model]\npath = "{model}"\nthreads = 1\n'
     config.write_text(head + '[[regions]]\nname = "left"\nbox = [0, 0, 0.5, 1]\n')
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--no-display",
+    process = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "run", "--config", str(config), "--no-display",
                                 "--events", "-"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(3.0)
@@ -132,9 +132,9 @@ def test_a_run_that_reaches_the_end_of_its_file_ends_at_once_with_reload_on(tmp_
 
 def test_sinks_that_name_the_model_files_hear_of_a_reload(tmp_path, model):
     """The web page lists the running model files: after a reload (or an accept) it must name the new ones."""
-    from edge.capture import open_source
-    from edge.pipeline import RUN_MODEL, build_loop
-    from edge.reload import Update
+    from edge.live.capture import open_source
+    from edge.run.pipeline import RUN_MODEL, build_loop
+    from edge.run.reload import Update
 
     class Naming(Probe):
         models: list[str] = []

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model, run_cli
 
-from edge.corruptions import SEVERITIES
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.evaluate import EvalOptions, evaluate
-from edge.model import Model
-from edge.robustness import RobustnessOptions, describe, discordant, robustness, summaries, write_report
+from edge.tools.corruptions import SEVERITIES
+from edge.tools.evaluate import EvalOptions, evaluate
+from edge.tools.robustness import RobustnessOptions, describe, discordant, robustness, summaries, write_report
 
 BGR = {"blue": (200, 40, 30), "green": (30, 190, 50), "red": (20, 60, 210)}
 
@@ -124,7 +124,7 @@ def test_compare_without_robustness_is_refused(tiny_model: Path, colour_folder: 
 
 
 def test_info_shows_stored_robustness(tmp_path: Path):
-    from edge.metadata import DatasetInfo, ModelInfo
+    from edge.core.metadata import DatasetInfo, ModelInfo
 
     info = ModelInfo(labels=["blue", "green", "red"], input_size=(8, 8), crop=1.0, arch="tiny-test", precision="int8",
                      dataset=DatasetInfo("synthetic"),
@@ -140,7 +140,7 @@ def test_info_shows_stored_robustness(tmp_path: Path):
 
 def test_progress_counts_across_conditions_once_for_all_models(tiny_model: Path, colour_folder: Path):
     """Each corrupted photo is run through both models, so progress counts photos, not photos x models."""
-    from edge.robustness import compare
+    from edge.tools.robustness import compare
 
     calls = []
     model = Model.load(tiny_model, "cpu")
@@ -153,7 +153,7 @@ def test_progress_counts_across_conditions_once_for_all_models(tiny_model: Path,
 
 def test_compare_equals_one_model_at_a_time(tiny_model: Path, colour_folder: Path, tmp_path: Path):
     """Corrupting each photo once for both models changes no number: each report is what the model alone gets."""
-    from edge.robustness import compare
+    from edge.tools.robustness import compare
 
     other = Model.load(make_tiny_model(tmp_path / "other.onnx", labels=["red", "green", "blue"]), "cpu")
     model = Model.load(tiny_model, "cpu")
@@ -169,7 +169,7 @@ def test_an_image_list_is_evaluated_as_a_folder_of_its_files(tiny_model: Path, c
     """A chosen list (training's validation images) gives what a folder holding just those files gives."""
     import shutil
 
-    from edge.evaluate import ImageList, list_folder
+    from edge.tools.evaluate import ImageList, list_folder
 
     chosen = [f for f in list_folder(colour_folder, ["blue", "green", "red"]).files if f[0].stem != "1"]
     copy = tmp_path / "copy"

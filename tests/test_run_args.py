@@ -4,10 +4,8 @@ import cv2
 import pytest
 from conftest import make_tiny_model, run_parser, write_clip
 
-from edge.cli import main
-from edge.errors import EdgerecError
-from edge.pipeline import run
-from edge.run_args import (
+from edge.app.cli import main
+from edge.app.run_args import (
     DEMO_VIDEO,
     demo_defaults,
     describe_change,
@@ -15,6 +13,8 @@ from edge.run_args import (
     describe_summary,
     options_from_args,
 )
+from edge.errors import EdgerecError
+from edge.run.pipeline import run
 
 
 def test_flags_become_run_options():
@@ -133,8 +133,8 @@ def test_edgerec_run_demo_headless_prints_label_changes_and_writes_the_video(tmp
 def test_a_camera_that_stays_away_is_one_warning_then_a_reminder_and_one_line_when_back(caplog):
     import logging
 
-    from edge.capture import SourceStatus
-    from edge.run_args import REMIND_S, StateLog
+    from edge.app.run_args import REMIND_S, StateLog
+    from edge.live.capture import SourceStatus
 
     now = [0.0]
     log = StateLog(clock=lambda: now[0])

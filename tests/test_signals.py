@@ -1,4 +1,4 @@
-"""Stop signals (edge.service.install_signal_handlers): any number of SIGTERM/SIGINT, at any moment, end a
+"""Stop signals (edge.sinks.service.install_signal_handlers): any number of SIGTERM/SIGINT, at any moment, end a
 run within the stop timeout, and the recording plays. Issue 15: a second SIGTERM arriving while the first
 handler was inside `Event.set` waited for the Event's lock forever.
 """
@@ -15,14 +15,14 @@ import time
 import pytest
 from conftest import REPO, count_frames, make_tiny_model, write_clip
 
-from edge.service import install_signal_handlers
+from edge.sinks.service import install_signal_handlers
 
 STOP_TIMEOUT_S = 10  # the unit gives 20 s (TimeoutStopSec); a clean stop takes well under 1 s
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 HAMMER_SCRIPT = textwrap.dedent("""
     import signal, threading
-    from edge.service import install_signal_handlers
+    from edge.sinks.service import install_signal_handlers
 
     stop = threading.Event()
     restore = install_signal_handlers(stop)
@@ -114,7 +114,7 @@ def test_bursts_of_stop_signals_end_edgerec_run_with_a_playable_recording(tmp_pa
     rng = random.Random(15)
     for attempt in range(5):
         out = tmp_path / f"out{attempt}.mp4"
-        command = [sys.executable, "-m", "edge.cli", "run", "--model", str(tiny), "--source", str(clip), "--loop",
+        command = [sys.executable, "-m", "edge.app.cli", "run", "--model", str(tiny), "--source", str(clip), "--loop",
                    "--no-display", "--out", str(out), "--threads", "1"]  # fmt: skip
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         try:

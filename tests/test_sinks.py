@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.errors import EdgerecError
-from edge.result import FrameResult, Result, single
+from edge.live.result import FrameResult, Result, single
 from edge.sinks import EventsSink, NullSink, SnapshotSink, VideoFileSink, WindowSink
 from edge.sinks import window as window_module
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edge.errors import EdgerecError
-from edge.smoothing import UNKNOWN, Smoother, SmoothingOptions
+from edge.live.smoothing import UNKNOWN, Smoother, SmoothingOptions
 
 LABELS = ["cat", "dog", "fox"]
 

@@ -90,7 +90,7 @@ needs_libseccomp = pytest.mark.skipif(not have_libseccomp(),
 
 LABEL_DEMO_FRAMES = """
 import json, cv2, numpy as np
-from edge.model import Model
+from edge.core.model import Model
 model = Model.load(None, "cpu", threads=2)
 capture = cv2.VideoCapture("edge/assets/demo/demo.mp4")
 labels = []
@@ -151,7 +151,7 @@ def test_filters_are_live() -> None:
 def test_live_pipeline_runs_under_the_units_filters(tmp_path: Path) -> None:
     """`edgerec run` itself (grabber thread, video decoding, inference, events, snapshots, an mp4 recording)."""
     events, snapshots, video = tmp_path / "events.jsonl", tmp_path / "snapshots", tmp_path / "out.mp4"
-    command = [sys.executable, str(SANDBOX), str(UNIT), "--", sys.executable, "-m", "edge.cli", "run",
+    command = [sys.executable, str(SANDBOX), str(UNIT), "--", sys.executable, "-m", "edge.app.cli", "run",
                "--source", "demo", "--as-fast-as-possible", "--max-frames", "40", "--no-display", "--threads", "2",
                "--events", str(events), "--snapshots", str(snapshots), "--out", str(video)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, make_tiny_model, run_cli
 
-from edge import onnx_edit
+from edge.core.metadata import FeaturesInfo, from_props
+from edge.core.model import Model, default_model_path
 from edge.errors import EdgerecError
-from edge.evaluate import evaluate
-from edge.metadata import FeaturesInfo, from_props
-from edge.model import Model, default_model_path
-from edge.softmax_regression import FitOptions, fit_softmax_regression
-from edge.teach import TeachOptions, teach
+from edge.teach import onnx_edit
+from edge.teach.head import TeachOptions, teach
+from edge.teach.softmax_regression import FitOptions, fit_softmax_regression
+from edge.tools.evaluate import evaluate
 
 CLASSES = {"animal": ["baboon.jpg", "chelsea.jpg", "squirrel_cls.jpg", "chicky_512.jpg"],
            "food": ["coffee.jpg", "orange.jpg"]}
@@ -120,7 +120,7 @@ def test_teach_refuses_bad_input_in_one_line(photos: tuple[Path, Path], tmp_path
 
 
 def test_a_declared_features_output_the_graph_lacks_is_refused(tmp_path: Path) -> None:
-    from edge.metadata import DatasetInfo, ModelInfo
+    from edge.core.metadata import DatasetInfo, ModelInfo
 
     info = ModelInfo(labels=["blue", "green", "red"], input_size=(8, 8), crop=1.0, arch="tiny-test",
                      precision="fp32", dataset=DatasetInfo("synthetic"), features=FeaturesInfo("features", 3))
@@ -163,7 +163,7 @@ def test_the_taught_file_passes_the_onnx_checker(taught) -> None:
 
 def test_split_and_fingerprint_are_trainings(photos: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="compares with training/data.py ([train] extra)")
-    from edge.teach_data import find_files
+    from edge.teach.data import find_files
     from training.data import DataOptions, load_image_folders
 
     data = photos[0]
@@ -175,7 +175,7 @@ def test_split_and_fingerprint_are_trainings(photos: tuple[Path, Path], tmp_path
 
 
 def test_the_camera_view_is_a_corruption_seeded_by_the_photo() -> None:
-    from edge.teach_data import VIEWS
+    from edge.teach.data import VIEWS
 
     image = cv2.imread(str(sorted(PHOTOS.glob("*.jpg"))[0]))
     view = VIEWS["camera"](image)

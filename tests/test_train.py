@@ -23,10 +23,10 @@ import pytest
 import torch
 from conftest import run_cli
 
-from edge.cli import build_parser, main
-from edge.model import Model
-from edge.preprocess import fit
-from edge.train_args import GATE_FAILED, describe_report, train_kwargs
+from edge.app.cli import build_parser, main
+from edge.app.train_args import GATE_FAILED, describe_report, train_kwargs
+from edge.core.model import Model
+from edge.core.preprocess import fit
 from training import gate as gate_module
 from training import train as train_module
 from training.data import DataOptions, load_image_folders
@@ -185,7 +185,7 @@ def test_refused_int8_writes_fp32_and_exits_0_unless_int8_is_required(trained, d
     """Resuming the finished run only exports again; asking 100% agreement refuses any INT8 file."""
     out = tmp_path / "out"
     shutil.copytree(trained.out_dir, out)
-    run = subprocess.run([sys.executable, "-m", "edge.cli", "train", str(dataset), "--out", str(out), *FLAGS,
+    run = subprocess.run([sys.executable, "-m", "edge.app.cli", "train", str(dataset), "--out", str(out), *FLAGS,
                           "--resume", "--min-int8-agreement", "1"], capture_output=True, text=True, cwd=REPO,
                          timeout=300)
     assert run.returncode == 0, run.stderr

@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model, run_cli, run_parser, write_clip
 
-from edge.capture import SourceOptions, SourceStatus, open_source
+from edge.app.run_args import options_from_args
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.model import Model
-from edge.pipeline import RUN_MODEL, FrameLoop, RunOptions, build_loop, close_all, open_sinks
-from edge.result import FrameResult, Result, single
-from edge.run_args import options_from_args
-from edge.sinks.web import TOKEN_ENV, JpegFeed, WebOptions, WebSink, parse_listen
-from edge.sinks.web_app import StatusBody
+from edge.live.capture import SourceOptions, SourceStatus, open_source
+from edge.live.result import FrameResult, Result, single
+from edge.run.pipeline import RUN_MODEL, FrameLoop, RunOptions, build_loop, close_all, open_sinks
+from edge.web.app import StatusBody
+from edge.web.sink import TOKEN_ENV, JpegFeed, WebOptions, WebSink, parse_listen
 
 LABELS = ("blue", "green", "red")
 SIZE = (160, 120)
@@ -446,7 +446,7 @@ def test_the_page_shows_the_live_label_in_headless_chromium(clip, model, tmp_pat
 def test_status_names_the_model_and_its_stored_robustness(tmp_path):
     from conftest import make_tiny_model as tiny_file
 
-    from edge.metadata import DatasetInfo, ModelInfo
+    from edge.core.metadata import DatasetInfo, ModelInfo
 
     info = ModelInfo(labels=["blue", "green", "red"], input_size=(8, 8), crop=1.0, arch="tiny-test", precision="int8",
                      dataset=DatasetInfo("synthetic", "0" * 16, 3, 3),

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from edge.result import FrameResult, Result, single
-from edge.sinks import web_server
-from edge.sinks.web import WebOptions, WebSink
+from edge.live.result import FrameResult, Result, single
+from edge.web import server as web_server
+from edge.web.sink import WebOptions, WebSink
 
 SLOW_CLIENTS = 300  # what slowhttptest opened when 21 of 32 health probes failed (issue 15)
 

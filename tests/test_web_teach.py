@@ -22,11 +22,11 @@ from conftest import COLOURS, make_tiny_model
 from test_reload import Probe as RegionProbe
 from test_web import TOKEN, wait_until
 
-from edge import config_write
-from edge.config import Config, defaults_toml, load_config, parse_config, run_options
+from edge.app import config_write
+from edge.app.config import Config, defaults_toml, load_config, parse_config, run_options
 from edge.errors import EdgerecError
-from edge.pipeline import RunOptions, run
-from edge.sinks.web_write import MAX_BODY
+from edge.run.pipeline import RunOptions, run
+from edge.web.write import MAX_BODY
 
 FPS = 10.0
 
@@ -151,8 +151,8 @@ def test_a_drawn_region_is_saved_to_the_config_with_a_backup_and_runs_after_the_
 def test_without_a_config_file_a_region_cannot_be_saved(halves, tiny):
     from test_web import serving
 
-    from edge.model import Model
-    from edge.sinks.web import WebOptions
+    from edge.core.model import Model
+    from edge.web.sink import WebOptions
 
     with serving(halves, Model.load(tiny, "cpu", threads=1), WebOptions("127.0.0.1:0")) as (sink, _):
         svc = Service(sink.port, Path("unused"), Probe())
@@ -205,7 +205,7 @@ def test_the_toml_writer_keeps_every_value():
 def test_openapi_describes_the_write_routes_with_their_bodies():
     from test_web import WRITE_PATHS
 
-    from edge.sinks.web import WebOptions, WebSink
+    from edge.web.sink import WebOptions, WebSink
 
     sink = WebSink(WebOptions("127.0.0.1:0", token=TOKEN))
     try:
@@ -224,7 +224,7 @@ def test_openapi_describes_the_write_routes_with_their_bodies():
 
 
 def test_the_state_directory_is_the_config_key_else_systemds_else_the_users(tmp_path):
-    from edge.sinks.web_teach import state_dir
+    from edge.web.trainer import state_dir
 
     assert state_dir("/srv/edgerec", {"STATE_DIRECTORY": "/var/lib/edgerec"}) == Path("/srv/edgerec")
     assert state_dir(None, {"STATE_DIRECTORY": "/var/lib/edgerec:/var/lib/other"}) == Path("/var/lib/edgerec")
@@ -358,7 +358,7 @@ def test_collected_crops_are_the_regions_raw_pixels_and_can_be_listed_relabelled
 
 
 def test_collecting_pauses_while_a_recording_draws_the_overlay_on_every_frame(tmp_path, halves, tiny):
-    from edge.collect import PAUSED
+    from edge.teach.collect import PAUSED
 
     regions = f'[[regions]]\nname = "left"\nbox = [0, 0, 0.5, 1]\n[recording]\npath = "{tmp_path / "rec.avi"}"\n'
     config = write_config(tmp_path, halves, tiny, regions=regions)
@@ -453,8 +453,9 @@ def test_draw_train_and_accept_work_under_the_units_seccomp_filters(tmp_path, ha
     photo_crops(tmp_path / "state" / "teach" / "camera" / "door" / "data")
     config = write_config(tmp_path, halves, None)
     port = int(load_config(config).web.listen.rpartition(":")[2])
-    process = subprocess.Popen([sys.executable, str(SANDBOX), str(UNIT), "--", sys.executable, "-m", "edge.cli", "run",
-                                "--config", str(config)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, str(SANDBOX), str(UNIT), "--", sys.executable, "-m", "edge.app.cli",
+                                "run", "--config", str(config)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE,
                                text=True)
     svc = Service(port, config, Probe())
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import load_script
 
-from edge.datasets import list_images
+from edge.core.datasets import list_images
 from training.data import DataOptions, load_image_folders
 
 split = load_script("write_split")

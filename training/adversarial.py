@@ -10,7 +10,7 @@ in the direction that raises the loss most:
 
 The attack runs on the FP32 torch network with its in-graph preprocessing (training.models.InGraphPreprocess),
 fed the uint8 pixels as floats so that the gradient reaches the pixels the camera delivers. The images are
-the validation images as the runtime sees them (edge.preprocess.fit).
+the validation images as the runtime sees them (edge.core.preprocess.fit).
 
 **Every adversarial image is a valid camera image**: rounded to whole grey levels and clipped to 0-255,
 because the deployed file takes uint8 and a perturbation below one grey level cannot reach it. FGSM's
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.errors import EdgerecError
-from edge.evaluate import top1_interval
+from edge.tools.evaluate import top1_interval
 from training.models import InGraphPreprocess
 
 EPSILONS = (1, 2, 4)  # grey levels of 0-255: 1/255, 2/255 and 4/255 of the pixel range

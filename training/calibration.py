@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS
-from edge.decode import imread
+from edge.core.datasets import IMAGE_EXTENSIONS
+from edge.core.decode import imread
+from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
-from edge.preprocess import Geometry, fit
 
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm"}
 

@@ -2,7 +2,7 @@
 
 A dataset is a folder with one subfolder per class (class index = position in the sorted names).
 Images are .jpg/.jpeg/.png/.webp/.bmp (any case, any size, colour or grayscale) anywhere below a
-class folder; names starting with "." are ignored (that listing lives in `edge/datasets.py`, shared with
+class folder; names starting with "." are ignored (that listing lives in `edge/core/datasets.py`, shared with
 `edgerec evaluate`). Every image is read and decoded once by the scan,
 which is how corrupt files are found (listed in one warning and skipped) and how the fingerprint gets
 each file's content hash from the same bytes.
@@ -28,12 +28,12 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from edge.corruptions import random_corruption
-from edge.datasets import IMAGE_EXTENSIONS, Unreadable, image_problem, list_classes, list_images  # noqa: F401
-from edge.decode import decode_bytes
+from edge.core.datasets import IMAGE_EXTENSIONS, Unreadable, image_problem, list_classes, list_images  # noqa: F401
+from edge.core.decode import decode_bytes
+from edge.core.metadata import DatasetInfo
+from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
-from edge.metadata import DatasetInfo
-from edge.preprocess import Geometry, fit
+from edge.tools.corruptions import random_corruption
 
 FINGERPRINT_VERSION = "edgerec-data-v1"
 WARNING_LIST_LIMIT = 20  # unreadable files named in the warning; the result holds all of them
@@ -292,7 +292,7 @@ class Augment:
     contrast: float = 0.2
     saturation: float = 0.2
     rotation: float = 10.0  # degrees, drawn from [-x, x]
-    camera: float = 0.0  # probability of one random camera corruption (edge.corruptions) at a random severity
+    camera: float = 0.0  # probability of one random camera corruption (edge.tools.corruptions) at a random severity
     corruptions: tuple[str, ...] | None = None  # the corruptions it draws from; None = every one
 
 

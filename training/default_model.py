@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.metadata import DatasetInfo, ModelInfo
-from edge.model import Model
-from edge.preprocess import Geometry
+from edge.core.metadata import DatasetInfo, ModelInfo
+from edge.core.model import Model
+from edge.core.preprocess import Geometry
 from training.calibration import load_images, media_files
 from training.export import ExportCheck, export_onnx
 from training.models import CROP, create_model

@@ -1,7 +1,7 @@
 """Export a classifier to the model-file contract and check the file against the torch reference.
 
 The exported graph takes uint8 NHWC BGR ``image`` and returns softmax ``probs`` and ``features`` (the pooled
-embedding its classifier reads); the metadata written is ``edge.metadata.ModelInfo``. The export fails
+embedding its classifier reads); the metadata written is ``edge.core.metadata.ModelInfo``. The export fails
 loudly when ONNX Runtime disagrees with torch.
 """
 
@@ -20,10 +20,10 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
+from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, FeaturesInfo, ModelInfo
+from edge.core.model import Model
 from edge.errors import EdgerecError
 from edge.files import atomic_path
-from edge.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, FeaturesInfo, ModelInfo
-from edge.model import Model
 from training.models import Deployable
 
 OPSET = 17
@@ -42,7 +42,7 @@ class ExportCheck:
 def export_onnx(net: nn.Module, info: ModelInfo, path: str | Path, check_batch: np.ndarray) -> ExportCheck:
     """Write ``net`` (float NCHW classifier) wrapped in the in-graph preprocessing to ``path``, atomically.
 
-    ``check_batch`` is uint8 [N, H, W, 3] BGR images already fitted (edge.preprocess.fit); the file is only
+    ``check_batch`` is uint8 [N, H, W, 3] BGR images already fitted (edge.core.preprocess.fit); the file is only
     moved into place when ORT matches torch within ``FP32_TOLERANCE``.
     """
     path = Path(path)

@@ -43,9 +43,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge.evaluate import top1_interval
+from edge.core.model import Model
 from edge.files import atomic_path
-from edge.model import Model
+from edge.tools.evaluate import top1_interval
 from training.export import write_with_metadata
 from training.quantize import QuantOptions, quantize_model
 

@@ -1,7 +1,7 @@
 """Static INT8 quantization of a contract model file, checked against its FP32 source.
 
 ONNX Runtime's ``quantize_static`` with per-channel signed weights and unsigned activations (the pair with
-fused VNNI/NEON kernels), calibrated on real images that went through the same ``edge.preprocess.fit``
+fused VNNI/NEON kernels), calibrated on real images that went through the same ``edge.core.preprocess.fit``
 as at run time. The in-graph preprocessing, the stem convolution and the softmax stay in float: they are
 cheap, quantizing the pixel normalisation only adds rounding, and the stem is where x86 CPUs without VNNI
 saturate their 16-bit u8*s8 sums. Weights use 7 bits (reduce_range) for the same reason. docs/quantization.md
@@ -25,9 +25,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from edge.core.metadata import INPUT_NAME, ModelInfo
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from edge.metadata import INPUT_NAME, ModelInfo
-from edge.model import Model
 from training.export import write_with_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -81,7 +81,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calibration: np.
                    options: QuantOptions | None = None) -> QuantReport:
     """Write an INT8 copy of ``fp32_path`` to ``out_path`` (atomically) and compare it with the FP32 file.
 
-    ``calibration`` and ``check`` are uint8 [N, H, W, 3] BGR images fitted with edge.preprocess.fit.
+    ``calibration`` and ``check`` are uint8 [N, H, W, 3] BGR images fitted with edge.core.preprocess.fit.
     """
     options = options or QuantOptions()
     _validate(options)

@@ -12,7 +12,7 @@ What `edgerec train DATA --out OUT` runs, in the order it runs:
             the validation images with ONNX Runtime; the gate picks OUT/model.onnx (training.gate)
 6. robust   clean top-1 and mean corruption accuracy of model-fp32.onnx and model-int8.onnx on up to
             `robustness_images` validation images under the camera corruptions of `edgerec evaluate
-            --robustness` (edge.robustness), stored in both files' metrics (so in model.onnx's too)
+            --robustness` (edge.tools.robustness), stored in both files' metrics (so in model.onnx's too)
 7. attack   validation top-1 of the FP32 network under FGSM and PGD at 1, 2, 4 grey levels
             (training.adversarial): how brittle the model is
 8. report   OUT/report/: training curves, confusion matrix, robustness and adversarial figures, metrics.json
@@ -44,16 +44,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from edge.core.metadata import ModelInfo
+from edge.core.model import Model
+from edge.core.preprocess import Geometry
 from edge.errors import EdgerecError
-from edge.evaluate import ImageList, top1_interval
 from edge.files import atomic_path
-from edge.metadata import ModelInfo
-from edge.model import Model
-from edge.preprocess import Geometry
 from edge.progress import progress
-from edge.robustness import RobustnessOptions, RobustnessReport, compare, summaries
-from edge.robustness import metrics as robustness_metrics
-from edge.robustness import write_report as write_robustness
+from edge.tools.evaluate import ImageList, top1_interval
+from edge.tools.robustness import RobustnessOptions, RobustnessReport, compare, summaries
+from edge.tools.robustness import metrics as robustness_metrics
+from edge.tools.robustness import write_report as write_robustness
 from training import distributed
 from training.adversarial import AdversarialReport, AttackOptions, adversarial_check
 from training.data import Augment, DataOptions, ImageFolders, Sample, load_image_folders, load_images
@@ -101,7 +101,7 @@ class TrainOptions:
     val_fraction: float = 0.2
     arch: str = "efficientnet_lite0"
     img_size: int = 224  # network input side in pixels, a multiple of 32
-    crop: float = CROP  # centre crop (edge.preprocess.Geometry) at training and at run time; 1.0 = whole image
+    crop: float = CROP  # centre crop (edge.core.preprocess.Geometry) at training and at run time; 1.0 = whole image
     finetune_blocks: int = 5  # stage 2 trains the last N blocks (0 = head only: stage 1 alone)
     head_epochs: int = 30  # stage 1 (cheap: a linear layer on cached features)
     epochs: int = 8  # stage 2
@@ -745,6 +745,6 @@ class _Phase:
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m training.train DATA --out OUT [...]
-    from edge.cli import main
+    from edge.app.cli import main
 
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -6,10 +6,9 @@ from edge.sinks.mqtt import MqttOptions, MqttSink
 from edge.sinks.null import NullSink
 from edge.sinks.snapshots import SnapshotSink
 from edge.sinks.video import VideoFileSink
-from edge.sinks.web import WebOptions, WebSink
 from edge.sinks.window import WindowSink, window_possible
 
 __all__ = [
-    "EventsSink", "MqttOptions", "MqttSink", "NullSink", "Sink", "SnapshotSink", "VideoFileSink", "WebOptions",
-    "WebSink", "WindowSink", "window_possible",
+    "EventsSink", "MqttOptions", "MqttSink", "NullSink", "Sink", "SnapshotSink", "VideoFileSink", "WindowSink",
+    "window_possible",
 ]

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.result import FrameResult
+from edge.live.result import FrameResult
 
 
 class Sink(Protocol):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import FrameResult, Result
+from edge.live.result import FrameResult, Result
 from edge.sinks.base import why_unwritable
 from edge.sinks.outage import LOG, Outage
 

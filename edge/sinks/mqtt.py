@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.capture import SourceStatus
 from edge.errors import EdgerecError
-from edge.result import FrameResult, Result
+from edge.live.capture import SourceStatus
+from edge.live.result import FrameResult, Result
 from edge.sinks.events import event
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.result import FrameResult
+from edge.live.result import FrameResult
 
 
 class NullSink:

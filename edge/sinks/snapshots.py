@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.regions import pixel_rect
-from edge.result import FrameResult, Result
+from edge.live.regions import pixel_rect
+from edge.live.result import FrameResult, Result
 from edge.sinks.base import why_unwritable
 from edge.sinks.events import wall_clock
 from edge.sinks.outage import Outage

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import FrameResult
+from edge.live.result import FrameResult
 from edge.sinks.base import why_unwritable
 from edge.sinks.outage import Outage
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgerecError
-from edge.result import FrameResult
+from edge.live.result import FrameResult
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 

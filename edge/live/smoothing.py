@@ -1,0 +1,126 @@
+"""Temporal smoothing of class probabilities so the shown label does not flicker.
+
+Three steps per frame, in this order:
+1. exponential moving average (EMA) of the probabilities;
+2. hysteresis: a new label replaces the shown one only after it has led it by `margin`
+   for `frames` consecutive frames;
+3. under `min_score` (smoothed) the shown label is "unknown".
+
+`settled` says whether more inferences on the same picture would still move the result: a region that
+runs on motion keeps running after the motion stopped until its smoother has settled (edge.live.triggers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.errors import EdgerecError
+
+UNKNOWN = "unknown"
+SETTLE_TOLERANCE = 0.05
+"""The moving average counts as settled once no class is further than this from the newest probabilities."""
+
+
+@dataclass(frozen=True)
+class SmoothingOptions:
+    alpha: float = 0.5
+    """EMA weight of the newest frame, in (0, 1]; 1 turns the average off."""
+    margin: float = 0.1
+    """How far (in smoothed probability) a new label must lead the shown one to count as leading."""
+    frames: int = 3
+    """How many consecutive frames a new label must lead before it is shown; 1 switches at once."""
+    min_score: float = 0.0
+    """Under this smoothed score the label shown is "unknown"; 0 never says unknown."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha <= 1.0:
+            raise EdgerecError(f"smoothing alpha {self.alpha} is out of range; valid: 0 < alpha <= 1")
+        if not 0.0 <= self.margin < 1.0:
+            raise EdgerecError(f"smoothing margin {self.margin} is out of range; valid: 0 <= margin < 1")
+        if self.frames < 1:
+            raise EdgerecError(f"smoothing frames {self.frames} is out of range; valid: an integer >= 1")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise EdgerecError(f"min score {self.min_score} is out of range; valid: 0 <= min_score <= 1")
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    label: str
+    """The label shown: a class label or "unknown"."""
+    index: int
+    """Class index of `label`; -1 for "unknown"."""
+    score: float
+    """Smoothed probability of the shown class (of the held class when "unknown")."""
+    changed: bool
+    """True when `label` differs from the previous update's (the first update counts as a change)."""
+    probs: np.ndarray
+    """Read-only view of the smoothed probabilities; overwritten by the next update."""
+
+
+class Smoother:
+    """EMA + hysteresis + minimum score over a stream of probability vectors. One verb: `update`."""
+
+    def __init__(self, labels: Sequence[str], options: SmoothingOptions | None = None) -> None:
+        self.labels = list(labels)
+        self.options = options or SmoothingOptions()
+        self._ema = np.zeros(len(self.labels), np.float32)
+        self._scratch = np.empty_like(self._ema)
+        self._view = self._ema.view()
+        self._view.flags.writeable = False
+        self._started = False
+        self._held = -1  # class the hysteresis holds
+        self._challenger = -1  # class currently leading the held one by the margin
+        self._streak = 0  # consecutive frames the challenger has led
+        self._shown = -2  # index last shown (-1 unknown, -2 nothing yet)
+        self._gap = 1.0  # largest |newest probabilities - moving average| after the last update
+
+    def update(self, probs: np.ndarray) -> Smoothed:
+        """Fold one frame's probabilities [C] into the running state and return what to show."""
+        if probs.shape != self._ema.shape:
+            n = len(self.labels)
+            raise EdgerecError(f"probabilities have shape {probs.shape}; the model has {n} labels")
+        self._average(probs)
+        self._hold()
+        return self._show()
+
+    @property
+    def settled(self) -> bool:
+        """True when the average has caught up with the newest probabilities and no new label is on its way:
+        another inference on the same picture would not change what is shown."""
+        return self._streak == 0 and self._gap < SETTLE_TOLERANCE
+
+    def _average(self, probs: np.ndarray) -> None:
+        alpha = self.options.alpha
+        if not self._started or alpha == 1.0:
+            self._ema[:] = probs
+            self._started, self._gap = True, 0.0
+            return
+        np.multiply(probs, alpha, out=self._scratch)
+        self._ema *= 1.0 - alpha
+        self._ema += self._scratch
+        np.subtract(probs, self._ema, out=self._scratch)
+        self._gap = float(np.abs(self._scratch, out=self._scratch).max())
+
+    def _hold(self) -> None:
+        best = int(self._ema.argmax())
+        if self._held < 0:
+            self._held = best
+            return
+        if best == self._held or self._ema[best] < self._ema[self._held] + self.options.margin:
+            self._challenger, self._streak = -1, 0
+            return
+        self._streak = self._streak + 1 if best == self._challenger else 1
+        self._challenger = best
+        if self._streak >= self.options.frames:
+            self._held, self._challenger, self._streak = best, -1, 0
+
+    def _show(self) -> Smoothed:
+        score = float(self._ema[self._held])
+        index = self._held if score >= self.options.min_score else -1
+        changed = index != self._shown
+        self._shown = index
+        label = self.labels[index] if index >= 0 else UNKNOWN
+        return Smoothed(label, index, score, changed, self._view)
