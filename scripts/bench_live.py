@@ -3,7 +3,7 @@
     python scripts/bench_live.py [--fps 15 30] [--seconds 20] [--size 640x480] [--threads N]
 
 The camera is tests/mjpeg_server.py on 127.0.0.1 sending a real photo (edge/assets/samples, scaled to
---size) as JPEG at a steady rate; `edgerec run`'s pipeline (edge.run.pipeline.run, the INT8 default model, no
+--size) as JPEG at a steady rate; `edgerec run`'s pipeline (edge.loop.pipeline.run, the INT8 default model, no
 display) reads it through the grabber thread that keeps only the newest frame. Frame age is the pipeline's
 own figure: from the frame's arrival (decoded by the grabber) to the start of its preprocessing.
 
@@ -32,7 +32,7 @@ from mjpeg_server import MjpegServer  # noqa: E402
 from edge.app.bench import sample_frame  # noqa: E402
 from edge.core.model import Model  # noqa: E402
 from edge.live.capture import Frame, SourceOptions, open_source  # noqa: E402
-from edge.run.pipeline import RunOptions, RunSummary, run  # noqa: E402
+from edge.loop.pipeline import RunOptions, RunSummary, run  # noqa: E402
 
 
 class Watched:

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.app.bench import FRAME_SIZES, PathBench, load_model  # noqa: E402
-from edge.run.pipeline import using_opencv_threads  # noqa: E402
+from edge.loop.pipeline import using_opencv_threads  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
     python scripts/bench_watch.py compare --clip bikes.mp4      label changes, --trigger frame vs motion
 
 Each variant runs `edgerec run` with the flags shown, in a fresh process (python -m edge.app.cli's parser and
-edge.run.pipeline.run), and reports that process's CPU time (user + system, getrusage) over the run, the
+edge.loop.pipeline.run), and reports that process's CPU time (user + system, getrusage) over the run, the
 model's own figures from the run's summary, and the wall time. Compare rows of one invocation: the machine
 and its load are the same for all of them. The CPU model is printed first.
 
@@ -37,7 +37,7 @@ def child(argv: list[str]) -> None:
     from edge.app.cli import build_parser
     from edge.app.run_args import options_from_args
     from edge.logs import setup_logging
-    from edge.run.pipeline import run
+    from edge.loop.pipeline import run
 
     setup_logging()
     options = options_from_args(build_parser().parse_args(["run", *argv]))

@@ -51,7 +51,8 @@ import numpy as np
 from edge.live.overlay import Overlay
 from edge.live.result import FrameResult, Result, single
 from edge.sinks import NullSink
-from edge.web.sink import WebOptions, WebSink
+from edge.web.options import WebOptions
+from edge.web.sink import WebSink
 
 READER = "import sys, urllib.request\nstream = urllib.request.urlopen(sys.argv[1])\nwhile stream.read(65536): pass"
 PHOTO = Path(__file__).resolve().parent.parent / "edge" / "assets" / "samples" / "squirrel_cls.jpg"

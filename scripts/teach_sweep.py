@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.core.model import Model
-from edge.teach.data import VIEWS, File, decode, find_files, fitted_views, stratified_split
-from edge.teach.softmax_regression import FitOptions, fit_softmax_regression
+from edge.learn.data import VIEWS, File, decode, find_files, fitted_views, stratified_split
+from edge.learn.softmax_regression import FitOptions, fit_softmax_regression
 
 
 def features_of(model: Model, files: list[File], views: list[str]) -> np.ndarray:

@@ -25,7 +25,7 @@ from edge.app.config import (
 from edge.app.run_args import FLAG_KEYS, options_from_args
 from edge.errors import EdgerecError
 from edge.sinks.mqtt import MqttOptions
-from edge.web.sink import WebOptions
+from edge.web.options import WebOptions
 
 VALID_TOP = ("source, model, recognition, motion, regions, cameras, overlay, display, events, snapshots, "
              "recording, web, mqtt")

@@ -32,12 +32,13 @@ from edge.live.camera import CameraOptions
 from edge.live.capture import SourceOptions
 from edge.live.regions import TriggerOptions
 from edge.live.result import FrameResult, Result
-from edge.run.pipeline import RunOptions, run
+from edge.loop.pipeline import RunOptions, run
 from edge.sinks import EventsSink, SnapshotSink
 from edge.sinks import outage as outage_module
 from edge.sinks import video as video_module
-from edge.web import sink as web_module
-from edge.web.sink import FrozenWatch, WebOptions
+from edge.web import state as web_state
+from edge.web.options import WebOptions
+from edge.web.state import FrozenWatch
 
 ROOT = os.geteuid() == 0
 
@@ -350,7 +351,7 @@ def test_frozen_watch_tells_a_frozen_picture_from_a_still_scene_with_noise():
 
 
 def test_a_frozen_camera_is_unhealthy_by_name_while_the_other_is_fine(model, monkeypatch):
-    monkeypatch.setattr(web_module, "FROZEN_AFTER_S", 2.0)
+    monkeypatch.setattr(web_state, "FROZEN_AFTER_S", 2.0)
     stuck = MjpegServer(fps=20, images=[halves((160, 120), "blue", "red")]).start()  # one JPEG for ever
     live = MjpegServer(fps=20).start()  # grey levels that change every frame
     cameras = (CameraOptions(SourceOptions(stuck.url), "stuck"), CameraOptions(SourceOptions(live.url), "live"))
@@ -431,7 +432,7 @@ def test_durations_come_from_the_monotonic_clock_only():
                                                                              "datetime.datetime.now", "datetime.now"):
                     uses.append((path.relative_to(REPO).as_posix(), getattr(function, "name", "<module>")))
     allowed = {("edge/sinks/events.py", "wall_clock"), ("edge/core/metadata.py", "now_iso"),
-               ("edge/teach/collect.py", "take"),  # a crop's file name: a date, never subtracted
+               ("edge/learn/collect.py", "take"),  # a crop's file name: a date, never subtracted
                ("edge/web/trainer.py", "start"), ("edge/web/trainer.py", "train_worker")}  # dates shown
     assert {use for use in uses if use[1] != "<module>"} <= allowed, uses
 

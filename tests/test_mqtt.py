@@ -21,7 +21,7 @@ from edge.core.model import Model
 from edge.errors import EdgerecError
 from edge.live.capture import SourceOptions
 from edge.live.result import FrameResult, Result, single
-from edge.run.pipeline import RunOptions, run
+from edge.loop.pipeline import RunOptions, run
 from edge.sinks.mqtt import MqttOptions, MqttSink, parse_broker
 
 MOSQUITTO = shutil.which("mosquitto") or next(

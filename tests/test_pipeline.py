@@ -18,7 +18,7 @@ from edge.core.model import Model
 from edge.errors import EdgerecError
 from edge.live.capture import SourceOptions, StillSource, open_source
 from edge.live.smoothing import SmoothingOptions
-from edge.run.pipeline import RunOptions, StageTimer, run
+from edge.loop.pipeline import RunOptions, StageTimer, run
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, threading
     from edge.live.capture import SourceOptions, StillSource, open_source
     from edge.core.model import Model
-    from edge.run.pipeline import RunOptions, run
+    from edge.loop.pipeline import RunOptions, run
     from edge.sinks.service import install_signal_handlers
 
     stop = threading.Event()

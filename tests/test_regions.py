@@ -20,7 +20,7 @@ from edge.live.motion import MotionOptions
 from edge.live.regions import RegionOptions, TriggerOptions, parse_region, pixel_rect
 from edge.live.smoothing import SmoothingOptions
 from edge.live.triggers import Trigger
-from edge.run.pipeline import RunOptions, run
+from edge.loop.pipeline import RunOptions, run
 
 LEFT, RIGHT = (0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5, 1.0)
 INSTANT = SmoothingOptions(alpha=1.0, frames=1)
@@ -327,8 +327,8 @@ def test_an_object_put_down_in_one_region_is_named_there_within_a_second(tmp_pat
 def serving_cameras(cameras: tuple[CameraOptions, ...], model: Model):
     """The real frame loop on `cameras` with a web sink on a free port, on a thread."""
     from edge.live.capture import open_source
-    from edge.run.pipeline import RUN_MODEL, build_loop, close_all, open_sinks
-    from edge.web.sink import WebOptions
+    from edge.loop.pipeline import RUN_MODEL, build_loop, close_all, open_sinks
+    from edge.web.options import WebOptions
 
     options = RunOptions(SourceOptions("unused"), display=False, web=WebOptions("127.0.0.1:0"), cameras=cameras)
     stop, sinks = threading.Event(), []

@@ -17,8 +17,8 @@ from edge.errors import EdgerecError
 from edge.live.capture import SourceOptions
 from edge.live.regions import RegionOptions
 from edge.live.result import FrameResult
-from edge.run.pipeline import RunOptions, run
-from edge.web.sink import WebOptions
+from edge.loop.pipeline import RunOptions, run
+from edge.web.options import WebOptions
 
 FPS = 10.0
 
@@ -81,7 +81,7 @@ def test_a_reload_swaps_regions_in_without_a_gap_and_a_bad_one_is_refused(tmp_pa
 
 
 def test_a_change_only_a_restart_applies_is_refused(tmp_path, model, caplog):
-    from edge.run.reload import check_restartless
+    from edge.loop.reload import check_restartless
 
     clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 5)
     old = RunOptions(SourceOptions(str(clip)), display=False)
@@ -133,8 +133,8 @@ def test_a_run_that_reaches_the_end_of_its_file_ends_at_once_with_reload_on(tmp_
 def test_sinks_that_name_the_model_files_hear_of_a_reload(tmp_path, model):
     """The web page lists the running model files: after a reload (or an accept) it must name the new ones."""
     from edge.live.capture import open_source
-    from edge.run.pipeline import RUN_MODEL, build_loop
-    from edge.run.reload import Update
+    from edge.loop.pipeline import RUN_MODEL, build_loop
+    from edge.loop.reload import Update
 
     class Naming(Probe):
         models: list[str] = []

@@ -14,7 +14,7 @@ from edge.app.run_args import (
     options_from_args,
 )
 from edge.errors import EdgerecError
-from edge.run.pipeline import run
+from edge.loop.pipeline import run
 
 
 def test_flags_become_run_options():

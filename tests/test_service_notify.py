@@ -20,7 +20,7 @@ from conftest import make_tiny_model
 from edge.core.model import Model
 from edge.errors import EdgerecError
 from edge.live.capture import Frame, SourceOptions
-from edge.run.pipeline import RUN_MODEL, RunOptions, build_loop
+from edge.loop.pipeline import RUN_MODEL, RunOptions, build_loop
 from edge.sinks.service import Notifier, ServiceSink
 
 
@@ -158,7 +158,7 @@ def test_malformed_environment_is_named(environ: dict[str, str], key: str) -> No
         Notifier(environ)
 
 
-# ServiceSink in the real frame loop (edge.run.pipeline.FrameLoop) with a tiny model and a scripted source.
+# ServiceSink in the real frame loop (edge.loop.pipeline.FrameLoop) with a tiny model and a scripted source.
 
 class ScriptedSource:
     """`frames` frames 10 ms apart, then either the end (playback) or silence (a hung camera)."""
@@ -228,7 +228,7 @@ def test_a_compiling_provider_asks_systemd_for_start_time(manager: tuple[socket.
     """A Jetson's first start builds a TensorRT engine for minutes; TimeoutStartSec=60s must not kill it."""
     import onnxruntime as ort
 
-    from edge.run.pipeline import ENGINE_BUILD_S, ask_for_engine_build_time
+    from edge.loop.pipeline import ENGINE_BUILD_S, ask_for_engine_build_time
 
     receiver, path = manager
     monkeypatch.setenv("NOTIFY_SOCKET", path)

@@ -14,9 +14,9 @@ from conftest import PHOTOS, make_tiny_model, run_cli
 from edge.core.metadata import FeaturesInfo, from_props
 from edge.core.model import Model, default_model_path
 from edge.errors import EdgerecError
-from edge.teach import onnx_edit
-from edge.teach.head import TeachOptions, teach
-from edge.teach.softmax_regression import FitOptions, fit_softmax_regression
+from edge.learn import onnx_edit
+from edge.learn.head import TeachOptions, teach
+from edge.learn.softmax_regression import FitOptions, fit_softmax_regression
 from edge.tools.evaluate import evaluate
 
 CLASSES = {"animal": ["baboon.jpg", "chelsea.jpg", "squirrel_cls.jpg", "chicky_512.jpg"],
@@ -163,7 +163,7 @@ def test_the_taught_file_passes_the_onnx_checker(taught) -> None:
 
 def test_split_and_fingerprint_are_trainings(photos: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="compares with training/data.py ([train] extra)")
-    from edge.teach.data import find_files
+    from edge.learn.data import find_files
     from training.data import DataOptions, load_image_folders
 
     data = photos[0]
@@ -175,7 +175,7 @@ def test_split_and_fingerprint_are_trainings(photos: tuple[Path, Path], tmp_path
 
 
 def test_the_camera_view_is_a_corruption_seeded_by_the_photo() -> None:
-    from edge.teach.data import VIEWS
+    from edge.learn.data import VIEWS
 
     image = cv2.imread(str(sorted(PHOTOS.glob("*.jpg"))[0]))
     view = VIEWS["camera"](image)

@@ -279,7 +279,8 @@ def test_two_processes_write_the_artifacts_once(dataset: Path, tmp_path: Path) -
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "training.train", str(dataset), "--out", str(out), *FLAGS, "--min-int8-agreement", "0"],
+                          "-m", "edge.app.torchrun", str(dataset), "--out", str(out), *FLAGS,
+                          "--min-int8-agreement", "0"],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("model        ") == 1  # the summary comes from rank 0 alone

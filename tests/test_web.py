@@ -25,9 +25,11 @@ from edge.core.model import Model
 from edge.errors import EdgerecError
 from edge.live.capture import SourceOptions, SourceStatus, open_source
 from edge.live.result import FrameResult, Result, single
-from edge.run.pipeline import RUN_MODEL, FrameLoop, RunOptions, build_loop, close_all, open_sinks
+from edge.loop.pipeline import RUN_MODEL, FrameLoop, RunOptions, build_loop, close_all, open_sinks
 from edge.web.app import StatusBody
-from edge.web.sink import TOKEN_ENV, JpegFeed, WebOptions, WebSink, parse_listen
+from edge.web.options import TOKEN_ENV, WebOptions, parse_listen
+from edge.web.sink import WebSink
+from edge.web.state import JpegFeed
 
 LABELS = ("blue", "green", "red")
 SIZE = (160, 120)

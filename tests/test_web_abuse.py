@@ -15,7 +15,8 @@ import numpy as np
 
 from edge.live.result import FrameResult, Result, single
 from edge.web import server as web_server
-from edge.web.sink import WebOptions, WebSink
+from edge.web.options import WebOptions
+from edge.web.sink import WebSink
 
 SLOW_CLIENTS = 300  # what slowhttptest opened when 21 of 32 health probes failed (issue 15)
 

@@ -24,8 +24,9 @@ from test_web import TOKEN, wait_until
 
 from edge.app import config_write
 from edge.app.config import Config, defaults_toml, load_config, parse_config, run_options
+from edge.app.config_write import TomlConfig
 from edge.errors import EdgerecError
-from edge.run.pipeline import RunOptions, run
+from edge.loop.pipeline import RunOptions, run
 from edge.web.write import MAX_BODY
 
 FPS = 10.0
@@ -96,7 +97,7 @@ def service(config: Path, token: str = "") -> Iterator[Service]:
     """`edgerec run --config CONFIG` as the CLI runs it (reload on request), on a thread, with a probe sink."""
 
     def read() -> RunOptions:
-        return dataclasses.replace(run_options(load_config(config)), config_path=str(config))
+        return dataclasses.replace(run_options(load_config(config)), config=TomlConfig(str(config)))
 
     options = read()
     stop, requested, probe = threading.Event(), threading.Event(), Probe()
@@ -152,7 +153,7 @@ def test_without_a_config_file_a_region_cannot_be_saved(halves, tiny):
     from test_web import serving
 
     from edge.core.model import Model
-    from edge.web.sink import WebOptions
+    from edge.web.options import WebOptions
 
     with serving(halves, Model.load(tiny, "cpu", threads=1), WebOptions("127.0.0.1:0")) as (sink, _):
         svc = Service(sink.port, Path("unused"), Probe())
@@ -205,7 +206,8 @@ def test_the_toml_writer_keeps_every_value():
 def test_openapi_describes_the_write_routes_with_their_bodies():
     from test_web import WRITE_PATHS
 
-    from edge.web.sink import WebOptions, WebSink
+    from edge.web.options import WebOptions
+    from edge.web.sink import WebSink
 
     sink = WebSink(WebOptions("127.0.0.1:0", token=TOKEN))
     try:
@@ -358,7 +360,7 @@ def test_collected_crops_are_the_regions_raw_pixels_and_can_be_listed_relabelled
 
 
 def test_collecting_pauses_while_a_recording_draws_the_overlay_on_every_frame(tmp_path, halves, tiny):
-    from edge.teach.collect import PAUSED
+    from edge.learn.collect import PAUSED
 
     regions = f'[[regions]]\nname = "left"\nbox = [0, 0, 0.5, 1]\n[recording]\npath = "{tmp_path / "rec.avi"}"\n'
     config = write_config(tmp_path, halves, tiny, regions=regions)

@@ -1,6 +1,6 @@
 """Several training processes (torchrun) as one: who am I, split the work, put the pieces back together.
 
-Started by ``torchrun --nproc_per_node N [--nnodes M ...] -m training.train ...`` every process reads
+Started by ``torchrun --nproc_per_node N [--nnodes M ...] -m edge.app.torchrun ...`` every process reads
 RANK / WORLD_SIZE / LOCAL_RANK from its environment and joins one process group: gloo on CPUs, nccl when
 each process has a GPU. Run plainly (no torchrun) the same code is one process of a world of one, and
 nothing here talks to anyone.

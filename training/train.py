@@ -29,7 +29,6 @@ the images, DistributedDataParallel averages the gradients, and rank 0 alone wri
 from __future__ import annotations
 
 import math
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -742,9 +741,3 @@ class _Phase:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds[self.name] = self.seconds.get(self.name, 0.0) + time.perf_counter() - self.begin
-
-
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m training.train DATA --out OUT [...]
-    from edge.app.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

@@ -4,7 +4,7 @@ Rounds are interleaved across models so that a noisy neighbour slows every model
 ratios printed in one run, not absolute figures across runs.
 
 `edgerec bench --pipeline` (`bench_pipeline`) times one model's session.run alone against the whole
-per-frame path of `edgerec run` (edge.run.pipeline.FrameLoop) in the same interleaved rounds.
+per-frame path of `edgerec run` (edge.loop.pipeline.FrameLoop) in the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edge.core.preprocess import fit
 from edge.live.capture import SourceOptions, StillSource
 from edge.live.regions import RegionOptions
 from edge.live.result import FrameResult
-from edge.run.pipeline import RUN_MODEL, RunOptions, build_loop, using_opencv_threads
+from edge.loop.pipeline import RUN_MODEL, RunOptions, build_loop, using_opencv_threads
 from edge.sinks import NullSink
 
 FRAME_SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}

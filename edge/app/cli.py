@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from edge.app.run_args import LOG, StateLog, demo_defaults, describe_change, describe_summary, options_from_args
     from edge.logs import setup_logging
-    from edge.run.pipeline import run
+    from edge.loop.pipeline import run
     from edge.sinks.service import install_signal_handlers
 
     options, note = demo_defaults(options_from_args(args))
@@ -279,9 +279,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
+    from edge.learn.head import TeachOptions, describe, teach
+    from edge.learn.softmax_regression import FitOptions
     from edge.progress import progress
-    from edge.teach.head import TeachOptions, describe, teach
-    from edge.teach.softmax_regression import FitOptions
 
     with progress("teach") as on_progress:
         report = teach(TeachOptions(args.data_dir, args.out, args.val_dir, args.base, args.val_fraction, args.seed,
@@ -459,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ONNX Runtime pool threads sleep between runs (session.intra_op.allow_spinning=0)")
     bench.set_defaults(func=cmd_bench)
 
-    from edge.teach.data import VIEWS
-    from edge.teach.softmax_regression import FitOptions
+    from edge.learn.data import VIEWS
+    from edge.learn.softmax_regression import FitOptions
 
     teach = commands.add_parser(
         "teach", help="new labels in seconds, without torch: a new head on a model's features",

@@ -33,9 +33,9 @@ from edge.live.motion import MotionOptions
 from edge.live.overlay import OverlayOptions
 from edge.live.regions import KEEPALIVE_S, TRIGGERS, RegionOptions, TriggerOptions, box_problem, name_problem
 from edge.live.smoothing import SmoothingOptions
-from edge.run.pipeline import RunOptions
+from edge.loop.options import RunOptions
 from edge.sinks.mqtt import MqttOptions
-from edge.web.sink import WebOptions
+from edge.web.options import WebOptions
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,9 +12,11 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.app.config import load_config, parse_config, toml_value
 from edge.errors import EdgerecError
 from edge.files import atomic_path
 from edge.live.camera import DEFAULT_CAMERA
@@ -26,6 +28,25 @@ else:  # pragma: no cover - Python 3.10
 
 HEADER = ("# edgerec configuration, last changed from the web page (the file before that change: {backup});\n"
           "# check it with `edgerec check-config FILE`.\n")
+
+
+@dataclass(frozen=True)
+class TomlConfig:
+    """The config file a run was started with, as the web page changes it (edge.web.options.ConfigStore)."""
+
+    path: str
+
+    def set_region(self, camera: str, region: str, box: Sequence[float]) -> None:
+        set_region(self.path, camera, region, box)
+
+    def set_region_model(self, camera: str, region: str, model: str) -> None:
+        set_region_model(self.path, camera, region, model)
+
+    def region_model(self, camera: str, region: str) -> str:
+        return region_model(self.path, camera, region)
+
+    def model_path(self) -> str | None:
+        return load_config(self.path).model.path or None
 
 
 def set_region(path: str | Path, camera: str, name: str, box: Sequence[float]) -> None:
@@ -83,8 +104,6 @@ def read(path: str | Path) -> dict[str, Any]:
 
 def write(path: Path, data: Mapping[str, Any]) -> None:
     """Write `data` to `path` if it loads as a config: the old file kept as PATH.bak, the new one atomic."""
-    from edge.app.config import parse_config
-
     backup = path.with_name(path.name + ".bak")
     text = HEADER.format(backup=backup.name) + dumps(data)
     parse_config(tomllib.loads(text), origin=f"{path} (as it would be written; left unchanged)")
@@ -151,7 +170,6 @@ def _key(key: str) -> str:
 
 
 def _value(value: object) -> str:
-    from edge.app.config import toml_value
 
     if isinstance(value, float) and value != value:
         return "nan"

@@ -2,7 +2,7 @@
 
 The CLI wires it as:
     run = commands.add_parser("run", ...); add_model_arguments(run); add_run_arguments(run)
-    options = options_from_args(args)   # then edge.run.pipeline.run(options, stop, on_change=..., ...)
+    options = options_from_args(args)   # then edge.loop.pipeline.run(options, stop, on_change=..., ...)
 
 Settings come from `--config FILE` (edge.app.config), or its defaults; each flag the user gave replaces one
 key of it (FLAG_KEYS). Flags therefore default to None, which means "not given".
@@ -19,16 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.app.config import Config, load_config, run_options, with_overrides
+from edge.app.config_write import TomlConfig
 from edge.errors import EdgerecError
 from edge.live.capture import SOURCE_HELP, SourceOptions, SourceStatus
 from edge.live.regions import KEEPALIVE_S, TRIGGERS, parse_region
 from edge.live.result import Result
-from edge.run.pipeline import RunOptions, RunSummary
+from edge.loop.options import RunOptions, RunSummary
 from edge.sinks.events import wall_clock
 from edge.sinks.mqtt import PASSWORD_ENV, parse_broker
 from edge.sinks.service import under_service_manager
 from edge.sinks.window import opencv_gui, window_possible
-from edge.web.sink import TOKEN_ENV
+from edge.web.options import TOKEN_ENV
 
 LOG = logging.getLogger("edgerec.run")
 FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
@@ -194,9 +195,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         regions = [parse_region(text) for text in args.region]
         given["regions"] = [{"name": name, "box": list(box)} for name, box in regions]
     config = with_overrides(config or Config(), given, names)
-    path = str(args.config) if getattr(args, "config", None) else None
+    store = TomlConfig(str(args.config)) if getattr(args, "config", None) else None
     return dataclasses.replace(run_options(config), max_frames=args.max_frames, duration=args.duration,
-                               config_path=path)
+                               config=store)
 
 
 def source_options_from_args(args: argparse.Namespace) -> SourceOptions:

@@ -53,7 +53,7 @@ examples:
   edgerec train photos/train --val-dir photos/val --out models/shelf --img-size 160 --epochs 4
   edgerec train photos/ --out m --finetune-blocks 0         head only: fastest, for easy sets
   edgerec train photos/ --out m --resume                    continue an interrupted run
-  torchrun --nproc_per_node 4 -m training.train photos/ --out m      several processes (same flags)
+  torchrun --nproc_per_node 4 -m edge.app.torchrun photos/ --out m      several processes (same flags)
   edgerec classify --model models/shelf/model.onnx some.jpg"""
 
 

@@ -1,1 +1,6 @@
-"""TODO"""
+"""The model file: load and validate it (model), its metadata schema (metadata), the one geometric
+preprocessing step (preprocess), execution devices (devices), image files and decoding (datasets, decode).
+
+Imports: nothing of edge but the shared helpers (edge.errors, files, logs, progress). Knows nothing of
+cameras, regions, sinks or the web. Training imports it, never the other way.
+"""

@@ -1,4 +1,9 @@
-"""Where results go. Every sink has `wants_overlay`, `write(frame, result)` and `close()`."""
+"""Where results go: window, video file, JSON-lines events, snapshots, MQTT, systemd notify (service).
+Every sink has `wants_overlay`, `write(frame, FrameResult)` and `close()`.
+
+Imports: edge.live (results, source status), edge.core, the shared helpers. Never edge.web, edge.loop or
+edge.app.
+"""
 
 from edge.sinks.base import Sink
 from edge.sinks.events import EventsSink

@@ -1,4 +1,4 @@
-"""The web preview's routes, as a Starlette (ASGI) app; `web_server` serves it, `web.WebSink` feeds it.
+"""The web preview's routes, as a Starlette (ASGI) app; `web_server` serves it, `web.Served` feeds it.
 
     /              the page (inline CSS and JS, no external assets)
     /stream.mjpg   the annotated frames as MJPEG (multipart/x-mixed-replace), at most `jpeg_fps`;
@@ -23,7 +23,7 @@ import contextlib
 import hmac
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from starlette.applications import Starlette
@@ -38,10 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge.live.capture import SourceStatus
 from edge.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from edge.web.metrics import exposition
+from edge.web.state import JpegFeed, Served
 from edge.web.write import MAX_BODY, openapi_operation, write_routes
-
-if TYPE_CHECKING:
-    from edge.web.sink import JpegFeed, WebSink
 
 BOUNDARY = "edgerecframe"
 COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -53,7 +51,7 @@ PAGE_HEADERS = {
 TEXT = "text/plain"
 
 
-def create_app(sink: WebSink) -> Starlette:
+def create_app(sink: Served) -> Starlette:
     """The routes, answering from `sink` (its status, health, feed and metrics registry)."""
     wakeups = {name: Wakeup() for name in sink.views}
     for name, view in sink.views.items():

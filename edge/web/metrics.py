@@ -8,7 +8,6 @@ loop nothing and the loop pays nothing for prometheus-client's locks.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -16,8 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-if TYPE_CHECKING:
-    from edge.web.sink import Histogram, WebSink
+from edge.web.state import Histogram, Served
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -25,7 +23,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 class SinkCollector(Collector):
     """Every edgerec_* metric, from one status() and one snapshot of the sink's counters per scrape."""
 
-    def __init__(self, sink: WebSink) -> None:
+    def __init__(self, sink: Served) -> None:
         self.sink = sink
 
     def collect(self) -> Iterator[Metric]:
@@ -97,7 +95,7 @@ def per_camera(cameras: dict[str, dict]) -> Iterator[Metric]:
     yield from families.values()
 
 
-def registry_for(sink: WebSink) -> CollectorRegistry:
+def registry_for(sink: Served) -> CollectorRegistry:
     """A registry of its own (not prometheus-client's global one): one per sink, nothing else in it."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SinkCollector(sink))

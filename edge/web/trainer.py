@@ -1,11 +1,11 @@
 """Teaching from the web page: the state directory, training in a worker process, accepted model versions.
 
-    STATE/teach/<camera>/<region>/data/<label>/*.jpg     crops (edge.teach.collect), the layout `edgerec teach` reads
+    STATE/teach/<camera>/<region>/data/<label>/*.jpg     crops (edge.learn.collect), the layout `edgerec teach` reads
     STATE/teach/<camera>/<region>/candidate.onnx (.json) the newest training's file, until accepted
     STATE/teach/<camera>/<region>/models/vN.onnx (.json) accepted versions, never overwritten
 
 STATE is [web] state_dir, else $STATE_DIRECTORY (systemd's StateDirectory=edgerec: /var/lib/edgerec), else
-~/.local/state/edgerec. Training runs edge.teach.head in a process of its own (spawned, niced, one inference
+~/.local/state/edgerec. Training runs edge.learn.head in a process of its own (spawned, niced, one inference
 thread), never on the frame loop's thread or the web server's event loop; one training at a time.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from edge.errors import EdgerecError
 from edge.files import atomic_path
-from edge.teach.collect import check_name
+from edge.learn.collect import check_name
 
 VERSION_FILE = re.compile(r"v([1-9][0-9]{0,5})\.onnx")
 WORKER_NICE = 10
@@ -131,7 +131,7 @@ class Busy(EdgerecError):
 
 def train_worker(data: str, out: str, base: str | None, messages: Any) -> None:
     """In the worker process: teach, sending ("progress", (done, total)), then ("done", result) or ("error", line)."""
-    from edge.teach.head import TeachOptions, teach
+    from edge.learn.head import TeachOptions, teach
 
     with contextlib.suppress(OSError):  # a sandbox that forbids it: train at the service's priority
         os.nice(WORKER_NICE)

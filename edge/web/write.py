@@ -9,13 +9,13 @@
     DELETE /api/crops/{camera}/{region}/{label}/{file}    delete it
     PATCH  /api/crops/{camera}/{region}/{label}/{file}    move it to another label
     GET    /api/train                                the training's progress and result
-    POST   /api/train                                train the region's crops (edge.teach.head in a worker process)
+    POST   /api/train                                train the region's crops (edge.learn.head in a worker process)
     POST   /api/accept                               keep the trained file as the next version and use it
     GET    /api/models/{camera}/{region}             the accepted versions and the one in use
     PUT    /api/models/{camera}/{region}             use another version, or the base model (rollback)
 
 Bodies are JSON (Content-Type: application/json), at most MAX_BODY bytes, validated by pydantic (unknown keys
-refused); names are letters, digits, _ and - (edge.teach.collect.NAME). The token and the same-origin check are
+refused); names are letters, digits, _ and - (edge.learn.collect.NAME). The token and the same-origin check are
 the Guard's (web_app); errors answer {"error": "one line"}.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
@@ -31,14 +31,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from edge.app import config_write
 from edge.errors import EdgerecError
+from edge.learn.collect import CROP_FILE, CollectOptions, check_crop_file, check_name
 from edge.live.regions import box_problem
-from edge.teach.collect import CROP_FILE, CollectOptions, check_crop_file, check_name
+from edge.web.options import ConfigStore
+from edge.web.state import Served
 from edge.web.trainer import Busy, Place, keep_candidate, version_path, versions
-
-if TYPE_CHECKING:
-    from edge.web.sink import WebSink
 
 MAX_BODY = 4096
 """Bytes a request body may have (the largest one, a collect start, needs about 150)."""
@@ -165,13 +163,13 @@ def guarded(handler: Callable[..., Awaitable[Response]]) -> Callable[[Request], 
     return endpoint
 
 
-def write_routes(sink: WebSink) -> list[Route]:
+def write_routes(sink: Served) -> list[Route]:
     """The routes above, answering from `sink` (its config file, collector, trainer, state directory)."""
 
-    def config_path() -> str:
-        if not sink.config_path:
+    def config() -> ConfigStore:
+        if sink.config is None:
             raise Refused(409, "this run has no config file to change (start it with --config FILE)")
-        return sink.config_path
+        return sink.config
 
     def place(camera: str, region: str) -> Place:
         if camera not in sink.views:
@@ -189,9 +187,9 @@ def write_routes(sink: WebSink) -> list[Route]:
         camera, region = request.path_params["camera"], request.path_params["region"]
         body = await read_body(request, RegionPut)
         place(camera, region)
-        path = config_path()
-        await run_in_threadpool(config_write.set_region, path, camera, region, body.box)
-        return ok({"camera": camera, "region": region, "box": body.box, "config": path, "reloading": reload()})
+        store = config()
+        await run_in_threadpool(store.set_region, camera, region, body.box)
+        return ok({"camera": camera, "region": region, "box": body.box, "config": store.path, "reloading": reload()})
 
     async def collect_status(_: Request) -> Response:
         """The collect session (camera, region, label) and its counters."""
@@ -245,38 +243,34 @@ def write_routes(sink: WebSink) -> list[Route]:
         """Train a new model for the region from its crops, in a worker process (one at a time)."""
         body = await read_body(request, PlaceBody)
         where = place(body.camera, body.region)
-        base = None
-        if sink.config_path:
-            from edge.app.config import load_config
-
-            base = (await run_in_threadpool(load_config, sink.config_path)).model.path or None
+        base = None if sink.config is None else await run_in_threadpool(sink.config.model_path)
         sink.trainer.start(where, base)
         return ok(sink.trainer.status(), 202)
 
     async def accept(request: Request) -> Response:
         """Keep the trained file as the region's next version, set it in the config, reload."""
         body = await read_body(request, PlaceBody)
-        where, path = place(body.camera, body.region), config_path()
+        where, store = place(body.camera, body.region), config()
         if sink.trainer.status()["state"] == "running":
             raise Refused(409, "a training is running; accept when it is done")
         kept = await run_in_threadpool(keep_candidate, where)
-        await run_in_threadpool(config_write.set_region_model, path, body.camera, body.region, str(kept))
+        await run_in_threadpool(store.set_region_model, body.camera, body.region, str(kept))
         return ok({"model": str(kept), "version": int(kept.stem[1:]), "reloading": reload()})
 
     async def models(request: Request) -> Response:
         """The region's accepted versions (oldest first) and the model file it uses now."""
         camera, region = request.path_params["camera"], request.path_params["region"]
         where = place(camera, region)
-        current = config_write.region_model(sink.config_path, camera, region) if sink.config_path else ""
+        current = sink.config.region_model(camera, region) if sink.config is not None else ""
         return ok({"current": current, "versions": await run_in_threadpool(versions, where)})
 
     async def choose_model(request: Request) -> Response:
         """Use an accepted version, or the base model (version null): the config set, then a reload."""
         camera, region = request.path_params["camera"], request.path_params["region"]
         body = await read_body(request, VersionPut)
-        where, path = place(camera, region), config_path()
+        where, store = place(camera, region), config()
         model = version_path(where, body.version)
-        await run_in_threadpool(config_write.set_region_model, path, camera, region, model)
+        await run_in_threadpool(store.set_region_model, camera, region, model)
         return ok({"model": model, "version": body.version, "reloading": reload()})
 
     crop_path = "/api/crops/{camera}/{region}/{label}/{file}"
@@ -302,7 +296,7 @@ def crop_params(request: Request) -> tuple[str, str, str, str]:
     return params["camera"], params["region"], params["label"], params["file"]
 
 
-def running_regions(sink: WebSink, camera: str) -> list[str]:
+def running_regions(sink: Served, camera: str) -> list[str]:
     last = sink.views[camera].stats.snapshot().last
     return [r.region for r in last.regions] if last is not None else []
 

@@ -24,27 +24,24 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import cv2
 
 from edge.core.devices import resolve_providers
-from edge.errors import EdgerecError
-from edge.live.camera import DEFAULT_CAMERA, Camera, CameraOptions, ModelLike, RegionState
-from edge.live.capture import Frame, Source, SourceOptions, SourceStatus, StateCallback, is_live, open_source
-from edge.live.motion import MotionOptions
-from edge.live.overlay import Overlay, OverlayOptions
-from edge.live.regions import IMPLICIT, RegionOptions, TriggerOptions
+from edge.live.camera import Camera, CameraOptions, ModelLike, RegionState
+from edge.live.capture import Frame, Source, SourceStatus, StateCallback, is_live, open_source
+from edge.live.overlay import Overlay
+from edge.live.regions import IMPLICIT
 from edge.live.result import FrameResult, Result
 from edge.live.scheduler import Scheduler
-from edge.live.smoothing import SmoothingOptions
 from edge.live.stages import StageStats, StageTimer
-from edge.run.reload import Reloader, Update
+from edge.loop.options import CameraSummary, RegionSummary, RunOptions, RunSummary
+from edge.loop.reload import Reloader, Update
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
 from edge.sinks.base import OneCamera
-from edge.sinks.mqtt import MqttOptions, MqttSink, Place
+from edge.sinks.mqtt import MqttSink, Place
 from edge.sinks.service import Notifier, ServiceSink
-from edge.web.sink import WebOptions, WebSink
+from edge.web.sink import WebSink
 
 __all__ = ["RunOptions", "RunSummary", "StageStats", "StageTimer", "run", "FrameLoop", "build_loop"]
 
@@ -53,134 +50,6 @@ POLL_S = 0.1  # the longest the loop waits for a frame before looking at the sto
 LOG = logging.getLogger("edgerec.pipeline")
 RUN_MODEL = ""
 """The key of the run's own model (RunOptions.model) among the loaded models."""
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    source: SourceOptions
-    """What to read and how (URI, camera requests, pacing, loop, timeouts): the one camera when `cameras`
-    is empty."""
-    model: str | None = None
-    """Model file; None: the embedded ImageNet EfficientNet-Lite0 INT8 model."""
-    device: str = "auto"
-    """Execution device for ONNX Runtime (see edge.core.model.DEVICES)."""
-    threads: int | None = None
-    """Inference threads; None: ONNX Runtime's choice."""
-    infer_fps: float | None = None
-    """Run the model at most this often per region; other frames carry the last result. None: no cap."""
-    trigger: str = "frame"
-    """When the model runs on a region that does not say: "frame", "motion" or "interval" (edge.live.regions)."""
-    interval: float | None = None
-    """motion: keep-alive period (default edge.live.regions.KEEPALIVE_S); interval: the period."""
-    regions: tuple[RegionOptions, ...] = ()
-    """The one camera's regions (when `cameras` is empty); none: the whole frame."""
-    cameras: tuple[CameraOptions, ...] = ()
-    """Several cameras, each with its own source and regions; empty: one camera, `source` and `regions`."""
-    motion: MotionOptions = field(default_factory=MotionOptions)
-    """The one camera's motion detector settings (when `cameras` is empty)."""
-    spinning: bool | None = None
-    """ONNX Runtime's pool threads spin between runs: True, False, or None for "only when frames queue"
-    (sources read as fast as possible); a paced camera then costs what its work costs."""
-    max_frames: int | None = None
-    """Stop after this many frames reached the sinks (all cameras together)."""
-    duration: float | None = None
-    """Stop after this many seconds."""
-    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
-    """Smoothing of the implicit whole-frame region (configured regions have their own)."""
-    overlay: OverlayOptions = field(default_factory=OverlayOptions)
-    display: bool | None = None
-    """Show a window: True, False, or None for "when OpenCV has a GUI and there is a display"."""
-    out: str | None = None
-    """Annotated video file (.mp4, .avi, ...); with several cameras, one per camera: NAME inserted before
-    the suffix (out-garage.mp4)."""
-    events: str | None = None
-    """JSON-lines file, one line per label change of a region; "-" for standard output."""
-    snapshots: str | None = None
-    """Folder for JPEGs at each label change: the full frame, and the region's crop for a named region."""
-    web: WebOptions | None = None
-    """Web preview, status, health and metrics over HTTP; None: no web server."""
-    mqtt: MqttOptions | None = None
-    """Label changes and availability to an MQTT broker; None: no MQTT."""
-    config_path: str | None = None
-    """The TOML file these options were read from (the web app writes regions back to it); None: none."""
-    opencv_threads: int | None = 1
-    """OpenCV threads while the run lasts (preprocessing, overlay); None leaves OpenCV's setting. One thread
-    is steadier: the frame loop then never waits for an OpenCV worker that has to share a core with the
-    inference threads (docs/benchmarks.md, "Per-frame cost beyond the model")."""
-
-    def __post_init__(self) -> None:
-        for name in ("infer_fps", "duration"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise EdgerecError(f"{name.replace('_', '-')} {value} is not positive; valid: a number > 0")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise EdgerecError(f"max-frames {self.max_frames} is not positive; valid: an integer >= 1")
-        if self.opencv_threads is not None and self.opencv_threads < 1:
-            raise EdgerecError(f"opencv_threads {self.opencv_threads} is not positive; valid: an integer >= 1")
-        self.whole_frame()  # the trigger settings are valid
-        cameras = self.camera_options()
-        names = [camera.name for camera in cameras]
-        for name in names:
-            if names.count(name) > 1:
-                raise EdgerecError(f"camera name {name!r} appears twice; valid: a different name for each camera")
-
-    def whole_frame(self) -> RegionOptions:
-        """The implicit region of a camera without regions: the whole frame, with the run's trigger."""
-        return RegionOptions(trigger=TriggerOptions(self.trigger, self.interval, self.infer_fps),
-                             smoothing=self.smoothing)
-
-    def camera_options(self) -> tuple[CameraOptions, ...]:
-        """The cameras to read: `cameras`, or the one camera `source` with `regions`."""
-        if self.cameras:
-            return self.cameras
-        return (CameraOptions(self.source, DEFAULT_CAMERA, self.regions, self.motion),)
-
-
-@dataclass(frozen=True)
-class RegionSummary:
-    label: str
-    """The label shown last ("" when the model never ran)."""
-    inferences: int
-    label_changes: int
-    trigger: str
-    """The region's trigger kind."""
-
-
-@dataclass(frozen=True)
-class CameraSummary:
-    frames: int
-    """Frames of this camera that reached the sinks."""
-    source: SourceStatus
-    regions: dict[str, RegionSummary]
-    frame_age: StageStats
-    """Milliseconds from capture to the start of preprocessing, for this camera's frames the model ran on."""
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    frames: int
-    """Frames that reached the sinks, all cameras together."""
-    inferred: int
-    """Region inferences (the model ran on one region of one frame)."""
-    label_changes: int
-    label: str
-    """The label the first region of the first camera showed last ("" when no frame arrived)."""
-    elapsed_s: float
-    fps: float
-    """Frames that reached the sinks per second of the run."""
-    stopped_by: str
-    """"end" (of every file or folder), "max-frames", "duration" or "stop" (the stop event)."""
-    source: SourceStatus
-    """The first camera's source's final counters: frames produced, dropped, skipped, reconnects, last error."""
-    stages: dict[str, StageStats]
-    """Milliseconds per stage: wait (for the sources), motion, preprocess, infer (per batch), smooth, overlay,
-    sinks; frame: everything from a frame's arrival to its last sink; beyond-model: frame minus infer."""
-    frame_age: StageStats
-    """Milliseconds from capture to the start of preprocessing, for the frames the model ran on."""
-    latency: StageStats
-    """Milliseconds from capture to the last sink done, for every frame."""
-    cameras: dict[str, CameraSummary] = field(default_factory=dict)
-    """Per camera: frames, source counters, and per region the last label and counts."""
 
 
 def run(
@@ -201,7 +70,7 @@ def run(
     `source` replaces opening the first camera's source (tests, benchmarks); `run` closes it all the same.
     `on_change` is called with each region's label change and `on_source_state` with each source state
     change (connected, reconnecting, ...). With `reload` (which reads the options again) each time
-    `reload_requested` is set the new options are applied without stopping the cameras (edge.run.reload).
+    `reload_requested` is set the new options are applied without stopping the cameras (edge.loop.reload).
     `extra_sinks` get every frame after those `options` asks for (and are not closed here).
     """
     stop = stop if stop is not None else threading.Event()
@@ -355,7 +224,7 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
         into.append(SnapshotSink(options.snapshots))
     if options.web:
         into.append(WebSink(options.web, cameras=({c.name: c.source.status for c in cameras}),
-                            config_path=options.config_path,
+                            config=options.config,
                             request_reload=reload_requested.set if reload_requested is not None else None,
                             models=models))
     if options.mqtt:
@@ -439,7 +308,7 @@ class FrameLoop:
     def apply(self, update: Update) -> None:
         """Swap in a reloaded configuration between two turns: new models and regions, the sources that changed
         (the replaced ones close on a thread of their own); unchanged cameras and regions carry on."""
-        from edge.run.reload import close_quietly
+        from edge.loop.reload import close_quietly
 
         options, models = update.options, update.models
         replaced = []

@@ -17,15 +17,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from edge.errors import EdgerecError
 from edge.live.camera import CameraOptions, ModelLike
 from edge.live.capture import Source
+from edge.loop.options import RunOptions
 from edge.sinks.service import Notifier
-
-if TYPE_CHECKING:
-    from edge.run.pipeline import RunOptions
 
 LOG = logging.getLogger("edgerec.reload")
 NEEDS_RESTART = ("display", "out", "events", "snapshots", "web", "mqtt", "opencv_threads")

@@ -25,9 +25,9 @@ from edge.core.model import Model, no_features_message
 from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 from edge.files import write_bytes_atomic
-from edge.teach import onnx_edit
-from edge.teach.data import VIEWS, Decoded, File, decode, find_files, fingerprint, fitted_views, unreadable
-from edge.teach.softmax_regression import FitOptions, LinearHead, fit_softmax_regression
+from edge.learn import onnx_edit
+from edge.learn.data import VIEWS, Decoded, File, decode, find_files, fingerprint, fitted_views, unreadable
+from edge.learn.softmax_regression import FitOptions, LinearHead, fit_softmax_regression
 from edge.tools.evaluate import top1_interval
 
 HEAD = "/teach/head"
@@ -41,7 +41,7 @@ class TeachOptions:
     base: Path | None = None  # None: the embedded default
     val_fraction: float = 0.2
     seed: int = 0  # chooses the held-out photos (the fit itself has no randomness)
-    views: tuple[str, ...] = ()  # besides each photo itself, e.g. ("flip",); see edge.teach.data.VIEWS (docs/teach.md)
+    views: tuple[str, ...] = ()  # besides each photo itself, e.g. ("flip",); see edge.learn.data.VIEWS (docs/teach.md)
     fit: FitOptions = field(default_factory=FitOptions)
     batch: int = 8  # photos per features run (with their views): ONNX Runtime holds activations for all
     device: str = "auto"
