@@ -70,10 +70,11 @@ def count_frames(path: Path) -> int:
 
 
 def load_script(name: str) -> types.ModuleType:
-    """scripts/NAME.py as a module (scripts are not a package), registered so its dataclasses work."""
+    """scripts/GROUP/NAME.py as a module (scripts are not a package), registered so its dataclasses work."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    (path,) = (REPO / "scripts").glob(f"*/{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

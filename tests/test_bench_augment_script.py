@@ -1,4 +1,4 @@
-"""scripts/bench_augment.py: its folds, held-out bookkeeping and paired intervals (no training run here)."""
+"""scripts/bench/bench_augment.py: its folds, held-out bookkeeping and paired intervals (no training run here)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from edge.tools.corruptions import CORRUPTIONS
 from training.data import Sample
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_augment.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "bench_augment.py"
 spec = importlib.util.spec_from_file_location("bench_augment", SCRIPT)
 ba = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = ba

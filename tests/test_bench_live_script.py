@@ -6,7 +6,7 @@ from edge.core.model import Model
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_live", REPO / "scripts" / "bench_live.py")
+    spec = importlib.util.spec_from_file_location("bench_live", REPO / "scripts" / "bench" / "bench_live.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""scripts/bench_peers.py: its runtime adapters compute what ONNX Runtime computes (no timing asserted)."""
+"""scripts/bench/bench_peers.py: its runtime adapters compute what ONNX Runtime computes (no timing asserted)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import PHOTOS, make_tiny_model
 
 from edge.core.model import default_model_path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_peers.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "bench_peers.py"
 spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
 bp = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = bp

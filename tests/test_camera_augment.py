@@ -41,7 +41,7 @@ def test_camera_share_zero_changes_nothing():
 
 
 def test_camera_is_the_default_kind_of_augmented_views(tmp_path: Path):
-    """Default since scripts/bench_augment.py measured it (docs/robustness.md); with no augmented views (the
+    """Default since scripts/bench/bench_augment.py measured it (docs/robustness.md); with no augmented views (the
     default count) there is nothing to corrupt, which the library accepts."""
     assert TrainOptions(tmp_path, tmp_path / "out").augment == "camera"
     check_options(TrainOptions(tmp_path, tmp_path / "out"))

@@ -1,4 +1,4 @@
-"""scripts/fashion_mnist_to_folders.py on a tiny fake Fashion-MNIST written in the IDX format."""
+"""scripts/data/fashion_mnist_to_folders.py on a tiny fake Fashion-MNIST written in the IDX format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fashion_mnist_to_folders.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "data" / "fashion_mnist_to_folders.py"
 spec = importlib.util.spec_from_file_location("fashion_mnist_to_folders", SCRIPT)
 fm = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = fm

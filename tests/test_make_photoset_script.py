@@ -1,4 +1,4 @@
-"""scripts/make_photoset.py on a tiny fake Tux Paint stamps tree and fake GCompris resource files."""
+"""scripts/data/make_photoset.py on a tiny fake Tux Paint stamps tree and fake GCompris resource files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_photoset.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "data" / "make_photoset.py"
 spec = importlib.util.spec_from_file_location("make_photoset", SCRIPT)
 ps = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = ps

@@ -1,5 +1,5 @@
 """edge/live/motion.py on real photos with sensor noise, light drift, a pasted object, lights switching on, a real
-clip of people walking (opencv-doc's vtest.avi, when installed); scripts/make_still_clip.py round trip."""
+clip of people walking (opencv-doc's vtest.avi, when installed); scripts/data/make_still_clip.py round trip."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
-SCRIPT = REPO / "scripts" / "make_still_clip.py"
+SCRIPT = REPO / "scripts" / "data" / "make_still_clip.py"
 spec = importlib.util.spec_from_file_location("make_still_clip", SCRIPT)
 msc = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = msc

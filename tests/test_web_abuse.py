@@ -213,7 +213,7 @@ def test_a_request_whose_body_breaks_http_gets_a_400_and_no_traceback_in_the_log
     """uvicorn answers a broken body (a bad chunk size) with a 400 and closes, while the app, already started on
     the request's head, answers too: h11 refused that second answer with a LocalProtocolError, and uvicorn
     logged `Exception in ASGI application` and its traceback, once per such request from anyone (found by
-    scripts/bench_web.py --abuse)."""
+    scripts/bench/bench_web.py --abuse)."""
     sink = WebSink(WebOptions("127.0.0.1:0", stale_after=60))
     try:
         sink.write(np.zeros((4, 4, 3), np.uint8), result())

@@ -1,4 +1,4 @@
-"""scripts/write_split.py writes the very split `edgerec train` makes, in the listing order evaluate uses."""
+"""scripts/data/write_split.py writes the very split `edgerec train` makes, in the listing order evaluate uses."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ FINETUNE_BN_MOMENTUM = 0.1
 AUGMENTS = ("camera", "standard")
 # --augment camera (the default kind of augmented views; with augmented_views=0 there are none to corrupt):
 # the share of the augmented views that also get a camera corruption. Default since it raised the mean
-# corruption accuracy without costing clean top-1 (scripts/bench_augment.py, docs/robustness.md).
+# corruption accuracy without costing clean top-1 (scripts/bench/bench_augment.py, docs/robustness.md).
 CAMERA_VIEWS = 0.5
 ADVERSARIAL_IMAGES = 64  # validation images the adversarial check attacks by default (docs/robustness.md)
 # Validation images the robustness stage measures by default: each costs 55 corruptions of the full photo and

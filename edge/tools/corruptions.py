@@ -281,7 +281,7 @@ def generator(seed: int, name: str, severity: int, index: int = 0) -> np.random.
 
 def random_corruption(image: np.ndarray, rng: np.random.Generator, names: Sequence[str] | None = None) -> np.ndarray:
     """`image` under one corruption (of `names`; None = all) and severity drawn uniformly from `rng`: training's
-    camera augmentation. A subset lets a benchmark hold corruptions out of training (scripts/bench_augment.py)."""
+    camera augmentation. A subset lets a benchmark hold corruptions out of training (scripts/bench/bench_augment.py)."""
     names = list(CORRUPTIONS) if names is None else list(names)
     name = names[int(rng.integers(len(names)))]
     return CORRUPTIONS[name](image, int(rng.integers(1, len(SEVERITIES) + 1)), rng)

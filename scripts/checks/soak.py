@@ -1,7 +1,7 @@
 """A soak: `edgerec run` for N minutes with two cameras, four regions, the web server and MQTT on, a camera
 dropped and a broker restarted on a schedule, its resources sampled; exit 1 on any upward trend or fault.
 
-    python scripts/soak.py --minutes 60 [--out DIR] [--every 2]
+    python scripts/checks/soak.py --minutes 60 [--out DIR] [--every 2]
 
 What it runs (all on loopback, nothing else needed but mosquitto and paho-mqtt, the [dev] extra):
 - two MJPEG cameras in this process (tests/mjpeg_server.py), 320x240 at 10 fps, each a real photo of
@@ -46,7 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from mjpeg_server import MjpegServer  # noqa: E402 -- test support, a plain module
 

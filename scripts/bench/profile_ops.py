@@ -5,7 +5,7 @@ Runs each file on the same fitted photo with ONNX Runtime's profiler and sums th
 depthwise convolutions, other convolutions (1x1 and the stem), and every other operator type. Use it to
 see which part of a network INT8 speeds up on this CPU and which it does not.
 
-    python scripts/profile_ops.py build/efficientnet_lite0_imagenet_fp32.onnx \\
+    python scripts/bench/profile_ops.py build/efficientnet_lite0_imagenet_fp32.onnx \\
         edge/assets/efficientnet_lite0_imagenet_int8.onnx
 """
 
@@ -24,7 +24,7 @@ import onnxruntime as ort
 from edge.core.model import Model
 from edge.core.preprocess import fit
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PHOTO = REPO / "tests" / "data" / "photos" / "squirrel_cls.jpg"
 WARMUP = 5
 

@@ -8,7 +8,7 @@ held-out ones (the head applied in NumPy to the held-out photos' features; `edge
 the written file, which gives the same labels up to float rounding). With --val-dir the seeds do not
 matter and one row per choice is printed.
 
-    python scripts/teach_sweep.py /tmp/photoset --seeds 0 1 2 3 4 --l2 0.001 0.01 0.1 1
+    python scripts/bench/teach_sweep.py /tmp/photoset --seeds 0 1 2 3 4 --l2 0.001 0.01 0.1 1
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The container follows the file's suffix: `.mp4` is written with the mp4v codec (
 `.avi` with MJPG (keeps the per-frame noise better, larger files). The file is written to a temporary
 name beside it and renamed when complete.
 
-Used by the motion benchmark (scripts/bench_motion.py), the "idle when nothing moves" benchmark and tests,
+Used by the motion benchmark (scripts/bench/bench_motion.py), the "idle when nothing moves" benchmark and tests,
 as a library function (tests load this file with importlib, as tests/test_make_photoset_script.py does):
 
     make_still_clip(Path("still.mp4"), PHOTOS / "coffee.jpg", seconds=60, fps=15, size=(640, 480),
@@ -18,7 +18,7 @@ as a library function (tests load this file with importlib, as tests/test_make_p
 
 or from the command line:
 
-    python scripts/make_still_clip.py --out still.mp4 --background tests/data/photos/coffee.jpg \
+    python scripts/data/make_still_clip.py --out still.mp4 --background tests/data/photos/coffee.jpg \
         --seconds 60 --fps 15 --noise 2 --drift 0.5 --paste tests/data/photos/orange.jpg --box 0.6,0.5,0.2,0.25 --at 5
 """
 

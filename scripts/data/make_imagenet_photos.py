@@ -5,13 +5,13 @@ Two sources, neither committed as a folder of this shape:
 
 - the six golden photos of tests/data/photos (their `label` column in expected.tsv; the cat photo, whose
   top-1 moves between three cat classes, is filed under `tabby` as that column says);
-- the photos of the 5-class photo set (scripts/make_photoset.py, Tux Paint stamps and GCompris scenes)
+- the photos of the 5-class photo set (scripts/data/make_photoset.py, Tux Paint stamps and GCompris scenes)
   whose subject is one ImageNet-1k class: chosen by hand from their file names (species-level names
   only, e.g. a "penguin" that may not be a king penguin, a "mouse" (ImageNet's is the computer mouse)
   or a "heron" of a species ImageNet lacks are left out). `PHOTOSET` lists them with their WordNet ids.
 
-    python scripts/make_photoset.py --source /tmp/debs /tmp/photoset     # see docs/data.md
-    python scripts/make_imagenet_photos.py --photoset /tmp/photoset build/imagenet-photos
+    python scripts/data/make_photoset.py --source /tmp/debs /tmp/photoset     # see docs/data.md
+    python scripts/data/make_imagenet_photos.py --photoset /tmp/photoset build/imagenet-photos
     edgerec evaluate build/imagenet-photos --robustness
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edge.core.model import Model
 
-GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
+GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "data" / "photos"
 
 PHOTOSET = {  # file stem in the photo set -> WordNet id of its ImageNet-1k class
     "gc_erase_toucan": "n01843383", "gc_explore_world_animals_animals_scarlet_macaw": "n01818515",
@@ -67,7 +67,7 @@ PHOTOSET = {  # file stem in the photo set -> WordNet id of its ImageNet-1k clas
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder to create (must not exist)")
-    parser.add_argument("--photoset", type=Path, default=None, help="the folder scripts/make_photoset.py wrote")
+    parser.add_argument("--photoset", type=Path, default=None, help="the folder scripts/data/make_photoset.py wrote")
     args = parser.parse_args(argv)
     if args.out.exists():
         sys.exit(f"make_imagenet_photos: {args.out} exists; choose a new folder")

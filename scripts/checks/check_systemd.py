@@ -1,7 +1,7 @@
-"""Inside half of scripts/check_systemd.sh (run that, not this): the steps, run as root by the booted container's
+"""Inside half of scripts/checks/check_systemd.sh (run that, not this): the steps, run as root by the booted container's
 systemd (Debian 12, systemd 252) against the real unit.
 
-    python3 scripts/check_systemd.py OUT      # OUT: where results.json, summary.txt and journal.txt go
+    python3 scripts/checks/check_systemd.py OUT      # OUT: where results.json, summary.txt and journal.txt go
 
   1. install   scripts/install-service.sh --no-start, the config edited by root in place, `systemctl start`:
                active with READY (StatusText), /healthz 200
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parent.parent
+SRC = Path(__file__).resolve().parents[2]
 CONFIG_DIR = Path("/etc/edgerec")
 CONFIG = CONFIG_DIR / "config.toml"
 BACKUP = CONFIG_DIR / "config.toml.bak"
@@ -129,7 +129,7 @@ def free_port() -> int:
 
 
 def config_text(service: Service) -> str:
-    return f"""# written by scripts/check_systemd.py (root, in place)
+    return f"""# written by scripts/checks/check_systemd.py (root, in place)
 [source]
 uri = "demo"
 loop = true

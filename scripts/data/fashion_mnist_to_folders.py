@@ -10,7 +10,7 @@ Get the data (Debian/Ubuntu; Fashion-MNIST is MIT-licensed, Copyright 2017 Zalan
     apt-get install dataset-fashion-mnist          # files land in /usr/share/datasets/fashion-mnist
   or, without installing:
     apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb /tmp/fmnist
-    python scripts/fashion_mnist_to_folders.py --source /tmp/fmnist OUT
+    python scripts/data/fashion_mnist_to_folders.py --source /tmp/fmnist OUT
 """
 
 from __future__ import annotations

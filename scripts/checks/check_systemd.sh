@@ -3,7 +3,7 @@
 # host whose PID 1 need not be systemd (a CI container, a VM):
 #   a minimal Debian 12 (systemd 252) is debootstrapped once into CACHE and booted with systemd-nspawn on a
 #   throw-away overlay (--volatile=overlay: every run starts from the same clean root). Its systemd runs
-#   scripts/check_systemd.py from a copy of this checkout (git's tracked and untracked-but-not-ignored files),
+#   scripts/checks/check_systemd.py from a copy of this checkout (git's tracked and untracked-but-not-ignored files),
 #   which installs the service with scripts/install-service.sh (pip from PyPI, each run) and checks
 #   the unit step by step, printing PASS/FAIL per step. The container exits with the check's status.
 # The container shares the host's network (no --private-network): PyPI, and the service's web port on loopback.
@@ -25,7 +25,7 @@ Exits 1 when a step failed or the container did not finish in time.
 EOF
 }
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${EDGEREC_NSPAWN_CACHE:-/var/cache/edgerec-nspawn}
 MIRROR=http://deb.debian.org/debian
 TIMEOUT=900
@@ -89,7 +89,7 @@ prepare_out() {
 set -e
 mkdir -p /usr/local/src/edgerec
 tar -xf /check-out/src.tar -C /usr/local/src/edgerec
-exec python3 /usr/local/src/edgerec/scripts/check_systemd.py /check-out
+exec python3 /usr/local/src/edgerec/scripts/checks/check_systemd.py /check-out
 EOF
     chmod +x "$OUT/run.sh"
 }
@@ -100,7 +100,7 @@ boot() {
     if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
         binds+=(--bind-ro=/etc/ssl/certs/ca-certificates.crt)
     fi
-    say "boot it (systemd-nspawn --volatile=overlay), run scripts/check_systemd.py under its systemd"
+    say "boot it (systemd-nspawn --volatile=overlay), run scripts/checks/check_systemd.py under its systemd"
     local start=$SECONDS status=0
     timeout --kill-after=30 "$TIMEOUT" systemd-nspawn --quiet --directory="$ROOTFS" --volatile=overlay \
         --register=no --keep-unit "${binds[@]}" --boot \

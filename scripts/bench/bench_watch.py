@@ -1,9 +1,9 @@
 """Watching places, measured: what a live camera costs with each trigger, several cameras, and what motion misses.
 
-    python scripts/bench_watch.py spinning [--seconds 30]       paced 15 fps clip: spinning pool vs sleeping
-    python scripts/bench_watch.py idle [--seconds 60]           still noisy scene: --trigger frame vs motion
-    python scripts/bench_watch.py cameras --clip bikes.mp4 [--seconds 30]   two cameras, three regions each
-    python scripts/bench_watch.py compare --clip bikes.mp4      label changes, --trigger frame vs motion
+    python scripts/bench/bench_watch.py spinning [--seconds 30]       paced 15 fps clip: spinning pool vs sleeping
+    python scripts/bench/bench_watch.py idle [--seconds 60]           still noisy scene: --trigger frame vs motion
+    python scripts/bench/bench_watch.py cameras --clip bikes.mp4 [--seconds 30]   two cameras, three regions each
+    python scripts/bench/bench_watch.py compare --clip bikes.mp4      label changes, --trigger frame vs motion
 
 Each variant runs `edgerec run` with the flags shown, in a fresh process (python -m edge.app.cli's parser and
 edge.loop.pipeline.run), and reports that process's CPU time (user + system, getrusage) over the run, the
@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FPS = 15.0
 
 
@@ -99,7 +99,7 @@ def bench_spinning(seconds: float) -> list[str]:
 # --- idle: a still, noisy scene; the model on every frame or on motion -----------------------------------
 
 def bench_idle(seconds: float) -> list[str]:
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts" / "data"))
     from make_still_clip import make_still_clip
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +115,7 @@ def bench_idle(seconds: float) -> list[str]:
             rows.append((trigger, result, first))
     frame_cpu = rows[0][1]["cpu_s"]
     lines = [f"baboon.jpg as a 640x480 camera at {FPS:g} fps for {seconds:g} s (MJPG .avi), sensor noise sigma 2, "
-             "drift 0.5 levels/s (scripts/make_still_clip.py); `edgerec run --source still.avi --no-display "
+             "drift 0.5 levels/s (scripts/data/make_still_clip.py); `edgerec run --source still.avi --no-display "
              "--trigger T --interval 10 --events e.jsonl`:",
              "| trigger | process CPU s | less than frame | model runs | first label | at frame |",
              "|---|---|---|---|---|---|"]
@@ -167,7 +167,7 @@ def bench_cameras(clip: Path, seconds: float) -> list[str]:
     cameras = {"demo": MjpegServer(FPS, images=clip_frames(demo_clip())).start(),
                "clip": MjpegServer(FPS, images=clip_frames(clip)).start()}
     lines = [f"two live cameras on loopback (MJPEG, {FPS:g} fps: the demo clip 640x480 and {clip.name}), {seconds:g} s;"
-             " `edgerec run --config cameras.toml --duration S --no-display` (scripts/bench_watch.py writes it):",
+             " `edgerec run --config cameras.toml --duration S --no-display` (scripts/bench/bench_watch.py writes it):",
              f"| regions per camera | camera | frames | dropped | frame age p95 ms (interval {1000 / FPS:.0f}) | "
              "model runs | session.run ms per region | process CPU s |",
              "|---|---|---|---|---|---|---|---|"]

@@ -1,6 +1,6 @@
 """What edge/live/motion.py costs per frame and what it reports on still, shaking, relit and busy scenes.
 
-    python scripts/bench_motion.py [--runs 300] [--seconds 60] [--picture docs/img/motion-vtest.png]
+    python scripts/bench/bench_motion.py [--runs 300] [--seconds 60] [--picture docs/img/motion-vtest.png]
 
 Cost: CPU time of one `update` (time.process_time_ns around each call, one OpenCV thread), median and p95,
 at 640x480, 1280x720 and 1920x1080, cycling through 8 distinct frames of a real photo with sensor noise
@@ -11,7 +11,7 @@ The downscale table times only the first step of each way to get the small gray 
 
 Quality, for the same variants (false positives: frames with motion, not counting the first 100 frames, which
 cover every variant's calibration):
-- false positives on a still clip from scripts/make_still_clip.py (coffee.jpg, 640x480, 15 fps, sensor
+- false positives on a still clip from scripts/data/make_still_clip.py (coffee.jpg, 640x480, 15 fps, sensor
   noise sigma 2, +0.5 levels/s drift, MJPG so that the noise survives encoding): the issue's idle scene;
 - false positives when the light falls by 30% over 1 s (a cloud, the camera's exposure);
 - false positives on a fine texture (baboon.jpg) at 1920x1080 with the camera shaking by up to 1 or 2
@@ -46,12 +46,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from edge.live.motion import MotionDetector, MotionOptions  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("make_still_clip", REPO / "scripts" / "make_still_clip.py")
+_spec = importlib.util.spec_from_file_location("make_still_clip", REPO / "scripts" / "data" / "make_still_clip.py")
 msc = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = msc
 _spec.loader.exec_module(msc)

@@ -1,10 +1,10 @@
-"""Helper of scripts/check_aarch64.sh (run that, not this): dependency list, probes, and the report.
+"""Helper of scripts/checks/check_aarch64.sh (run that, not this): dependency list, probes, and the report.
 
-    python scripts/check_aarch64.py requirements 3.10       # pyproject's runtime dependencies for that Python
-    python scripts/check_aarch64.py versions                # JSON: machine, Python and library versions
-    python scripts/check_aarch64.py fit OUT.npz PHOTO...    # edge.core.preprocess.fit of each photo, by file name
-    python scripts/check_aarch64.py infer OUT.npz PIXELS.npz [MODEL]   # the model's probabilities on those pixels
-    python scripts/check_aarch64.py report --wheels cp311=DIR ... --x86 DIR --arm DIR [--arm DIR ...]
+    python scripts/checks/check_aarch64.py requirements 3.10       # pyproject's runtime dependencies for that Python
+    python scripts/checks/check_aarch64.py versions                # JSON: machine, Python and library versions
+    python scripts/checks/check_aarch64.py fit OUT.npz PHOTO...   # edge.core.preprocess.fit of each photo, by name
+    python scripts/checks/check_aarch64.py infer OUT.npz PIXELS.npz [MODEL]  # the model's probabilities on them
+    python scripts/checks/check_aarch64.py report --wheels cp311=DIR ... --x86 DIR --arm DIR [--arm DIR ...]
 
 `versions`, `fit` and `infer` also run under emulation, so this file imports only the standard library at the
 top. `report` compares what the same commands wrote on this host (--x86) and under emulation (one --arm per
@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FP32_LIMIT = 1e-3  # largest |p(aarch64) - p(x86_64)| accepted for the FP32 model on the same pixels
 DEMO_FRAMES = 30
 MODELS = ("fp32", "int8")

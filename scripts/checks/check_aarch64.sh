@@ -32,7 +32,7 @@ Takes a few minutes and about 1 GB in CACHE.
 EOF
 }
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${EDGEREC_AARCH64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgerec-aarch64}
 FP32_MODEL=""
 CPUS=cortex-a76,cortex-a72
@@ -113,7 +113,7 @@ check_host() {
 download_wheels() {
     local version=$1 dir=$CACHE/wheels/cp${1/./}
     local -a reqs
-    mapfile -t reqs < <("$PYTHON" "$HERE/scripts/check_aarch64.py" requirements "$version")
+    mapfile -t reqs < <("$PYTHON" "$HERE/scripts/checks/check_aarch64.py" requirements "$version")
     say "wheels for CPython $version: ${reqs[*]}"
     rm -rf "$dir.new"
     logged "wheels-cp${version/./}" "$PYTHON" -m pip download --only-binary=:all: "${PLATFORMS[@]}" \
@@ -228,7 +228,7 @@ edgerec_commands() {
     local runner=$1 dir=$2 name
     name=$(basename "$dir")
     local -a photos=("$HERE"/tests/data/photos/*.jpg) edgerec=(-m edge.app.cli) model=()
-    local helper=$HERE/scripts/check_aarch64.py
+    local helper=$HERE/scripts/checks/check_aarch64.py
     [[ $runner == emulated ]] && edgerec=("$SITE/bin/edgerec")  # the installed console script
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -292,7 +292,7 @@ report() {
         echo "emulator: $qemu_version, -cpu ${CPUS//,/ and } (user mode; emulated timings are not board timings)"
         echo "userland: Debian $SUITE arm64 (debootstrap --foreign, minbase + python3), Python $python_version"
         echo "$fp32_line"
-        "$PYTHON" "$HERE/scripts/check_aarch64.py" report "${wheels[@]}" --x86 "$OUT/x86_64" "${arms[@]}"
+        "$PYTHON" "$HERE/scripts/checks/check_aarch64.py" report "${wheels[@]}" --x86 "$OUT/x86_64" "${arms[@]}"
     } >"$CACHE/report.txt" || status=$?
     cat "$CACHE/report.txt"
     return "$status"

@@ -1,6 +1,6 @@
 """ONNX Runtime's pool threads spinning between runs (its default) or sleeping, side by side.
 
-    python scripts/bench_spinning.py [--runs 200] [--threads N]
+    python scripts/bench/bench_spinning.py [--runs 200] [--threads N]
 
 Two sessions of the INT8 default, `session.intra_op.allow_spinning` "1" and "0", at --threads (default:
 ONNX Runtime's choice), each timed alone and through the whole per-frame path (edge.app.bench.PathBench: a
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edge.app.bench import FRAME_SIZES, PathBench, load_model  # noqa: E402
 from edge.loop.pipeline import using_opencv_threads  # noqa: E402

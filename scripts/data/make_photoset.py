@@ -23,7 +23,7 @@ Get the packages (Debian/Ubuntu):
   or, without installing:
     apt-get download tuxpaint-stamps-default gcompris-qt-data
     for deb in tuxpaint-stamps-default_*.deb gcompris-qt-data_*.deb; do dpkg-deb -x $deb /tmp/debs; done
-    python scripts/make_photoset.py --source /tmp/debs OUT
+    python scripts/data/make_photoset.py --source /tmp/debs OUT
 
 The images are not meant to be committed; build them where they are needed.
 """

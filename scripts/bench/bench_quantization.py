@@ -4,7 +4,7 @@
 Every variant is timed in the same process, interleaved with the FP32 file, so the ratios hold on a noisy
 machine. Agreement is a property of the image set: each set is named in the table.
 
-    python scripts/bench_quantization.py --fp32 build/efficientnet_lite0_imagenet_fp32.onnx \\
+    python scripts/bench/bench_quantization.py --fp32 build/efficientnet_lite0_imagenet_fp32.onnx \\
         --calibration /tmp/ocvdoc/usr/share/doc/opencv-doc/examples/data \\
         --set clear=tests/data/photos --set frames=/tmp/clips
 """

@@ -2,8 +2,9 @@
 """Does `edgerec train --augment camera` make a model more robust? Clean top-1 and mean corruption accuracy
 (mCA) with standard augmented views and with camera views, paired, with 95% intervals.
 
-    python scripts/bench_augment.py /tmp/photoset --folds 5 --views 2 --check-export --out build/bench-augment-photoset
-    python scripts/bench_augment.py /tmp/fmnist/train --val-dir /tmp/fmnist/val --img-size 160 --crop 1.0 \\
+    python scripts/bench/bench_augment.py /tmp/photoset --folds 5 --views 2 --check-export \\
+        --out build/bench-augment-photoset
+    python scripts/bench/bench_augment.py /tmp/fmnist/train --val-dir /tmp/fmnist/val --img-size 160 --crop 1.0 \\
         --views 2 --robust-images 200 --seed 0 1 2 --out build/bench-augment-fmnist
 
 What it runs, per split (k stratified folds of DATA, every image validated exactly once; or DATA against

@@ -11,7 +11,7 @@ gets a row that says why; the others go on.
 
     python scripts/build_default_model.py --out /tmp/peers-build \\
         --calibration /tmp/ocvdoc/usr/share/doc/opencv-doc/examples/data --check tests/data/photos
-    python scripts/bench_peers.py --fp32 /tmp/peers-build/efficientnet_lite0_imagenet_fp32.onnx
+    python scripts/bench/bench_peers.py --fp32 /tmp/peers-build/efficientnet_lite0_imagenet_fp32.onnx
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from edge.core.model import Model, default_model_path
 from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
 
 

@@ -1,6 +1,6 @@
 """Compare resize methods for edge.core.preprocess: time and difference from cv2.INTER_AREA, side by side.
 
-    python scripts/bench_preprocess.py PHOTO [PHOTO ...] [--runs 200] [--net 224x224] [--crop 0.875]
+    python scripts/bench/bench_preprocess.py PHOTO [PHOTO ...] [--runs 200] [--net 224x224] [--crop 0.875]
 
 Each photo becomes one frame per source size (scaled with INTER_AREA to cover the size, then centre
 cropped, so frames are as sharp as a camera's). Every method resizes the same centre-crop view of the
@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edge.core.preprocess import Fitter, Geometry, fit, plan  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Frame age at inference on a live source: a loopback HTTP MJPEG camera at a given frame rate.
 
-    python scripts/bench_live.py [--fps 15 30] [--seconds 20] [--size 640x480] [--threads N]
+    python scripts/bench/bench_live.py [--fps 15 30] [--seconds 20] [--size 640x480] [--threads N]
 
 The camera is tests/mjpeg_server.py on 127.0.0.1 sending a real photo (edge/assets/samples, scaled to
 --size) as JPEG at a steady rate; `edgerec run`'s pipeline (edge.loop.pipeline.run, the INT8 default model, no
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 

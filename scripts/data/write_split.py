@@ -5,7 +5,7 @@
 (through `training.data.load_image_folders`, with the same defaults) and copies the images into class
 folders, so that the validation images of a trained model can be evaluated on their own:
 
-    python scripts/write_split.py /tmp/photoset /tmp/photoset-split           # --val-fraction 0.2 --seed 0
+    python scripts/data/write_split.py /tmp/photoset /tmp/photoset-split           # --val-fraction 0.2 --seed 0
     edgerec evaluate OUT/model-fp32.onnx /tmp/photoset-split/val --robustness --compare OUT/model-int8.onnx
 
 and `edgerec train OUT/train --val-dir OUT/val` trains on the same split. The files are copied unchanged

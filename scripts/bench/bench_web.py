@@ -1,8 +1,9 @@
 """What the web preview costs: JPEG encoding, and the frame loop's time in WebSink.write with and without a viewer;
 with --abuse, how it holds up under load and slow clients instead.
 
-    python scripts/bench_web.py [--frames 150] [--fps 30] [--web-fps 10]
-    python scripts/bench_web.py --abuse [--requests 5000] [--viewers 100] [--slow 300] [--seconds 30] [--rounds 10]
+    python scripts/bench/bench_web.py [--frames 150] [--fps 30] [--web-fps 10]
+    python scripts/bench/bench_web.py --abuse [--requests 5000] [--viewers 100] [--slow 300] [--seconds 30] \\
+        [--rounds 10]
                                         [--passes 1]
 
 Feeds a real photo, resized to 1920x1080, to a WebSink at the given frame rate (as a camera would), first with
@@ -55,7 +56,7 @@ from edge.web.options import WebOptions
 from edge.web.sink import WebSink
 
 READER = "import sys, urllib.request\nstream = urllib.request.urlopen(sys.argv[1])\nwhile stream.read(65536): pass"
-PHOTO = Path(__file__).resolve().parent.parent / "edge" / "assets" / "samples" / "squirrel_cls.jpg"
+PHOTO = Path(__file__).resolve().parents[2] / "edge" / "assets" / "samples" / "squirrel_cls.jpg"
 
 
 def main() -> None:

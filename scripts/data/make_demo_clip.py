@@ -5,7 +5,7 @@ cross-fade to the next one, and the frames are encoded with OpenCV's VideoWriter
 The default photos are the licence-documented golden photos in tests/data/photos/ (see its README),
 so the clip can be rebuilt from the repository alone:
 
-    python scripts/make_demo_clip.py --out edge/assets/demo/demo.mp4
+    python scripts/data/make_demo_clip.py --out edge/assets/demo/demo.mp4
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PHOTOS_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
+PHOTOS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "photos"
 DEFAULT_PHOTOS = ("coffee.jpg", "squirrel_cls.jpg", "chicky_512.jpg", "orange.jpg", "chelsea.jpg")
 
 
