@@ -279,14 +279,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
-    from edge.learn.head import TeachOptions, describe, teach
+    from edge.learn.head import TeachOptions, UnknownOptions, describe, teach
     from edge.learn.softmax_regression import FitOptions
     from edge.progress import progress
 
     with progress("teach") as on_progress:
         report = teach(TeachOptions(args.data_dir, args.out, args.val_dir, args.base, args.val_fraction, args.seed,
                                     tuple(args.views), FitOptions(args.l2, args.steps), device=args.device,
-                                    threads=args.threads, on_progress=on_progress))
+                                    threads=args.threads, on_progress=on_progress,
+                                    unknown=UnknownOptions(not args.no_unknown, args.unknown_kept)))
     print("\n".join(describe(report)))
     return 0
 
@@ -460,13 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     from edge.learn.data import VIEWS
+    from edge.learn.head import UnknownOptions
     from edge.learn.softmax_regression import FitOptions
 
     teach = commands.add_parser(
         "teach", help="new labels in seconds, without torch: a new head on a model's features",
         description="Fit a new classifier head on the base model's own features of the photos in DATA (one "
                     "subfolder per class, as `edgerec train` reads) and write a model file with the new labels. "
-                    "Needs only the runtime install; the base model must have a features output.",
+                    "The file also answers `unknown` for images unlike every training photo; one subfolder alone "
+                    "makes an anomaly model (that label or unknown). Needs only the runtime install; the base "
+                    "model must have a features output.",
         epilog="example: edgerec teach photos/ --out shelf.onnx && edgerec classify --model shelf.onnx x.jpg")
     teach.add_argument("data_dir", type=Path, metavar="DATA", help="folder with one subfolder of images per class")
     teach.add_argument("--out", "-o", type=Path, required=True, metavar="FILE", help="model file to write (.onnx)")
@@ -487,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="L2 weight on the standardized features (default: %(default)s)")
     teach.add_argument("--steps", type=int, default=FitOptions().steps,
                        help="gradient steps of the fit (default: %(default)s)")
+    teach.add_argument("--unknown-kept", type=float, default=UnknownOptions().kept, metavar="SHARE",
+                       help="the file says `unknown` for images unlike every training photo: its threshold keeps "
+                            "this share of the training photos (leave-one-out; default %(default)s). Lower flags "
+                            "more unknowns and keeps fewer known images (docs/unknown.md)")
+    teach.add_argument("--no-unknown", action="store_true",
+                       help="store no unknown detection: every image gets one of the labels (as before)")
     teach.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
     teach.add_argument("--threads", type=int, default=None, help="inference threads")
     teach.set_defaults(func=cmd_teach)

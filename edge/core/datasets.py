@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.core.novelty import UNKNOWN
 from edge.errors import EdgerecError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -85,6 +86,9 @@ def list_classes(root: Path, minimum: int = 2) -> tuple[str, ...]:
     if not root.is_dir():
         raise EdgerecError(f"dataset folder {root} does not exist or is not a folder")
     found = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if UNKNOWN in found:
+        raise EdgerecError(f"{root / UNKNOWN}: '{UNKNOWN}' is a reserved label (what a model answers for what it was "
+                           "not taught); rename the folder, e.g. to 'none' or 'other'")
     if len(found) < minimum:
         raise EdgerecError(f"{root} needs at least {minimum} class subfolders, found {list(found)}")
     return found

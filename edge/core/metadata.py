@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from edge.core.novelty import NoveltyInfo
 from edge.core.preprocess import Geometry
 from edge.errors import EdgerecError
 
@@ -59,6 +60,7 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)  # settings that produced the file
     quantization: dict[str, Any] = field(default_factory=dict)  # calibration method, images, agreement
     features: FeaturesInfo | None = None  # the features output, when the file has one
+    novelty: NoveltyInfo | None = None  # what says `unknown` (edge.core.novelty), when the file has it
     format_version: int = FORMAT_VERSION
 
     @property
@@ -71,7 +73,12 @@ class ModelInfo:
 
     def to_props(self) -> dict[str, str]:
         """The metadata_props entries: ``edgerec.<field>`` -> JSON text."""
-        return {PREFIX + key: json.dumps(value) for key, value in asdict(self).items() if value is not None}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {key: value.to_json() if key == "novelty" and value is not None else value
+                  for key, value in values.items()}  # fmt: skip
+        values = {key: asdict(value) if hasattr(value, "__dataclass_fields__") else value
+                  for key, value in values.items()}  # fmt: skip
+        return {PREFIX + key: json.dumps(value) for key, value in values.items() if value is not None}
 
     def with_updates(self, **changes: Any) -> ModelInfo:
         return ModelInfo(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
@@ -104,6 +111,11 @@ def from_props(props: Mapping[str, str], source: str) -> ModelInfo:
     values["dataset"] = DatasetInfo(**{k: v for k, v in dataset.items() if k in DATASET_FIELDS})
     if "features" in values:
         values["features"] = FeaturesInfo(values["features"]["output"], values["features"]["dim"])
+    if "novelty" in values:
+        if values.get("features") is None:
+            raise EdgerecError(f"{source}: metadata {PREFIX}novelty needs the features output ({PREFIX}features)")
+        values["novelty"] = NoveltyInfo.from_json(values["novelty"], len(values["labels"]),
+                                                  values["features"].dim, source)
     return ModelInfo(**values)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import onnxruntime as ort
 
 from edge.core.devices import CPU, Provider, physical_cores, resolve_providers
 from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
+from edge.core.novelty import UNKNOWN, NoveltyScorer
 from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
 
@@ -36,10 +38,16 @@ class Prediction:
     """Top-k categories for one frame, best first."""
 
     top: list[Category]
+    novelty: float | None = None
+    """How unlike the taught photos the frame is (edge.core.novelty); None when the model carries no novelty data
+    or it was not asked for."""
+    unknown: bool = False
+    """True when `novelty` is above the threshold: the answer is `unknown`, not the top category."""
 
     @property
     def label(self) -> str:
-        return self.top[0].label
+        """The answer: the top category's label, or "unknown"."""
+        return UNKNOWN if self.unknown else self.top[0].label
 
     @property
     def score(self) -> float:
@@ -60,6 +68,8 @@ class Model:
         self.info = info
         self.load_ms = load_ms
         self.provider = session.get_providers()[0]
+        self.novelty = NoveltyScorer(info.novelty) if info.novelty is not None else None
+        """Scores features for `unknown` (edge.core.novelty); None when the file carries no novelty data."""
         self._batch = np.zeros((1, *info.input_size, 3), np.uint8)
 
     @classmethod
@@ -110,13 +120,29 @@ class Model:
         probs, features = self.session.run([OUTPUT_NAME, FEATURES_NAME], {INPUT_NAME: batch})
         return probs, features
 
-    def classify(self, frames: Sequence[np.ndarray], top_k: int = 5) -> list[Prediction]:
-        """Fit any-size BGR frames, run them as one batch, and return the top-k categories of each."""
+    def infer_novelty(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like `infer`, and each frame's features and novelty score: (probs [N, C], features [N, D], novelty
+        [N]) from one run. Needs a file with novelty data (`self.novelty`)."""
+        if self.novelty is None:
+            raise EdgerecError(f"{self.path}: carries no novelty data; teach or train it again with this edgerec")
+        probs, features = self.features(batch)
+        return probs, features, self.novelty.score(features)
+
+    def classify(self, frames: Sequence[np.ndarray], top_k: int = 5, unknown_threshold: float | None = None,
+                 unknown: bool = True) -> list[Prediction]:
+        """Fit any-size BGR frames, run them as one batch, and return the top-k categories of each, with the
+        novelty score and `unknown` when the file carries novelty data and `unknown` is on (the threshold: the
+        file's, unless `unknown_threshold` is given)."""
         if len(frames) != len(self._batch):
             self._batch = np.empty((len(frames), *self.info.input_size, 3), np.uint8)
         for frame, slot in zip(frames, self._batch):
             fit(frame, self.geometry, out=slot)
-        return [self.top(p, top_k) for p in self.infer(self._batch)]
+        if self.novelty is None or not unknown:
+            return [self.top(p, top_k) for p in self.infer(self._batch)]
+        threshold = self.novelty.threshold if unknown_threshold is None else unknown_threshold
+        probs, _, novelty = self.infer_novelty(self._batch)
+        return [dataclasses.replace(self.top(p, top_k), novelty=float(n), unknown=bool(n > threshold))
+                for p, n in zip(probs, novelty)]  # fmt: skip
 
     def top(self, probs: np.ndarray, k: int) -> Prediction:
         k = max(1, min(k, len(probs)))

@@ -79,7 +79,7 @@ class Folders:
 
 def find_files(data_dir: Path, val_dir: Path | None, val_fraction: float, seed: int) -> Folders:
     """List the class folders and their images; hold out a stratified share unless `val_dir` is given."""
-    classes = list_classes(data_dir)
+    classes = list_classes(data_dir, minimum=1)  # one label is a model too: it answers that label or `unknown`
     files, ignored = _files(data_dir, classes)
     if val_dir is None:
         if not 0.0 < val_fraction < 1.0:

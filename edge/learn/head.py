@@ -22,6 +22,7 @@ import numpy as np
 from edge.core.datasets import Unreadable
 from edge.core.metadata import FEATURES_NAME, OUTPUT_NAME, PREFIX, DatasetInfo, FeaturesInfo, ModelInfo
 from edge.core.model import Model, no_features_message
+from edge.core.novelty import DEFAULT_K, DEFAULT_TARGET_KEPT, NoveltyInfo, build_novelty
 from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 from edge.files import write_bytes_atomic
@@ -31,6 +32,16 @@ from edge.learn.softmax_regression import FitOptions, LinearHead, fit_softmax_re
 from edge.tools.evaluate import top1_interval
 
 HEAD = "/teach/head"
+
+
+@dataclass(frozen=True)
+class UnknownOptions:
+    enabled: bool = True
+    """Store reference features and a threshold so the file can answer `unknown` (docs/unknown.md)."""
+    kept: float = DEFAULT_TARGET_KEPT
+    """The share of training photos (leave-one-out) the threshold keeps; higher flags fewer unknowns."""
+    k: int = DEFAULT_K
+    """Nearest references averaged by the score."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class TeachOptions:
     batch: int = 8  # photos per features run (with their views): ONNX Runtime holds activations for all
     device: str = "auto"
     threads: int | None = None
+    unknown: UnknownOptions = field(default_factory=lambda: UnknownOptions())
+    """What the written file stores to say `unknown` (edge.core.novelty); `enabled=False` stores nothing."""
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
     """Called with (photos done, photos in all): training photos (with their views), then validation ones."""
 
@@ -63,6 +76,8 @@ class TeachReport:
     val_n: int
     val_probs: np.ndarray  # [val_n, C] from the written file, the rows in `val_files` order
     val_files: list[Path]
+    val_novelty: np.ndarray | None  # [val_n] novelty scores from the written file; None without novelty data
+    novelty: NoveltyInfo | None
     unreadable: list[Unreadable]
     seconds: dict[str, float]  # wall: load, features, fit, write, validate, total; and cpu (process, in all)
 
@@ -86,27 +101,45 @@ def teach(options: TeachOptions) -> TeachReport:
     decoded, features = _features(base, folders.train, options, lambda done: progress(done, steps))
     clock.lap("features")
     labels = np.array([d.file.label for d in decoded if d.readable])
-    head = fit_softmax_regression(features.reshape(-1, features.shape[-1]), np.repeat(labels, features.shape[1]),
-                                  len(folders.classes), options.fit)
+    rows, views = features.reshape(-1, features.shape[-1]), features.shape[1]
+    head = fit_softmax_regression(rows, np.repeat(labels, views), len(folders.classes), options.fit)
     clock.lap("fit")
+    novelty = None
+    if options.unknown.enabled:
+        photos = np.repeat(np.arange(len(labels)), views)  # a photo and its views are left out together
+        novelty = build_novelty(rows, np.repeat(labels, views), photos, options.unknown.k, options.unknown.kept)
+        clock.lap("novelty")
     with tempfile.TemporaryDirectory(dir=options.out.parent) as tmp:
         staged = Path(tmp) / options.out.name
-        info = _info(options, base, base_bytes, folders.classes, decoded, [], head, {})
+        info = _info(options, base, base_bytes, folders.classes, decoded, [], head, {}, novelty)
         staged.write_bytes(_model_bytes(base_bytes, head, info))
         clock.lap("write")
-        val, probs = _validate(staged, folders.val, options, lambda done: progress(len(folders.train) + done, steps))
+        val, probs, scores = _validate(staged, folders.val, options,
+                                       lambda done: progress(len(folders.train) + done, steps))
         clock.lap("validate")
     truth = np.array([d.file.label for d in val if d.readable])
     top1 = float((probs.argmax(1) == truth).mean())
-    low, high = top1_interval(top1, len(truth))
-    metrics = {"val_top1": top1, "val_top1_low95": low, "val_top1_high95": high, "train_top1": head.train_top1}
-    info = _info(options, base, base_bytes, folders.classes, decoded, val, head, metrics)
+    metrics = _metrics(top1, len(truth), head, novelty, probs, scores, truth)
+    info = _info(options, base, base_bytes, folders.classes, decoded, val, head, metrics, novelty)
     write_bytes_atomic(options.out, _model_bytes(base_bytes, head, info))
     clock.lap("write")
     n = len(folders.classes)
     return TeachReport(options.out, base.path, folders.classes, _counts(decoded, n), _counts(val, n), options.views,
-                       head, top1, len(truth), probs, [d.file.path for d in val if d.readable],
+                       head, top1, len(truth), probs, [d.file.path for d in val if d.readable], scores, novelty,
                        unreadable([*decoded, *val]), clock.seconds())
+
+
+def _metrics(top1: float, n: int, head: LinearHead, novelty: NoveltyInfo | None, probs: np.ndarray,
+             scores: np.ndarray | None, truth: np.ndarray) -> dict[str, float]:
+    """Validation top-1 with its interval; with novelty data, the share of validation photos kept (not
+    `unknown`) and kept with their right label, at the stored threshold."""
+    low, high = top1_interval(top1, n)
+    metrics = {"val_top1": top1, "val_top1_low95": low, "val_top1_high95": high, "train_top1": head.train_top1}
+    if novelty is not None and scores is not None:
+        kept = scores <= novelty.threshold
+        metrics["val_known_kept"] = float(kept.mean())
+        metrics["val_kept_right"] = float((kept & (probs.argmax(1) == truth)).mean())
+    return metrics
 
 
 def _counts(decoded: Sequence[Decoded], classes: int) -> tuple[int, ...]:
@@ -145,26 +178,33 @@ def _features(base: Model, files: Sequence[File], options: TeachOptions, progres
 
 
 def _validate(path: Path, files: Sequence[File], options: TeachOptions, progress: Callable[[int], None]
-              ) -> tuple[list[Decoded], np.ndarray]:
-    """Run the written file on each validation photo as `edgerec evaluate` does: decode, fit, one at a time."""
+              ) -> tuple[list[Decoded], np.ndarray, np.ndarray | None]:
+    """Run the written file on each validation photo as `edgerec evaluate` does: decode, fit, one at a time.
+    Probabilities [N, C] and, when the file has novelty data, the novelty scores [N]."""
     model = Model.load(path, options.device, options.threads)
     batch = np.empty((1, *model.info.input_size, 3), np.uint8)
     decoded: list[Decoded] = []
     probs: list[np.ndarray] = []
+    scores: list[float] = []
     for f in files:
         d, image = decode(f)
         decoded.append(d)
         if image is not None:
             fit(image, model.geometry, out=batch[0])
-            probs.append(model.infer(batch)[0])
+            if model.novelty is None:
+                probs.append(model.infer(batch)[0])
+            else:
+                p, _, novelty = model.infer_novelty(batch)
+                probs.append(p[0])
+                scores.append(float(novelty[0]))
         progress(len(decoded))
     if not probs:
         raise EdgerecError(f"none of the {len(files)} validation images could be read")
-    return decoded, np.stack(probs)
+    return decoded, np.stack(probs), np.array(scores, np.float32) if scores else None
 
 
 def _info(options: TeachOptions, base: Model, base_bytes: bytes, classes: Sequence[str], train: list[Decoded],
-          val: list[Decoded], head: LinearHead, metrics: dict[str, float]) -> ModelInfo:
+          val: list[Decoded], head: LinearHead, metrics: dict[str, float], novelty: NoveltyInfo | None) -> ModelInfo:
     readable = lambda ds: sum(d.readable for d in ds)  # noqa: E731
     dataset = DatasetInfo(options.data_dir.resolve().name, fingerprint(train, val, options.val_dir is not None),
                           readable(train), readable(val))
@@ -176,7 +216,7 @@ def _info(options: TeachOptions, base: Model, base_bytes: bytes, classes: Sequen
     return ModelInfo(labels=list(classes), input_size=base.info.input_size, crop=base.info.crop,
                      arch=base.info.arch, precision=base.info.precision, dataset=dataset, metrics=metrics,
                      training=training, quantization=base.info.quantization,
-                     features=FeaturesInfo(FEATURES_NAME, head.weight.shape[0]))
+                     features=FeaturesInfo(FEATURES_NAME, head.weight.shape[0]), novelty=novelty)
 
 
 def _model_bytes(base_bytes: bytes, head: LinearHead, info: ModelInfo) -> bytes:
@@ -218,7 +258,8 @@ def describe(report: TeachReport) -> list[str]:
     from edge.tools.evaluate import interval_text
 
     seconds = report.seconds
-    timing = ", ".join(f"{name} {seconds[name]:.1f}" for name in ("load", "features", "fit", "write", "validate"))
+    phases = ("load", "features", "fit", "novelty", "write", "validate")
+    timing = ", ".join(f"{name} {seconds[name]:.1f}" for name in phases if name in seconds)
     lines = [f"classes      {len(report.classes)}: {', '.join(report.classes)}",
              f"images       {sum(report.train_counts)} training ("
              + (f"each also as {', '.join(report.views)}" if report.views else "no extra views")
@@ -228,8 +269,17 @@ def describe(report: TeachReport) -> list[str]:
         lines.append(f"warning      skipped {len(report.unreadable)} unreadable image(s): "
                      + ", ".join(str(u.path) for u in report.unreadable[:10]))
     lines += [f"fit          training top-1 {100 * report.head.train_top1:.1f}%, loss {report.head.loss:.3f}",
+              _unknown_line(report),
               f"seconds      {seconds['total']:.1f} in all ({timing}); {seconds['cpu']:.1f} s CPU",
               f"validation   {interval_text(report.val_top1, report.val_n)} for {report.out.name}; "
               f"one image is {100 / report.val_n:.1f} points",
               f"model        {report.out}"]
     return lines
+
+
+def _unknown_line(report: TeachReport) -> str:
+    if report.novelty is None or report.val_novelty is None:
+        return "unknown      off (--no-unknown): every image gets one of the labels"
+    novelty, kept = report.novelty, float(np.mean(report.val_novelty <= report.novelty.threshold))
+    return (f"unknown      above novelty {novelty.threshold:.3f} (keeps {novelty.calibration['kept']:.1%} of training "
+            f"photos, leave-one-out; {kept:.1%} of validation photos)")

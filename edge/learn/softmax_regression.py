@@ -42,6 +42,9 @@ def fit_softmax_regression(features: np.ndarray, labels: np.ndarray, classes: in
 
 
 def _fit(features: np.ndarray, labels: np.ndarray, classes: int, options: FitOptions) -> LinearHead:
+    if classes == 1:  # one label: its probability is 1 whatever the weights (an anomaly model says `unknown`)
+        zeros = np.zeros((features.shape[1], 1), np.float32)
+        return LinearHead(zeros, np.zeros(1, np.float32), 0.0, 1.0)
     x = features.astype(np.float32)
     mean = x.mean(0)
     std = x.std(0)

@@ -63,7 +63,10 @@ class RegionState:
         self.camera, self.options, self.model_key, self.model = camera, options, model_key, model
         self.name = options.name
         self.fitter = Fitter(model.geometry)  # keeps its buffers between frames of one size
-        self.smoother = Smoother(model.labels, options.smoothing)
+        stored = getattr(getattr(model, "novelty", None), "threshold", None)
+        self.scores_novelty = options.smoothing.threshold(stored) is not None
+        """Whether this region asks its model for novelty scores (its file has them and unknown is on)."""
+        self.smoother = Smoother(model.labels, options.smoothing, options.smoothing.threshold(stored))
         self.trigger = Trigger(options.trigger)
         self.uses_motion = options.trigger.kind == "motion"
         self.result: Result | None = None
@@ -82,14 +85,15 @@ class RegionState:
         rows, cols = self._rect
         return image[rows, cols]
 
-    def update(self, probs: np.ndarray, frame: Frame, fps: float, latency_ms: float, infer_ms: float) -> Result:
-        """Fold one run's probabilities [C] into the smoother; the region's new result."""
-        shown = self.smoother.update(probs)
+    def update(self, probs: np.ndarray, frame: Frame, fps: float, latency_ms: float, infer_ms: float,
+               novelty: float = float("nan"), features: np.ndarray | None = None) -> Result:
+        """Fold one run's probabilities [C] (and novelty score) into the smoother; the region's new result."""
+        shown = self.smoother.update(probs, novelty if self.scores_novelty else float("nan"))
         self.trigger.ran(frame.captured, self.smoother.settled)
         self.result = Result(frame.index, frame.captured, shown.label, shown.index, shown.score, shown.probs,
                              changed=shown.changed, inferred=True, latency_ms=latency_ms, fps=fps,
                              infer_ms=infer_ms, camera=self.camera, region=self.name, box=self.options.box,
-                             trigger=self.trigger.reason)  # fmt: skip
+                             trigger=self.trigger.reason, novelty=shown.novelty, features=features)  # fmt: skip
         self.carried = replace(self.result, changed=False, inferred=False) if shown.changed else self.result
         self.inferences += 1
         self.changes += shown.changed
@@ -97,8 +101,10 @@ class RegionState:
 
     def keeps(self, options: RegionOptions, model_key: str, model: ModelLike) -> bool:
         """Whether this region can carry on unchanged (its label too) under `options` and `model` (a reload)."""
+        stored = getattr(getattr(model, "novelty", None), "threshold", None)
         return (options == self.options and model_key == self.model_key and model.labels == self.model.labels
-                and model.geometry == self.model.geometry)
+                and model.geometry == self.model.geometry
+                and options.smoothing.threshold(stored) == self.smoother.novelty_threshold)
 
     def shown(self, frame: Frame) -> Result | None:
         """What the region shows on `frame`: its new result if the model ran on it, else the carried one."""

@@ -17,6 +17,16 @@ from edge.live.camera import ModelLike, RegionState
 from edge.live.capture import Frame
 from edge.live.stages import StageTimer
 
+NAN = float("nan")
+NO_ROWS = np.empty((0,), np.float32)
+"""Stands for "not computed" (features and novelty of a model asked for probs alone)."""
+
+
+def _read_only(row: np.ndarray) -> np.ndarray:
+    view = row.view()
+    view.flags.writeable = False
+    return view
+
 
 class Scheduler:
     """One verb: `run(due)` — fit, infer, smooth every due (region, frame, fps) of a turn."""
@@ -30,6 +40,9 @@ class Scheduler:
         self.batches = {key: self._buffer(model, sum(r.model_key == key for r in regions))
                         for key, model in models.items()}  # fmt: skip
         self._groups: dict[str, list[tuple[RegionState, Frame, float]]] = {key: [] for key in models}
+        self.novelty = {key: any(r.scores_novelty for r in regions if r.model_key == key) for key in models}
+        """Per model: whether any of its regions asks for novelty scores (one run then gives probs, features
+        and novelty; else `infer` asks for probs alone)."""
 
     def _buffer(self, model: ModelLike, regions: int) -> np.ndarray:
         """The model's batch: one row per region that uses it, at most max_batch rows."""
@@ -50,12 +63,18 @@ class Scheduler:
         for slot, (region, frame, _) in zip(batch, items):
             region.fitter.fit(region.crop(frame.image), out=slot)
         t1 = clock()
-        probs = self.models[key].infer(batch if len(items) == len(batch) else batch[: len(items)])
+        rows = batch if len(items) == len(batch) else batch[: len(items)]
+        if self.novelty[key]:
+            probs, features, novelty = self.models[key].infer_novelty(rows)
+        else:
+            probs, features, novelty = self.models[key].infer(rows), NO_ROWS, NO_ROWS
         t2 = clock()
         infer_ms = (t2 - t1) * 1000
         now = self.now()
-        for row, (region, frame, fps) in zip(probs, items):
-            region.update(row, frame, fps, (now - frame.captured) * 1000, infer_ms)
+        for i, (region, frame, fps) in enumerate(items):
+            region.update(probs[i], frame, fps, (now - frame.captured) * 1000, infer_ms,
+                          float(novelty[i]) if novelty is not NO_ROWS else NAN,
+                          _read_only(features[i]) if features is not NO_ROWS else None)
         t3 = clock()
         self.timers["preprocess"].add((t1 - t0) * 1000)
         self.timers["infer"].add(infer_ms)

@@ -84,7 +84,8 @@ class Trainer:
         if self.state["state"] == "running":
             raise Busy(f"a training of {self.place.camera}/{self.place.region} is running; one at a time")
         if not place.data.is_dir():
-            raise EdgerecError(f"{place.camera}/{place.region}: no crops collected yet; collect two labels first")
+            raise EdgerecError(f"{place.camera}/{place.region}: no crops collected yet; collect a label first "
+                               "(one label makes an anomaly model: that label or unknown)")
         place.root.mkdir(parents=True, exist_ok=True)
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self._queue = context.Queue()
@@ -150,7 +151,10 @@ def train_worker(data: str, out: str, base: str | None, messages: Any) -> None:
                   "val_counts": list(report.val_counts), "val_top1": report.val_top1, "val_low95": low,
                   "val_high95": high, "val_n": report.val_n, "train_top1": report.head.train_top1,
                   "seconds": round(report.seconds["total"], 2), "cpu_s": round(report.seconds["cpu"], 2),
-                  "base": str(report.base), "created": time.time()}
+                  "base": str(report.base), "created": time.time(),
+                  "unknown_threshold": None if report.novelty is None else report.novelty.threshold,
+                  "val_known_kept": None if report.val_novelty is None
+                  else float((report.val_novelty <= report.novelty.threshold).mean())}
         with atomic_path(Path(out).with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(result))
         messages.put(("done", result))
