@@ -7,9 +7,13 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.core.devices import DEVICES
 from edge.errors import EdgerecError
+
+if TYPE_CHECKING:
+    from edge.core.model import Prediction
 
 DEVICE_HELP = (f"execution device: auto (best available: TensorRT, CUDA, else CPU), {', '.join(DEVICES)}; "
                "cuda:N / tensorrt:N pick a GPU, openvino:CPU|GPU|NPU an OpenVINO device; "
@@ -34,19 +38,31 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise EdgerecError("nothing to classify: name image files or folders, or add --samples")
     model = Model.load(args.model, args.device, args.threads)
     skipped = 0
-    for result in classify_files(model, paths, args.top_k):
+    for result in classify_files(model, paths, args.top_k, args.unknown_threshold, args.unknown):
         if isinstance(result, Unreadable):
             skipped += 1
             print(f"edgerec: error: {result.path}: {result.reason}; skipped", file=sys.stderr, flush=True)
         elif args.json:
-            print(json.dumps({"file": str(result.file), "top": [asdict(c) for c in result.prediction.top],
-                              "model": str(model.path), "provider": model.provider, "ms": round(result.ms, 2)}),
-                  flush=True)
+            prediction = result.prediction
+            novelty = None if prediction.novelty is None else round(prediction.novelty, 4)
+            print(json.dumps({"file": str(result.file), "label": prediction.label, "novelty": novelty,
+                              "top": [asdict(c) for c in prediction.top], "model": str(model.path),
+                              "provider": model.provider, "ms": round(result.ms, 2)}), flush=True)
         else:
-            others = ", ".join(f"{c.label} {c.score:.1%}" for c in result.prediction.top[1:])
-            print(f"{result.file}: {result.prediction.label} {result.prediction.score:.1%}"
-                  + (f"  ({others})" if others else ""), flush=True)
+            print(f"{result.file}: {describe_prediction(result.prediction)}", flush=True)
     return 1 if skipped else 0
+
+
+def describe_prediction(prediction: Prediction) -> str:
+    """`unknown (novelty 0.52; nearest: mug 61%, cup 20%)` or `mug 97.1%  (cup 2.0%)`."""
+    top = prediction.top
+    novelty = "" if prediction.novelty is None else f"novelty {prediction.novelty:.2f}"
+    if prediction.unknown:
+        nearest = ", ".join(f"{c.label} {c.score:.0%}" for c in top)
+        return f"unknown ({novelty}; nearest: {nearest})"
+    others = ", ".join(f"{c.label} {c.score:.1%}" for c in top[1:])
+    extra = "; ".join(part for part in (others, novelty) if part)
+    return f"{prediction.label} {prediction.score:.1%}" + (f"  ({extra})" if extra else "")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -117,12 +133,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edge.core.model import Model
+    from edge.core.novelty import describe as describe_novelty
     from edge.tools.robustness import ROBUST_METRICS, stored_robustness
 
     model = Model.load(args.model, "cpu")
     info = model.info
     if args.json:
-        print(json.dumps({"file": str(model.path), **asdict(info)}))
+        props = {key.removeprefix("edgerec."): json.loads(value) for key, value in info.to_props().items()}
+        if info.novelty is not None:  # the reference features stay in the file
+            props["novelty"] = {k: v for k, v in props["novelty"].items() if k not in ("mean", "references")}
+        print(json.dumps({"file": str(model.path), **props}))
         return 0
     labels = ", ".join(info.labels[:8]) + (f", … ({info.num_classes} in all)" if info.num_classes > 8 else "")
     rows = [("file", str(model.path)), ("architecture", info.arch), ("precision", info.precision),
@@ -130,6 +150,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("classes", str(info.num_classes)), ("labels", labels),
             ("features", f"output '{info.features.output}' float32 [N, {info.features.dim}]" if info.features
              else "none (edgerec teach cannot use this file as a base)"),
+            ("unknown", describe_novelty(info.novelty, info.labels) if info.novelty
+             else "none (every image gets one of the labels; edgerec teach/train store it)"),
             ("dataset", f"{info.dataset.name} {info.dataset.fingerprint}".strip()),
             ("created", info.created), ("format version", str(info.format_version))]
     robust = stored_robustness(info.metrics)
@@ -313,7 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(classify)
     classify.add_argument("--top-k", "-k", type=int, default=5, help="labels per image (default: %(default)s)")
     classify.add_argument("--json", action="store_true",
-                          help="one JSON object per line: file, top [{label, index, score}], model, provider, ms")
+                          help="one JSON object per line: file, label (the answer: a label or unknown), novelty "
+                               "(null without novelty data), top [{label, index, score}], model, provider, ms")
+    classify.add_argument("--unknown", action=argparse.BooleanOptionalAction, default=True,
+                          help="answer `unknown` for images unlike every photo the model was taught, when its file "
+                               "carries novelty data (edgerec teach/train; docs/unknown.md) (default: on)")
+    classify.add_argument("--unknown-threshold", type=float, default=None, metavar="S",
+                          help="novelty score above which the answer is unknown (default: the model file's own)")
     classify.set_defaults(func=cmd_classify)
 
     from edge.app.run_args import add_run_arguments, add_source_arguments

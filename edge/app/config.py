@@ -147,6 +147,12 @@ class RecognitionSection(Section):
                                "before it is shown; 1: at once")
     min_score: float = Field(_SMOOTHING.min_score, ge=0, le=1, description='show "unknown" below this '
                              "smoothed score; 0: never")
+    unknown: bool = Field(_SMOOTHING.unknown, description='show "unknown" for what is unlike every photo the '
+                          "model was taught (model files from edgerec teach/train that carry novelty data; "
+                          "docs/unknown.md); false: always one of the labels")
+    unknown_threshold: float | None = Field(None, ge=0, le=2, description="novelty score above which a region "
+                                            "is unknown; unset: the one stored in the model file",
+                                            examples=[0.35])
 
 
 class MotionSection(Section):
@@ -179,6 +185,9 @@ class RegionSection(Section):
     switch_margin: float | None = Field(None, ge=0, lt=1, description="unset: [recognition] switch_margin")
     switch_frames: int | None = Field(None, ge=1, description="unset: [recognition] switch_frames")
     min_score: float | None = Field(None, ge=0, le=1, description="unset: [recognition] min_score")
+    unknown: bool | None = Field(None, description="unset: [recognition] unknown")
+    unknown_threshold: float | None = Field(None, ge=0, le=2, description="unset: [recognition] "
+                                            "unknown_threshold")
 
     @field_validator("name")
     @classmethod
@@ -500,7 +509,7 @@ def run_options(config: Config) -> RunOptions:
         cameras=tuple(camera_options(camera, config) for camera in config.cameras),
         motion=motion_options(config.motion),
         smoothing=SmoothingOptions(recognition.ema, recognition.switch_margin, recognition.switch_frames,
-                                   recognition.min_score),
+                                   recognition.min_score, recognition.unknown, recognition.unknown_threshold),
         overlay=OverlayOptions(top_k=config.overlay.top_k, stats=config.overlay.stats, motion=config.overlay.motion),
         display=None if config.display.window == "auto" else config.display.window,
         out=config.recording.path or None,
@@ -528,7 +537,8 @@ def region_options(region: RegionSection, config: Config) -> RegionOptions:
     return RegionOptions(
         name=region.name, box=tuple(region.box), model=region.model or None,  # None: the run's [model] path
         trigger=TriggerOptions(pick("trigger"), pick("interval"), pick("infer_fps")),
-        smoothing=SmoothingOptions(pick("ema"), pick("switch_margin"), pick("switch_frames"), pick("min_score")),
+        smoothing=SmoothingOptions(pick("ema"), pick("switch_margin"), pick("switch_frames"), pick("min_score"),
+                                   pick("unknown"), pick("unknown_threshold")),
     )  # fmt: skip
 
 
@@ -576,7 +586,9 @@ def describe_config(config: Config) -> list[str]:
         + (f" (every {recognition.interval:g} s)" if recognition.interval and recognition.trigger != "frame" else "")
         + f", {'no rate cap' if not recognition.infer_fps else f'at most {recognition.infer_fps:g} fps'}, "
         f"ema {recognition.ema:g}, switch after {recognition.switch_frames} frames "
-        f"{recognition.switch_margin:g} ahead, min score {recognition.min_score:g}",
+        f"{recognition.switch_margin:g} ahead, min score {recognition.min_score:g}, unknown "
+        + ("off" if not recognition.unknown else "above the model file's threshold"
+           if recognition.unknown_threshold is None else f"above novelty {recognition.unknown_threshold:g}"),
         *describe_places(config),
         f"outputs      {', '.join(outputs)}",
     ]

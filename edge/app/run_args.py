@@ -40,6 +40,7 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "infer_fps": "recognition.infer_fps", "trigger": "recognition.trigger", "interval": "recognition.interval",
     "ema": "recognition.ema", "switch_margin": "recognition.switch_margin",
     "switch_frames": "recognition.switch_frames", "min_score": "recognition.min_score",
+    "unknown": "recognition.unknown", "unknown_threshold": "recognition.unknown_threshold",
     "top_k": "overlay.top_k", "stats": "overlay.stats",
     "display": "display.window", "out": "recording.path", "events": "events.path", "snapshots": "snapshots.dir",
     "web": "web.listen", "web_token": "web.token", "web_fps": "web.jpeg_fps", "web_max_clients": "web.max_clients",
@@ -98,6 +99,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"...for K frames in a row before it is shown (default: {smoothing.switch_frames})")
     recognise.add_argument("--min-score", type=float, metavar="P",
                            help=f'show "unknown" below this smoothed score (default: {smoothing.min_score:g}, never)')
+    recognise.add_argument("--unknown", action=argparse.BooleanOptionalAction, default=None,
+                           help='show "unknown" for what is unlike every photo the model was taught, when its file '
+                                "carries novelty data (edgerec teach/train; docs/unknown.md); --no-unknown: always "
+                                "one of the labels (default: on)")
+    recognise.add_argument("--unknown-threshold", type=float, metavar="S",
+                           help="novelty score above which a region is unknown (default: the model file's own)")
 
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,

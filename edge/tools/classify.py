@@ -75,9 +75,11 @@ def decode_problem(error: cv2.error) -> str:
     return text.strip().splitlines()[-1][:120]
 
 
-def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5) -> Iterator[FileResult | Unreadable]:
+def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5, unknown_threshold: float | None = None,
+                   unknown: bool = True) -> Iterator[FileResult | Unreadable]:
     """Classify each image under ``paths`` one at a time; yields as it goes so output streams. A file that cannot
-    be read or decoded is yielded as Unreadable (why, in one line) and the next one is classified."""
+    be read or decoded is yielded as Unreadable (why, in one line) and the next one is classified. A model file
+    with novelty data answers `unknown` above its threshold (or `unknown_threshold`), unless `unknown` is False."""
     for path in image_files(paths):
         try:
             image = read_image(path)
@@ -85,5 +87,5 @@ def classify_files(model: Model, paths: Sequence[str | Path], top_k: int = 5) ->
             yield Unreadable(path, str(error).removeprefix(f"{path}: "))
             continue
         start = time.perf_counter()
-        prediction = model.classify([image], top_k)[0]
+        prediction = model.classify([image], top_k, unknown_threshold, unknown)[0]
         yield FileResult(path, prediction, (time.perf_counter() - start) * 1000)
