@@ -32,7 +32,7 @@ from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a safety net for the machine, above PEAK_MB
 from edge.tools.classify import read_image
 from edge.errors import EdgerecError
-from edge.tools.evaluate import _decode
+from edge.tools.evaluate import decode_image as _decode
 from edge.core.model import Model
 from training.data import _inspect, decode
 

@@ -140,7 +140,7 @@ def test_label_changes_availability_and_discovery_reach_the_broker(broker, tmp_p
 
     assert [e["label"] for e in events] == [c.label for c in changes] == ["blue", "green", "red"]
     assert [e["frame"] for e in events] == [c.frame_index for c in changes]
-    keys = {"label", "score", "time", "camera", "region", "frame", "latency_ms"}
+    keys = {"label", "score", "novelty", "time", "camera", "region", "frame", "latency_ms"}
     assert all(set(e) == keys and e["camera"] == "camera" and e["region"] == "frame" and e["score"] > 0.5
                for e in events)
     availability = [p for p, _ in listener.on("edgerec/test/availability")]

@@ -24,8 +24,9 @@ import torch
 from conftest import run_cli
 
 from edge.app.cli import build_parser, main
-from edge.app.train_args import GATE_FAILED, describe_report, train_kwargs
+from edge.app.train_args import GATE_FAILED, UNKNOWN_KEPT, describe_report, train_kwargs
 from edge.core.model import Model
+from edge.core.novelty import DEFAULT_TARGET_KEPT
 from edge.core.preprocess import fit
 from training import gate as gate_module
 from training import train as train_module
@@ -305,9 +306,21 @@ def test_bad_input_is_one_line_and_status_2(dataset: Path, tmp_path: Path, capsy
         assert err.startswith("edgerec: error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_every_file_can_say_unknown_with_a_threshold_from_the_training_photos(trained, dataset: Path) -> None:
+    data = load_image_folders(DataOptions(dataset, val_fraction=0.25))
+    for name in ("model.onnx", "model-fp32.onnx", "model-int8.onnx"):
+        model = Model.load(trained.out_dir / name, device="cpu")
+        novelty = model.info.novelty
+        assert novelty is not None and novelty.calibration["photos"] == len(data.train), name
+        assert novelty.calibration["rows"] == 2 * len(data.train)  # each photo and its mirror image
+        assert 0.9 <= novelty.calibration["kept"] < 1.0 and novelty.target_kept == 0.95
+        assert model.novelty is not None and model.novelty.threshold == novelty.threshold
+
+
 def test_cli_defaults_are_the_options_defaults() -> None:
     args = build_parser().parse_args(["train", "photos", "--out", "m"])
     assert replace(TrainOptions(**train_kwargs(args)), progress=False) == TrainOptions(Path("photos"), Path("m"))
+    assert UNKNOWN_KEPT == DEFAULT_TARGET_KEPT
     assert "3 = --require-int8 and the" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, FeaturesInfo, ModelInfo
 from edge.core.model import Model
+from edge.core.novelty import NoveltyInfo
 from edge.errors import EdgerecError
 from edge.files import atomic_path
 from training.models import Deployable
@@ -102,6 +103,20 @@ def add_metrics(path: str | Path, metrics: dict[str, float]) -> None:
         write_with_metadata(onnx.load(str(path)), info.with_updates(metrics={**info.metrics, **metrics}), staged)
         if Model.load(staged, device="cpu").info.metrics != {**info.metrics, **metrics}:
             raise EdgerecError(f"{path}: the metrics written do not read back; file left as it was")
+        os.replace(staged, path)
+
+
+def add_novelty(path: str | Path, novelty: NoveltyInfo) -> None:
+    """Store ``novelty`` (what says `unknown`) in the model file at ``path``, atomically and checked as
+    ``add_metrics`` does."""
+    path = Path(path)
+    info = Model.load(path, device="cpu").info
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        write_with_metadata(onnx.load(str(path)), info.with_updates(novelty=novelty), staged)
+        stored = Model.load(staged, device="cpu").info.novelty
+        if stored is None or stored.threshold != novelty.threshold:
+            raise EdgerecError(f"{path}: the novelty data written does not read back; file left as it was")
         os.replace(staged, path)
 
 

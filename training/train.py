@@ -10,6 +10,8 @@ What `edgerec train DATA --out OUT` runs, in the order it runs:
             learning rate; skipped with finetune_blocks=0 or when it would not fit `time_limit`
 5. export   OUT/model-fp32.onnx with full metadata; INT8 calibrated on training images; both measured on
             the validation images with ONNX Runtime; the gate picks OUT/model.onnx (training.gate)
+5b. unknown each file's own features of the training photos and their mirror images as reference features,
+            with a leave-one-out threshold keeping `unknown_kept` of them (edge.core.novelty), in each file
 6. robust   clean top-1 and mean corruption accuracy of model-fp32.onnx and model-int8.onnx on up to
             `robustness_images` validation images under the camera corruptions of `edgerec evaluate
             --robustness` (edge.tools.robustness), stored in both files' metrics (so in model.onnx's too)
@@ -45,6 +47,7 @@ from tqdm import tqdm
 
 from edge.core.metadata import ModelInfo
 from edge.core.model import Model
+from edge.core.novelty import DEFAULT_TARGET_KEPT, build_novelty
 from edge.core.preprocess import Geometry
 from edge.errors import EdgerecError
 from edge.files import atomic_path
@@ -57,7 +60,7 @@ from training import distributed
 from training.adversarial import AdversarialReport, AttackOptions, adversarial_check
 from training.data import Augment, DataOptions, ImageFolders, Sample, load_image_folders, load_images
 from training.distributed import World
-from training.export import add_metrics, export_onnx
+from training.export import add_metrics, add_novelty, export_onnx
 from training.features import CachedActivations, CacheOptions, cache_activations, native_bf16
 from training.gate import (
     AGREEMENT_FLOOR,
@@ -122,6 +125,8 @@ class TrainOptions:
     calibration_images: int = 200  # training images the INT8 calibration sees (twice that for the retries)
     adversarial_images: int = ADVERSARIAL_IMAGES  # validation images attacked with FGSM and PGD (0 = no attack)
     robustness_images: int = ROBUSTNESS_IMAGES  # validation images run under the camera corruptions (0 = none)
+    unknown_kept: float | None = DEFAULT_TARGET_KEPT  # novelty threshold keeps this share of training photos;
+    # None: no unknown detection stored (edge.core.novelty)
     time_limit: float | None = None  # minutes for data, caching and training; stage 2 epochs are cut to fit
     resume: bool = False  # continue from out_dir/checkpoint.pt
     workers: int | None = None  # image decoding threads (default: one per core)
@@ -280,6 +285,9 @@ class Run:
             with self.phase("export"):
                 val_images = load_images(data.val, geometry, workers=o.workers, progress=self.bars)
                 gate = self.export(net.cpu(), data, geometry, val_images, state, train_seconds)
+            if o.unknown_kept is not None:
+                with self.phase("novelty"):
+                    self.novelty(data, gate, geometry)
             if o.robustness_images:
                 with self.phase("robustness"):
                     robustness = self.robustness(data, gate)
@@ -511,6 +519,22 @@ class Run:
             return gate_int8(fp32_path, calibration, val_images, val_labels, paired,
                              np.array([s.label for s in extra]), GateOptions(o.min_int8_agreement, paired=o.int8_pairs),
                              show, qat if tuning else None)
+
+    # -- 5b. unknown -----------------------------------------------------------------------------------------
+
+    def novelty(self, data: ImageFolders, gate: GateReport, geometry: Geometry) -> None:
+        """Each file's own features of the training photos and their mirror images, as reference features with
+        a leave-one-out threshold (edge.core.novelty), stored in the file; model.onnx copied again."""
+        images = load_images(data.train, geometry, workers=self.o.workers)
+        labels = np.array([s.label for s in data.train])
+        for path in (gate.fp32_path, gate.int8_path):
+            model = Model.load(path, device="cpu")
+            rows = [model.features(np.ascontiguousarray(view[i:i + 32]))[1]
+                    for view in (images, images[:, :, ::-1]) for i in range(0, len(images), 32)]  # fmt: skip
+            features = np.concatenate(rows)
+            photos = np.tile(np.arange(len(images)), 2)  # a photo and its mirror image are left out together
+            add_novelty(path, build_novelty(features, np.tile(labels, 2), photos, target_kept=self.o.unknown_kept))
+        deliver(gate)
 
     # -- 6. robustness -------------------------------------------------------------------------------------
 

@@ -183,6 +183,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.tools.evaluate import EvalOptions, describe, evaluate, write_report
 
     model_path, data_dir = model_and_target(args, "DATA_DIR")
+    if args.unknown is not None:
+        return _unknown(args, model_path, data_dir)
     if args.robustness:
         return _robustness(args, model_path, data_dir)
     if args.compare or args.corruptions:
@@ -199,6 +201,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(describe(report)))
     print(f"\nwrote {files.confusion}, {files.misclassified.name}, {files.metrics.name}" if files
           else "\n(add --out DIR for the confusion matrix and misclassified-images PNGs and metrics.json)")
+    return 0
+
+
+def _unknown(args: argparse.Namespace, model_path: Path | None, data_dir: Path) -> int:
+    from edge.core.model import Model
+    from edge.progress import progress
+    from edge.tools.unknown import UnknownOptions, describe, evaluate_unknown, write_report
+
+    if args.robustness:
+        raise EdgerecError("--unknown and --robustness are two reports: run one, then the other")
+    model = Model.load(model_path, args.device, args.threads)
+    with progress("unknown") as on_progress:
+        report = evaluate_unknown(model, data_dir, args.unknown, UnknownOptions(args.unknown_threshold,
+                                                                                 on_progress=on_progress))
+    files = write_report(report, args.out) if args.out else None
+    if args.json:
+        print(json.dumps({**report.summary(), "files": [str(f) for f in files] if files else []}))
+        return 0
+    print("\n".join(describe(report)))
+    print(f"\nwrote {files[0]}, {files[1].name}" if files else "\n(add --out DIR for unknown.png and unknown.json)")
     return 0
 
 
@@ -428,6 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true",
                           help="the report as one JSON object on the last line: top1, top5, precision, n, per_class, "
                                "confusion, latency_ms, misclassified, unreadable, files")
+    unknown = evaluate.add_argument_group("what the model was not taught (--unknown)")
+    unknown.add_argument("--unknown", type=Path, default=None, metavar="UNKNOWN_DIR",
+                         help="images of things the model was not taught (any folders): how well its novelty score "
+                              "parts them from DATA_DIR's (AUROC against the top-probability baseline, unknowns kept "
+                              "at 95%% of known kept, and at the stored threshold the known kept and unknown "
+                              "flagged, with 95%% intervals); --out writes unknown.png and unknown.json")
+    unknown.add_argument("--unknown-threshold", type=float, default=None, metavar="S",
+                         help="judge this threshold instead of the one stored in the file")
     robust = evaluate.add_argument_group("camera corruptions (--robustness)")
     robust.add_argument("--robustness", action="store_true",
                         help="top-1 clean and under each camera corruption (noise, low light, over-exposure, "

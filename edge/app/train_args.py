@@ -20,6 +20,7 @@ MIN_INT8_AGREEMENT = 0.98
 INT8_PAIRS = 2000
 ADVERSARIAL_IMAGES = 64  # training.train.ADVERSARIAL_IMAGES (a test holds them equal)
 ROBUSTNESS_IMAGES = 32  # training.train.ROBUSTNESS_IMAGES (a test holds them equal)
+UNKNOWN_KEPT = 0.95  # edge.core.novelty.DEFAULT_TARGET_KEPT (a test holds them equal)
 AUGMENT = "camera"  # TrainOptions.augment's default (a test holds them equal)
 
 DESCRIPTION = """\
@@ -150,6 +151,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "Each image costs 55 corruptions of the full photo and 112 inferences: about 7 s "
                              "CPU for a 1920x1080 photo at 224 px on an AMD EPYC Zen 2, more for larger photos "
                              "(docs/training.md); 0 = skip (default: %(default)s)")
+    unknown = parser.add_argument_group("what the model was not taught")
+    unknown.add_argument("--unknown-kept", type=float, default=UNKNOWN_KEPT, metavar="SHARE",
+                         help="both files also answer `unknown` for images unlike every training photo (reference "
+                              "features and a threshold, edge.core.novelty): the threshold keeps this share of the "
+                              "training photos, leave-one-out (default: %(default)s; docs/unknown.md). A few "
+                              "seconds: one features pass over the training photos and their mirror images")
+    unknown.add_argument("--no-unknown", dest="unknown_kept", action="store_const", const=None,
+                         help="store no unknown detection: every image gets one of the labels")
     check = parser.add_argument_group("adversarial check")
     check.add_argument("--adversarial-images", type=int, default=ADVERSARIAL_IMAGES, metavar="N",
                        help="validation images on which the FP32 network is attacked with FGSM and PGD (changes of "
@@ -169,7 +178,7 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
              "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "time_limit",
              "resume", "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images",
-             "adversarial_images", "robustness_images", "progress")
+             "adversarial_images", "robustness_images", "unknown_kept", "progress")
     return {name: getattr(args, name) for name in names}
 
 

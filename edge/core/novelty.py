@@ -63,7 +63,7 @@ class NoveltyInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "method": self.method, "threshold": round(float(self.threshold), 6), "k": self.k,
+            "method": self.method, "threshold": float(self.threshold), "k": self.k,
             "target_kept": self.target_kept, "dim": self.dim, "count": len(self.references),
             "mean": _b64(self.mean.astype("<f4")), "references": _b64(self.references.astype("<f2")),
             "reference_labels": [int(v) for v in self.reference_labels], "calibration": self.calibration,

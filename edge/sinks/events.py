@@ -1,5 +1,7 @@
 """JSON lines, one per label change of a region; written at once:
-{"time", "camera", "region", "label", "score", "frame", "latency_ms"} ("region" is "frame" for the whole frame).
+{"time", "camera", "region", "label", "score", "novelty", "frame", "latency_ms"} ("region" is "frame" for the whole
+frame; "label" is "unknown" for what the model was not taught, "novelty" null when the model carries no novelty
+data: docs/unknown.md).
 
 The file is appended to, so a restarted service keeps its history; "-" writes to standard output.
 
@@ -120,6 +122,7 @@ def event(result: Result) -> dict:
         "region": result.region,
         "label": result.label,
         "score": round(result.score, 4),
+        "novelty": round(result.novelty, 4) if result.novelty == result.novelty else None,  # NaN: none
         "frame": result.frame_index,
         "latency_ms": round(result.latency_ms, 1),
     }

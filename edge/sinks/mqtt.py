@@ -4,7 +4,7 @@
                           the last will when the process dies or the connection is lost
     PREFIX/state          the whole-frame label of a single camera without regions: one JSON object per
                           label change (retained, so a new subscriber sees the label now):
-                          {"label", "score", "time", "camera", "region", "frame", "latency_ms"}
+                          {"label", "score", "novelty", "time", "camera", "region", "frame", "latency_ms"}
     PREFIX/CAMERA/REGION/state     the same, per region, when regions or several cameras are configured
     PREFIX/CAMERA/availability     "online" while the camera streams, "offline" while it reconnects
     DISCOVERY/sensor/NODE/label/config (or .../NODE/CAMERA_REGION/config)

@@ -215,7 +215,7 @@ def _run(models: Sequence[Model], paths: Sequence[Path], options: EvalOptions
     times: list[list[float]] = [[] for _ in models]
     unreadable: list[Unreadable] = []
     for start in range(0, len(paths), options.batch):
-        images = [_decode(path, unreadable) for path in paths[start:start + options.batch]]
+        images = [decode_image(path, unreadable) for path in paths[start:start + options.batch]]
         if options.transform is not None:
             images = [None if image is None else options.transform(image, start + i) for i, image in enumerate(images)]
         good = [image for image in images if image is not None]
@@ -234,7 +234,7 @@ def _run(models: Sequence[Model], paths: Sequence[Path], options: EvalOptions
     return probs, times, unreadable
 
 
-def _decode(path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
+def decode_image(path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
     """uint8 HxWx3 BGR as training decodes it, or None (noted in `unreadable`)."""
     try:
         data = path.read_bytes()

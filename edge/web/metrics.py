@@ -75,6 +75,9 @@ def per_camera(cameras: dict[str, dict]) -> Iterator[Metric]:
                                    labels=["camera", "region"]),
         "label": GaugeMetricFamily("edgerec_region_label_info", "A region's label (value always 1).",
                                    labels=["camera", "region", "label"]),
+        "novelty": GaugeMetricFamily("edgerec_region_novelty", "How unlike the taught photos a region looks "
+                                     "(smoothed; regions whose model carries novelty data).",
+                                     labels=["camera", "region"]),
         "age": GaugeMetricFamily("edgerec_region_label_age_seconds", "Seconds since a region's model last ran.",
                                  labels=["camera", "region"]),
     }  # fmt: skip
@@ -91,6 +94,8 @@ def per_camera(cameras: dict[str, dict]) -> Iterator[Metric]:
         for region in camera["regions"]:
             families["score"].add_metric([name, region["name"]], region["score"])
             families["label"].add_metric([name, region["name"], region["label"]], 1)
+            if region["novelty"] is not None:
+                families["novelty"].add_metric([name, region["name"]], region["novelty"])
             families["age"].add_metric([name, region["name"]], region["age_s"])
     yield from families.values()
 

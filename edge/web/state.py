@@ -282,6 +282,7 @@ def region_status(region: Result, frame: FrameResult) -> dict:
         "box": list(region.box),
         "label": region.label,
         "score": round(region.score, 4),
+        "novelty": round(region.novelty, 4) if region.novelty == region.novelty else None,  # NaN: none
         "trigger": region.trigger,
         "age_s": round(frame.age_s(region), 3),
         "latency_ms": round(region.latency_ms, 1),
