@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge.core.model import Model, default_model_path
+from edge.core.novelty import DEFAULT_CAP, NoveltyScorer, build_novelty
 from edge.core.preprocess import fit
 from edge.live.capture import SourceOptions, StillSource
 from edge.live.regions import RegionOptions
@@ -164,6 +165,22 @@ class PipelineBenchResult:
     cpu_1thread: list[PathTiming] = field(default_factory=list)
     """time.thread_time with a one-thread session (it runs in the calling thread): CPU time, steady on a
     busy machine."""
+    novelty: NoveltyTiming | None = None
+    """What saying `unknown` adds per region (None: the model has no features output)."""
+
+
+@dataclass
+class NoveltyTiming:
+    references: int
+    dim: int
+    source: str
+    """"the model file's" or "synthetic" (random unit vectors, 5 labels at the reference cap)."""
+    features_ms: Timing
+    """session.run asked for probs and features, one thread, CPU time."""
+    probs_ms: Timing
+    """session.run asked for probs alone, in the same rounds."""
+    score_ms: Timing
+    """NoveltyScorer.score of one region's features, CPU time."""
 
 
 class PixelSink:
@@ -205,7 +222,27 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
                 bench_.round()
     for bench_ in benches:
         (result.wall if bench_.clock is time.perf_counter else result.cpu_1thread).append(bench_.timing())
+    result.novelty = bench_novelty(cpu_model, runs) if cpu_model.has_features else None
     return result
+
+
+def bench_novelty(model: Model, runs: int) -> NoveltyTiming:
+    """session.run with and without the features output, and the novelty score of one region, in CPU time of
+    one thread. A model without novelty data is scored against synthetic references of the largest size teach
+    stores for 5 labels, so the row says what a taught model would cost."""
+    batch = np.empty((1, *model.info.input_size, 3), np.uint8)
+    fit(sample_frame(480, 640), model.geometry, out=batch[0])
+    scorer, source = model.novelty, "the model file's"
+    if scorer is None:
+        dim = model.info.features.dim
+        rng = np.random.default_rng(0)
+        scorer, source = NoveltyScorer(build_novelty(rng.standard_normal((5 * DEFAULT_CAP, dim)).astype(np.float32),
+                                                     np.repeat(np.arange(5), DEFAULT_CAP))), "synthetic"
+    features = model.features(batch)[1]
+    timings = time_interleaved([lambda: model.features(batch), lambda: model.infer(batch),
+                                lambda: scorer.score(features)], runs, time.thread_time)
+    refs = scorer.info.references
+    return NoveltyTiming(len(refs), refs.shape[1], source, *timings)
 
 
 def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
@@ -277,6 +314,14 @@ def pipeline_table(result: PipelineBenchResult) -> list[str]:
                 f"{ms['beyond-model']:6.2f} {row.beyond_pct:13.1f}% {'<=':>3s}{row.target_pct:.0f}% "
                 f"{row.infer_per_region_pct:12.0f}%"
             )
+    novelty = result.novelty
+    if novelty is not None:
+        extra = novelty.features_ms.median_ms - novelty.probs_ms.median_ms
+        lines.append(f"unknown (cpu, 1 thr): novelty score {novelty.score_ms.median_ms:.3f} ms per region "
+                     f"({novelty.references} {novelty.source} references x {novelty.dim}), features output "
+                     f"{extra:+.3f} ms on session.run ({novelty.probs_ms.median_ms:.2f} -> "
+                     f"{novelty.features_ms.median_ms:.2f}); together "
+                     f"{novelty.score_ms.median_ms + max(0.0, extra):.3f} ms per region (target <= 0.2)")
     lines.append("session = session.run alone (batch 1); frame = arrival to last sink (motion + preprocess + "
                  "session.run + smooth + overlay + sinks); beyond = frame - session.run in the path; beyond/session "
                  "and infer/session per region (several regions run as one batch); median ms; cpu = "
