@@ -52,6 +52,12 @@ class Result:
     """The region as fractions x, y, w, h of the frame."""
     trigger: str = "frame"
     """Why the model ran: "frame", "start", "motion", "settling", "interval" or "keep-alive" (edge.live.triggers)."""
+    novelty: float = float("nan")
+    """How unlike the taught photos the region looks (higher: more novel); NaN when the model carries no novelty
+    data or unknown detection is off."""
+    features: np.ndarray | None = None
+    """The region's feature vector from its last inference (float32 [D], read-only, overwritten by the next one);
+    None when the model has no features output."""
 
     @property
     def whole_frame(self) -> bool:
