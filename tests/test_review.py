@@ -291,7 +291,7 @@ def test_the_config_sets_the_queue_and_refuses_bad_values_in_one_line(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text('[web]\nlisten = "127.0.0.1:8080"\n[review]\nlow_score = 0.4\nper_hour = 5\nmax_mb = 2.5\n')
     review = run_options(load_config(config)).web.review
-    assert (review.low_score, review.per_hour, review.max_bytes, review.duplicate) == (0.4, 5, 2_500_000, 0.05)
+    assert (review.low_score, review.per_hour, review.max_bytes, review.duplicate) == (0.4, 5, 2_500_000, 0.1)
     config.write_text('[review]\nper_hour = 0\n')
     with pytest.raises(EdgerecError, match=r"config.toml: review\.per_hour: must be >= 1, got 0$"):
         load_config(config)

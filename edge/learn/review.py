@@ -66,7 +66,7 @@ class ReviewOptions:
     """At most this many crops per region in any hour."""
     max_mb: float = 50.0
     """At most this many megabytes of crops in all; the oldest are dropped first."""
-    duplicate: float = 0.05
+    duplicate: float = 0.1
     """A crop whose cosine distance to one of the last `compare` kept in its region is below this is a
     near-duplicate, and dropped (features where the model has them, else a 16x16 colour thumbnail); 0: keep all."""
     compare: int = 20
