@@ -160,6 +160,14 @@ def make_tiny_model(path: Path, labels: list[str] | None = None, size: int = 8, 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web page's state (crops, the review queue, taught models) goes to a temporary folder, never the
+    user's ~/.local/state/edgerec: the review queue writes as soon as a run with --web meets a label change."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
     return make_tiny_model(tmp_path / "tiny.onnx")

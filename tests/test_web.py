@@ -36,7 +36,7 @@ SIZE = (160, 120)
 TOKEN = "s3cret-token-0123456789"
 WRITE_PATHS = {"/api/regions/{camera}/{region}", "/api/collect", "/api/crops/{camera}/{region}",
                "/api/crops/{camera}/{region}/{label}/{file}", "/api/train", "/api/accept",
-               "/api/models/{camera}/{region}"}
+               "/api/models/{camera}/{region}", "/api/review/{camera}/{region}", "/api/review/{camera}/{region}/{file}"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

@@ -290,7 +290,7 @@ def test_without_a_token_writes_need_a_loopback_host_name(tmp_path, halves, tiny
     ("PUT", "/api/models/camera/frame", {"version": "../../x"}, "version"),
 ])
 def test_traversal_and_oversized_names_are_refused(tmp_path, halves, tiny, method, path, body, words):
-    config = write_config(tmp_path, halves, tiny)
+    config = write_config(tmp_path, halves, tiny, regions="[review]\nenabled = false\n")  # nothing written at all
     (tmp_path / "state" / "teach" / "camera" / "frame" / "data" / "cat").mkdir(parents=True)
     before = config.read_text()
     with service(config) as svc:

@@ -1,7 +1,8 @@
 """Teach a new label from the page, in the system's headless Chromium driven by WebDriver (no mocks of the page):
 draw a region on the live picture, collect crops of two real objects shown there in turn, train, accept, and
-see the region's live label become a taught label. Screenshots of each step go to $EDGEREC_SHOTS (e.g.
-docs/img; unset: the test's temporary folder)."""
+see the region's live label become a taught label; then the same from the crops of the review queue
+(docs/review.md). Screenshots of each step go to $EDGEREC_SHOTS (e.g. docs/img; unset: the test's temporary
+folder)."""
 
 from __future__ import annotations
 
@@ -62,10 +63,11 @@ def browser(tmp_path):
         driver.quit()
 
 
-def screenshot(driver, name: str, tmp_path: Path) -> Path:
-    """The page as JPEG (quality 70: each under 150 kB) into $EDGEREC_SHOTS or tmp_path."""
+def screenshot(driver, name: str, tmp_path: Path, element=None) -> Path:
+    """The page (or one `element` of it) as JPEG (quality 70: each under 150 kB) into $EDGEREC_SHOTS or tmp_path."""
     folder = Path(os.environ.get("EDGEREC_SHOTS") or tmp_path)
-    image = cv2.imdecode(np.frombuffer(driver.get_screenshot_as_png(), np.uint8), cv2.IMREAD_COLOR)
+    png = (element or driver).screenshot_as_png if element is not None else driver.get_screenshot_as_png()
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     path = folder / f"teach-{name}.jpg"
     cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 70])
     assert path.stat().st_size < 150_000
@@ -151,4 +153,68 @@ def test_teach_a_new_label_from_the_page(tmp_path, browser):
         assert svc.status()["frames"] > frames_before and svc.status()["healthy"]
         indices = [index for index, _, _ in svc.probe.frames]
         assert indices == list(range(indices[0], indices[0] + len(indices)))  # not one frame lost meanwhile
+    assert time.monotonic() - started < 90
+
+
+REVIEW = "[review]\nlow_score = 0.95\nmin_gap_s = 0.3\nper_hour = 100\nduplicate = 0.0\n"
+"""Every inferred result of the shelf is below 95% (the ImageNet model is 72-80% sure), one every 0.3 s; the clip
+is a still picture under sensor noise, whose crops of one object are near-duplicates: kept all the same."""
+
+
+def test_review_assign_train_and_accept_from_the_page(tmp_path, browser):
+    """The review queue: crops the region met (the ImageNet model unsure of them), assigned from the page to two
+    new labels, one discarded, then trained and accepted; the region's live label becomes a taught one."""
+    from selenium.webdriver.common.by import By
+
+    started = time.monotonic()
+    clip = alternating_clip(tmp_path / "shelf.avi")
+    x, y, w, h = SHELF
+    config = write_config(tmp_path, clip, None, regions=f'[[regions]]\nname = "shelf"\nbox = [{x}, {y}, {w}, {h}]\n'
+                          + REVIEW)
+    find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
+    cards = lambda label: browser.find_elements(By.CSS_SELECTOR, f'#review-items figure[data-label="{label}"]')  # noqa: E731
+    with service(config) as svc:
+        browser.get(f"http://127.0.0.1:{svc.port}/")
+        wait(lambda: find("collect-region").get_attribute("value") == "shelf", what="the region")
+
+        # 1. the crops the region met, listed with their label, score and why they were kept
+        names = [imagenet for _, _, imagenet in OBJECTS]
+        wait(lambda: all(len(cards(name)) >= 5 for name in names), timeout=4 * PHASE_S + 10,
+             what="five review crops of each object")
+        caption = cards(names[0])[0].find_element(By.TAG_NAME, "figcaption").text
+        assert caption.startswith(names[0]) and ("low score" in caption or "label change" in caption), caption
+        assert "waiting" in find("review-count").text
+
+        # 2. assign four of each object to a new label, discard one
+        assigned = {}
+        for (label, _, imagenet) in OBJECTS:
+            chosen = cards(imagenet)[:4]
+            for figure in chosen:
+                figure.click()
+            assigned[label] = {figure.get_attribute("data-file") for figure in chosen}
+            find("review-new").clear()
+            find("review-new").send_keys(label)
+            if label == OBJECTS[-1][0]:
+                screenshot(browser, "review", tmp_path, element=find("teach"))
+            find("review-assign").click()
+            wait(lambda label=label: f"4 assigned to {label}" in find("review-note").text, what=f"{label} assigned")
+        discarded = cards(names[0])[0].get_attribute("data-file")
+        cards(names[0])[0].click()
+        find("review-discard").click()
+        wait(lambda: "1 discarded" in find("review-note").text, what="the discard")
+        crops = svc.request("GET", "/api/crops/camera/shelf")[1]["labels"]
+        assert {label: set(files) for label, files in crops.items()} == assigned, crops
+        left = {item["file"] for item in svc.request("GET", "/api/review/camera/shelf")[1]["items"]}
+        assert discarded not in left and not left & set().union(*assigned.values())
+        wait(lambda: {o.text for o in find("review-label").find_elements(By.TAG_NAME, "option")} == set(assigned),
+             what="the new labels in the review's label list")
+
+        # 3. train and accept as after collecting: the region's label becomes a taught one
+        find("train").click()
+        wait(lambda: "validation" in find("train-note").text, timeout=40, what="the training's result")
+        assert find("train-note").text.startswith("puppy, rodent: validation"), find("train-note").text
+        find("accept").click()
+        wait(lambda: svc.regions()["shelf"]["label"] in ("rodent", "puppy"), what="a taught label")
+        assert "v1: puppy, rodent" in find("versions").text
+        assert svc.status()["healthy"]
     assert time.monotonic() - started < 90

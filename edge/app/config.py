@@ -6,6 +6,7 @@
     [motion]                      the motion detector of regions triggered by motion
     [[cameras]]                   several cameras, each with its own source, regions and motion settings
     [display] [events] [snapshots] [recording] [web] [mqtt]             where results go
+    [review]                      the web page's review queue (crops worth labelling)
 
 Every field has a default and a description; `defaults_toml()` prints them as a commented example
 (`edgerec config --defaults`), so the example cannot drift from the schema. Unknown keys and bad values
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.core.devices import DEVICES, parse_device
 from edge.core.model import MAX_THREADS
 from edge.errors import EdgerecError
+from edge.learn.review import ReviewOptions
 from edge.live.camera import CameraOptions
 from edge.live.capture import SourceOptions
 from edge.live.motion import MotionOptions
@@ -53,6 +55,7 @@ MAX_TIMEOUT_S = 86400.0
 """Longest open/read timeout: a day (OpenCV takes milliseconds as a 32-bit int)."""
 
 _SOURCE, _SMOOTHING, _OVERLAY, _MOTION = SourceOptions("0"), SmoothingOptions(), OverlayOptions(), MotionOptions()
+_REVIEW = ReviewOptions()
 Trigger = typing.Literal["frame", "motion", "interval"]
 assert typing.get_args(Trigger) == TRIGGERS
 
@@ -312,6 +315,29 @@ class WebSection(Section):
         return value
 
 
+class ReviewSection(Section):
+    """The web page's review queue: crops worth labelling that the camera met (unknown, low score, just after a
+    label change), kept on the device for the page to assign to a label or discard (docs/review.md)."""
+
+    enabled: bool = Field(_REVIEW.enabled, description="keep crops for review while the web page runs")
+    low_score: float = Field(_REVIEW.low_score, ge=0, le=1, description='a result whose score is below this is '
+                             'kept ("low score"); 0: none for their score')
+    after_change_s: float = Field(_REVIEW.after_change_s, ge=0, le=3600, description="after a region's label "
+                                  'changed, its results of this many seconds are kept ("label change"; the first '
+                                  "at once, then one every min_gap_s); 0: only the first")
+    per_hour: int = Field(_REVIEW.per_hour, ge=1, le=3600, description="at most this many crops per region in any "
+                          "hour")
+    max_mb: float = Field(_REVIEW.max_mb, gt=0, le=100_000, description="at most this many megabytes of crops in "
+                          "all; the oldest are dropped first")
+    duplicate: float = Field(_REVIEW.duplicate, ge=0, le=2, description="a crop closer than this (cosine "
+                             "distance of the model's features, else of a 16x16 colour thumbnail) to one of the last "
+                             "`compare` kept in its region is dropped; 0: keep near-duplicates")
+    compare: int = Field(_REVIEW.compare, ge=1, le=1000, description="how many of a region's newest crops a new "
+                         "one is compared with")
+    min_gap_s: float = Field(_REVIEW.min_gap_s, ge=0, le=3600, description="at most one crop per region this often "
+                             "(seconds)")
+
+
 class MqttSection(Section):
     """Label changes and availability to an MQTT broker, with Home Assistant discovery."""
 
@@ -342,6 +368,7 @@ class Config(Section):
     snapshots: SnapshotsSection = Field(default_factory=SnapshotsSection)
     recording: RecordingSection = Field(default_factory=RecordingSection)
     web: WebSection = Field(default_factory=WebSection)
+    review: ReviewSection = Field(default_factory=ReviewSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
 
     @field_validator("source", mode="before")
@@ -515,7 +542,7 @@ def run_options(config: Config) -> RunOptions:
         out=config.recording.path or None,
         events=config.events.path or None,
         snapshots=config.snapshots.dir or None,
-        web=web_options(config.web),
+        web=web_options(config.web, config.review),
         mqtt=mqtt_options(config.mqtt),
     )  # fmt: skip
 
@@ -553,11 +580,11 @@ def motion_options(motion: MotionSection) -> MotionOptions:
                          alpha=motion.alpha, lightning=motion.lightning)
 
 
-def web_options(web: WebSection) -> WebOptions | None:
+def web_options(web: WebSection, review: ReviewSection | None = None) -> WebOptions | None:
     if not web.listen:
         return None
     return WebOptions(web.listen, web.token or None, web.max_clients, web.jpeg_fps, metrics=web.metrics,
-                      state_dir=web.state_dir or None)
+                      state_dir=web.state_dir or None, review=ReviewOptions(**(review or ReviewSection()).model_dump()))
 
 
 def mqtt_options(mqtt: MqttSection) -> MqttOptions | None:

@@ -223,10 +223,11 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
     if options.snapshots:
         into.append(SnapshotSink(options.snapshots))
     if options.web:
-        into.append(WebSink(options.web, cameras=({c.name: c.source.status for c in cameras}),
-                            config=options.config,
-                            request_reload=reload_requested.set if reload_requested is not None else None,
-                            models=models))
+        web = WebSink(options.web, cameras=({c.name: c.source.status for c in cameras}), config=options.config,
+                      request_reload=reload_requested.set if reload_requested is not None else None, models=models)
+        into.append(web)
+        if options.web.review.enabled:
+            into.append(web.review)  # a raw sink: the crops it keeps never show the overlay
     if options.mqtt:
         legacy = len(cameras) == 1 and cameras[0].regions[0].options.name == IMPLICIT
         places = (Place(),) if legacy else tuple(Place(camera.name, region.name, legacy=False)

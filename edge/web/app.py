@@ -7,7 +7,8 @@
     /healthz       200 while every camera's frames flow, else 503 naming those that do not
     /metrics       Prometheus text format 0.0.4 (unless metrics are off)
     /openapi.json  OpenAPI 3.1 description of these routes
-    /api/...       regions, collecting crops, training, accepting (web_write; docs/teach-web.md)
+    /api/...       regions, collecting crops, the review queue, training, accepting (web_write; docs/teach-web.md,
+                   docs/review.md)
 
 Every route, the 404 included, checks the token when one is set (`Authorization: Bearer TOKEN` or
 `?token=TOKEN`, compared in constant time) and answers with COMMON_HEADERS. A request that may change
@@ -339,6 +340,9 @@ class StatusBody(BaseModel):
     (validation top-1, robustness) and a robustness line when the file stores clean and corruption accuracy."""
     """Every camera by name, with its regions; the fields above are the first camera's (and its first
     region's), and healthy is true only while every camera's frames flow."""
+    review: dict[str, Any]
+    """The review queue: "items" per camera and region, "bytes" and "max_bytes", "kept" and "dropped" (by why:
+    duplicate, hourly, bytes, busy, error) since the start, "enabled", "error" (docs/review.md)."""
 
 
 ANSWERS: dict[str, dict[str, Any]] = {

@@ -55,6 +55,25 @@ class SinkCollector(Collector):
         yield counter("edgerec_jpeg_encodes", "JPEGs encoded for the MJPEG stream.", feed.encodes)
         yield counter("edgerec_jpeg_encode_seconds", "Time spent encoding them.", feed.encode_s)
         yield gauge("edgerec_uptime_seconds", "Seconds since the web preview started.", status["uptime_s"])
+        yield from review(status["review"])
+
+
+def review(status: dict) -> Iterator[Metric]:
+    """The review queue: items per region, bytes, crops kept and dropped (by why) since the start."""
+    items = GaugeMetricFamily("edgerec_review_items", "Crops waiting for review in a region.",
+                              labels=["camera", "region"])
+    for camera, regions in status["items"].items():
+        for region, count in regions.items():
+            items.add_metric([camera, region], count)
+    yield items
+    yield gauge("edgerec_review_bytes", "Bytes the review queue's crops take (at most max_mb).", status["bytes"])
+    yield counter("edgerec_review_kept", "Crops kept for review.", status["kept"])
+    dropped = CounterMetricFamily("edgerec_review_dropped", "Crops worth review that were not kept, by why "
+                                  "(duplicate, hourly, bytes: the oldest dropped, busy: the writer was behind, "
+                                  "error).", labels=["why"])
+    for why, count in status["dropped"].items():
+        dropped.add_metric([why], count)
+    yield dropped
 
 
 def per_camera(cameras: dict[str, dict]) -> Iterator[Metric]:

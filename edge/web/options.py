@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge.errors import EdgerecError
+from edge.learn.review import ReviewOptions
 
 TOKEN_ENV = "EDGEREC_WEB_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -34,6 +35,8 @@ class WebOptions:
     state_dir: str | None = None
     """Where collected crops and taught models go (docs/teach-web.md); None: $STATE_DIRECTORY (systemd's
     StateDirectory=), else ~/.local/state/edgerec."""
+    review: ReviewOptions = ReviewOptions()
+    """The review queue: crops worth labelling the camera met, kept under the state directory (docs/review.md)."""
 
     def __post_init__(self) -> None:
         host, _ = parse_listen(self.listen)

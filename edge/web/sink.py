@@ -53,11 +53,15 @@ class WebSink:
         self.started = time.monotonic()
         self.page = (resources.files("edge") / "assets" / "web" / "index.html").read_bytes()
         from edge.learn.collect import Collector
+        from edge.learn.review import ReviewQueue
         from edge.web.trainer import Trainer, state_dir
 
         self.state = state_dir(options.state_dir, environ)
         self._asked: str | None = None  # the camera whose frame `shows` was last asked about
         self.collector, self.trainer = Collector(self.state / "teach"), Trainer()
+        self.review = ReviewQueue(self.state / "review", options.review)
+        """Crops worth labelling: a raw sink of its own (edge.loop.pipeline.open_sinks adds it), so that the crops
+        it keeps are the camera's pixels, taken before any overlay is drawn."""
         # Imported here, not at the top: a run without --web does not load the ASGI stack (~8 MB of RSS).
         from edge.web import server as web_server
         from edge.web.app import create_app
@@ -69,6 +73,7 @@ class WebSink:
         except EdgerecError:
             for view in self.views.values():
                 view.feed.close()
+            self.review.close()
             raise
         self.address: tuple[str, int] = sock.getsockname()[:2]
         self.server = web_server.BackgroundServer(create_app(self), sock)
@@ -118,6 +123,7 @@ class WebSink:
             view.feed.close()  # viewers see it and end
         self.server.stop()
         self.collector.close()
+        self.review.close()
         self.trainer.close()
 
     # --- what the routes answer (called on the server's thread) ---
@@ -146,6 +152,7 @@ class WebSink:
             "jpeg_fps": self.options.jpeg_fps,
             "cameras": cameras,
             "models": self.models,
+            "review": self.review.status(),
         }
 
     def health(self) -> tuple[bool, str]:

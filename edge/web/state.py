@@ -27,6 +27,7 @@ from edge.web.options import ConfigStore, WebOptions
 
 if TYPE_CHECKING:
     from edge.learn.collect import Collector
+    from edge.learn.review import ReviewQueue
     from edge.web.trainer import Trainer
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -300,6 +301,7 @@ class Served(Protocol):
     stats: Stats
     registry: Any
     collector: Collector
+    review: ReviewQueue
     trainer: Trainer
     state: Path
     config: ConfigStore | None

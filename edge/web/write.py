@@ -1,4 +1,5 @@
-"""The web app's routes that change things: regions in the config, collecting crops, training, accepting.
+"""The web app's routes that change things: regions in the config, collecting crops, the review queue, training,
+accepting.
 
     PUT    /api/regions/{camera}/{region}             draw or move a region (the config file, then a reload)
     GET    /api/collect                              the collect session and its counters
@@ -8,6 +9,10 @@
     GET    /api/crops/{camera}/{region}/{label}/{file}    one crop (JPEG)
     DELETE /api/crops/{camera}/{region}/{label}/{file}    delete it
     PATCH  /api/crops/{camera}/{region}/{label}/{file}    move it to another label
+    GET    /api/review/{camera}/{region}             the region's review items, newest first, each with its result
+    GET    /api/review/{camera}/{region}/{file}      one item's crop (JPEG)
+    PATCH  /api/review/{camera}/{region}/{file}      assign it to a label: it moves into the region's crops
+    DELETE /api/review/{camera}/{region}/{file}      discard it
     GET    /api/train                                the training's progress and result
     POST   /api/train                                train the region's crops (edge.learn.head in a worker process)
     POST   /api/accept                               keep the trained file as the next version and use it
@@ -89,6 +94,14 @@ class Relabel(Body):
 
     model_config = ConfigDict(title="Relabel")
     label: Name
+
+
+class Assign(Body):
+    """PATCH /api/review/{camera}/{region}/{file}."""
+
+    model_config = ConfigDict(title="Assign")
+    label: Name
+    """The label the crop is taught under: one the region has crops of, or a new one (not "unknown")."""
 
 
 class PlaceBody(Body):
@@ -235,6 +248,34 @@ def write_routes(sink: Served) -> list[Route]:
         await run_in_threadpool(sink.collector.relabel, *crop_params(request), body.label)
         return ok({"file": request.path_params["file"], "label": body.label})
 
+    async def review_items(request: Request) -> Response:
+        """The region's review items, newest first: {"items": [{file, label, score, novelty, reason, time, ...}]}."""
+        camera, region = request.path_params["camera"], request.path_params["region"]
+        place(camera, region)
+        return ok({"items": await run_in_threadpool(sink.review.items, camera, region)})
+
+    async def review_crop(request: Request) -> Response:
+        """One review item's crop, as JPEG."""
+        path = sink.review.crop_path(*review_params(request))
+        if not path.is_file():
+            raise Refused(404, "no such review item")
+        return FileResponse(path, media_type="image/jpeg")
+
+    async def assign(request: Request) -> Response:
+        """Assign a review item to a label: its crop moves into the region's crops, for the next training."""
+        body = await read_body(request, Assign)
+        camera, region, name = review_params(request)
+        place(camera, region)
+        moved = await run_in_threadpool(sink.review.assign, camera, region, name, body.label,
+                                        sink.collector.data_dir(camera, region))
+        return ok({"file": moved.name, "label": body.label})
+
+    async def discard(request: Request) -> Response:
+        """Discard a review item."""
+        camera, region, name = review_params(request)
+        await run_in_threadpool(sink.review.discard, camera, region, name)
+        return ok({"discarded": name})
+
     async def train_status(_: Request) -> Response:
         """The training's state (idle, running, done, failed), progress and result with its 95% interval."""
         return ok(sink.trainer.status())
@@ -274,6 +315,7 @@ def write_routes(sink: Served) -> list[Route]:
         return ok({"model": model, "version": body.version, "reloading": reload()})
 
     crop_path = "/api/crops/{camera}/{region}/{label}/{file}"
+    item_path = "/api/review/{camera}/{region}/{file}"
     return [
         Route("/api/regions/{camera}/{region}", guarded(put_region), methods=["PUT"]),
         Route("/api/collect", guarded(collect_status), methods=["GET"]),
@@ -283,6 +325,10 @@ def write_routes(sink: Served) -> list[Route]:
         Route(crop_path, guarded(crop), methods=["GET"]),
         Route(crop_path, guarded(delete_crop), methods=["DELETE"]),
         Route(crop_path, guarded(relabel_crop), methods=["PATCH"]),
+        Route("/api/review/{camera}/{region}", guarded(review_items), methods=["GET"]),
+        Route(item_path, guarded(review_crop), methods=["GET"]),
+        Route(item_path, guarded(assign), methods=["PATCH"]),
+        Route(item_path, guarded(discard), methods=["DELETE"]),
         Route("/api/train", guarded(train_status), methods=["GET"]),
         Route("/api/train", guarded(train), methods=["POST"]),
         Route("/api/accept", guarded(accept), methods=["POST"]),
@@ -294,6 +340,11 @@ def write_routes(sink: Served) -> list[Route]:
 def crop_params(request: Request) -> tuple[str, str, str, str]:
     params = request.path_params
     return params["camera"], params["region"], params["label"], params["file"]
+
+
+def review_params(request: Request) -> tuple[str, str, str]:
+    params = request.path_params
+    return params["camera"], params["region"], params["file"]
 
 
 def running_regions(sink: Served, camera: str) -> list[str]:
@@ -308,12 +359,13 @@ REQUESTS: dict[tuple[str, str], type[Body]] = {
     ("put", "/api/regions/{camera}/{region}"): RegionPut,
     ("post", "/api/collect"): CollectStart,
     ("patch", "/api/crops/{camera}/{region}/{label}/{file}"): Relabel,
+    ("patch", "/api/review/{camera}/{region}/{file}"): Assign,
     ("post", "/api/train"): PlaceBody,
     ("post", "/api/accept"): PlaceBody,
     ("put", "/api/models/{camera}/{region}"): VersionPut,
 }
 SUCCESS = {("post", "/api/collect"): "201", ("post", "/api/train"): "202"}
-IMAGES = {("get", "/api/crops/{camera}/{region}/{label}/{file}")}
+IMAGES = {("get", "/api/crops/{camera}/{region}/{label}/{file}"), ("get", "/api/review/{camera}/{region}/{file}")}
 
 
 def openapi_operation(method: str, path: str, summary: str, schemas: dict[str, Any]) -> dict[str, Any]:
