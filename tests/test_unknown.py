@@ -33,7 +33,7 @@ def test_taught_like_points_score_low_and_others_high_with_the_threshold_keeping
     train = clusters(rng, centres, 40)
     labels = np.repeat(np.arange(3), 40)
     info = build_novelty(train, labels, target_kept=0.9)
-    assert info.calibration["kept"] >= 0.9 and info.calibration["photos"] == 120
+    assert 0.88 <= info.calibration["kept"] <= 0.92 and info.calibration["photos"] == 120
     scorer = NoveltyScorer(info)
     known = scorer.score(clusters(rng, centres, 20))
     novel = scorer.score(clusters(rng, rng.standard_normal((3, 64)), 20))
@@ -42,21 +42,17 @@ def test_taught_like_points_score_low_and_others_high_with_the_threshold_keeping
     assert auroc(known, novel) == 1.0
 
 
-def test_a_photo_and_its_views_are_left_out_together() -> None:
-    """Without groups a photo's mirror view is its nearest neighbour and the threshold comes out near 0."""
+def test_a_photo_is_left_out_of_its_own_references() -> None:
+    """Scored against itself every training photo would come out at 0, and the threshold with it."""
     rng = np.random.default_rng(1)
-    photos = rng.standard_normal((50, 32)).astype(np.float32)
-    views = np.concatenate([photos, photos + 0.001 * rng.standard_normal(photos.shape).astype(np.float32)])
-    labels = np.zeros(100, np.int64)
-    grouped = build_novelty(views, labels, np.tile(np.arange(50), 2))
-    ungrouped = build_novelty(views, labels)
-    assert ungrouped.threshold < 0.01 < grouped.threshold
+    info = build_novelty(rng.standard_normal((50, 32)).astype(np.float32), np.zeros(50, np.int64))
+    assert info.threshold > 0.5  # random directions in 32 dimensions are far apart
 
 
 def test_k_nearest_and_the_scorer_agree_with_a_plain_cosine() -> None:
     rng = np.random.default_rng(2)
     train = rng.standard_normal((30, 16)).astype(np.float32)
-    info = build_novelty(train, np.zeros(30, np.int64), k=3)
+    info = build_novelty(train, np.repeat([0, 1], 15), k=3)
     query = rng.standard_normal((4, 16)).astype(np.float32)
     centred = query - info.mean
     refs = info.references.astype(np.float32)
@@ -65,10 +61,18 @@ def test_k_nearest_and_the_scorer_agree_with_a_plain_cosine() -> None:
     assert np.allclose(NoveltyScorer(info).score(query), expected, atol=2e-3)  # float16 references
 
 
-def test_labels_beyond_the_cap_become_centroids() -> None:
+def test_one_label_is_not_centred_and_several_are() -> None:
+    rng = np.random.default_rng(6)
+    rows = rng.standard_normal((20, 8)).astype(np.float32) + 3
+    assert not build_novelty(rows, np.zeros(20, np.int64)).mean.any()
+    assert np.allclose(build_novelty(rows, np.repeat([0, 1], 10)).mean, rows.mean(axis=0))
+
+
+def test_the_references_are_capped_with_an_even_share_per_label() -> None:
     rng = np.random.default_rng(3)
-    info = build_novelty(rng.standard_normal((120, 8)).astype(np.float32), np.repeat([0, 1], 60), cap=16)
-    assert np.bincount(info.reference_labels).tolist() == [16, 16]
+    labels = np.repeat([0, 1, 2], [4, 60, 100])
+    info = build_novelty(rng.standard_normal((164, 8)).astype(np.float32), labels, cap=40)
+    assert np.bincount(info.reference_labels).tolist() == [4, 18, 18]  # the small label's share passed on
     assert np.allclose(np.linalg.norm(info.references.astype(np.float32), axis=1), 1.0, atol=1e-2)
 
 

@@ -10,8 +10,8 @@ What `edgerec train DATA --out OUT` runs, in the order it runs:
             learning rate; skipped with finetune_blocks=0 or when it would not fit `time_limit`
 5. export   OUT/model-fp32.onnx with full metadata; INT8 calibrated on training images; both measured on
             the validation images with ONNX Runtime; the gate picks OUT/model.onnx (training.gate)
-5b. unknown each file's own features of the training photos and their mirror images as reference features,
-            with a leave-one-out threshold keeping `unknown_kept` of them (edge.core.novelty), in each file
+5b. unknown each file's own features of the training photos as reference features, with a leave-one-out
+            threshold keeping `unknown_kept` of them (edge.core.novelty), in each file
 6. robust   clean top-1 and mean corruption accuracy of model-fp32.onnx and model-int8.onnx on up to
             `robustness_images` validation images under the camera corruptions of `edgerec evaluate
             --robustness` (edge.tools.robustness), stored in both files' metrics (so in model.onnx's too)
@@ -523,17 +523,14 @@ class Run:
     # -- 5b. unknown -----------------------------------------------------------------------------------------
 
     def novelty(self, data: ImageFolders, gate: GateReport, geometry: Geometry) -> None:
-        """Each file's own features of the training photos and their mirror images, as reference features with
-        a leave-one-out threshold (edge.core.novelty), stored in the file; model.onnx copied again."""
+        """Each file's own features of the training photos, as reference features with a leave-one-out
+        threshold (edge.core.novelty), stored in the file; model.onnx copied again."""
         images = load_images(data.train, geometry, workers=self.o.workers)
         labels = np.array([s.label for s in data.train])
         for path in (gate.fp32_path, gate.int8_path):
             model = Model.load(path, device="cpu")
-            rows = [model.features(np.ascontiguousarray(view[i:i + 32]))[1]
-                    for view in (images, images[:, :, ::-1]) for i in range(0, len(images), 32)]  # fmt: skip
-            features = np.concatenate(rows)
-            photos = np.tile(np.arange(len(images)), 2)  # a photo and its mirror image are left out together
-            add_novelty(path, build_novelty(features, np.tile(labels, 2), photos, target_kept=self.o.unknown_kept))
+            features = np.concatenate([model.features(images[i:i + 32])[1] for i in range(0, len(images), 32)])
+            add_novelty(path, build_novelty(features, labels, target_kept=self.o.unknown_kept))
         deliver(gate)
 
     # -- 6. robustness -------------------------------------------------------------------------------------

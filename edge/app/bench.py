@@ -174,7 +174,7 @@ class NoveltyTiming:
     references: int
     dim: int
     source: str
-    """"the model file's" or "synthetic" (random unit vectors, 5 labels at the reference cap)."""
+    """"the model file's" or "synthetic" (random unit vectors, as many as the reference cap)."""
     features_ms: Timing
     """session.run asked for probs and features, one thread, CPU time."""
     probs_ms: Timing
@@ -228,16 +228,16 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
 
 def bench_novelty(model: Model, runs: int) -> NoveltyTiming:
     """session.run with and without the features output, and the novelty score of one region, in CPU time of
-    one thread. A model without novelty data is scored against synthetic references of the largest size teach
-    stores for 5 labels, so the row says what a taught model would cost."""
+    one thread. A model without novelty data is scored against synthetic references as many as teach stores at
+    most, so the row says what a taught model would cost."""
     batch = np.empty((1, *model.info.input_size, 3), np.uint8)
     fit(sample_frame(480, 640), model.geometry, out=batch[0])
     scorer, source = model.novelty, "the model file's"
     if scorer is None:
         dim = model.info.features.dim
         rng = np.random.default_rng(0)
-        scorer, source = NoveltyScorer(build_novelty(rng.standard_normal((5 * DEFAULT_CAP, dim)).astype(np.float32),
-                                                     np.repeat(np.arange(5), DEFAULT_CAP))), "synthetic"
+        scorer, source = NoveltyScorer(build_novelty(rng.standard_normal((DEFAULT_CAP, dim)).astype(np.float32),
+                                                     np.arange(DEFAULT_CAP) % 5)), "synthetic"
     features = model.features(batch)[1]
     timings = time_interleaved([lambda: model.features(batch), lambda: model.infer(batch),
                                 lambda: scorer.score(features)], runs, time.thread_time)

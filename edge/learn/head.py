@@ -105,9 +105,8 @@ def teach(options: TeachOptions) -> TeachReport:
     head = fit_softmax_regression(rows, np.repeat(labels, views), len(folders.classes), options.fit)
     clock.lap("fit")
     novelty = None
-    if options.unknown.enabled:
-        photos = np.repeat(np.arange(len(labels)), views)  # a photo and its views are left out together
-        novelty = build_novelty(rows, np.repeat(labels, views), photos, options.unknown.k, options.unknown.kept)
+    if options.unknown.enabled:  # the photos themselves: views as references add nothing (docs/unknown.md)
+        novelty = build_novelty(features[:, 0], labels, options.unknown.k, options.unknown.kept)
         clock.lap("novelty")
     with tempfile.TemporaryDirectory(dir=options.out.parent) as tmp:
         staged = Path(tmp) / options.out.name
