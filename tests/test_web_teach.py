@@ -23,7 +23,7 @@ from test_reload import Probe as RegionProbe
 from test_web import TOKEN, wait_until
 
 from edge.app import config_write
-from edge.app.config import Config, defaults_toml, load_config, parse_config, run_options
+from edge.app.config import load_config, run_options
 from edge.app.config_write import TomlConfig
 from edge.errors import EdgerecError
 from edge.loop.pipeline import RunOptions, run
@@ -190,17 +190,96 @@ def test_a_read_only_config_folder_is_one_line_and_leaves_the_file(tmp_path, hal
     assert config.read_text() == before and not (tmp_path / "config.toml.bak").exists()
 
 
-def test_the_toml_writer_keeps_every_value():
-    defaults = config_write.dumps(Config().model_dump(exclude_none=True))
-    assert parse_config(config_write.tomllib.loads(defaults)) == Config()
-    assert parse_config(config_write.tomllib.loads(defaults_toml())) == Config()
-    text = ('[[cameras]]\nname = "garage"\nsource = "rtsp://x/1"\n[cameras.motion]\nthreshold = 30\n'
-            '[[cameras.regions]]\nname = "door"\nbox = [0.25, 0.1, 0.3, 0.6]\ntrigger = "motion"\n'
-            '[[cameras]]\nname = "yard"\n[cameras.source]\nuri = "a \\"quoted\\" é\\\\path"\nfps = 2.5\n'
-            '[web]\nlisten = "127.0.0.1:8080"\n')
-    data = config_write.tomllib.loads(text)
-    again = config_write.tomllib.loads(config_write.dumps(data))
-    assert again == data and parse_config(again) == parse_config(data)
+COMMENTED = """\
+# edgerec on the garage Pi -- my notes stay here
+[[cameras]]
+name = "garage"   # the door camera
+source = "{clip}"
+
+  # motion first, then the model
+  [cameras.motion]
+  threshold = 30  # tuned in March
+
+  [[cameras.regions]]
+  name = "door"
+  box = [0.25, 0.1, 0.3, 0.6]  # moved from the page
+  trigger = "motion"
+
+  [[cameras.regions]]
+  name = "bins"
+  box = [0.6, 0.5, 0.3, 0.4]
+  model = 'bins-v1.onnx'  # single quotes kept
+
+[[cameras]]
+name = "yard"
+source = "{clip}"
+regions = [{{ name = "gate", box = [0.0, 0.0, 0.5, 0.5] }}]  # inline, on purpose
+
+[model]
+path = "{model}"  # the base model
+threads = 1
+
+[web]
+listen = "127.0.0.1:8080"
+# token = "later"
+"""
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    """The lines difflib says were removed (-) or added (+), without the file headers."""
+    import difflib
+
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("---", "+++"))]
+
+
+def test_a_page_save_keeps_every_comment_and_changes_only_its_keys(tmp_path, halves, tiny):
+    config = tmp_path / "config.toml"
+    config.write_text(COMMENTED.format(clip=halves, model=tiny))
+    store = TomlConfig(str(config))
+    comments = [line.partition("#")[2] for line in config.read_text().splitlines() if "#" in line]
+
+    before = config.read_text()
+    store.set_region("garage", "door", [0.5, 0.25, 0.25, 0.5])  # move: one key
+    assert changed_lines(before, config.read_text()) == [
+        "-  box = [0.25, 0.1, 0.3, 0.6]  # moved from the page",
+        "+  box = [0.5, 0.25, 0.25, 0.5]  # moved from the page"]
+    assert (tmp_path / "config.toml.bak").read_text() == before
+
+    before = config.read_text()
+    store.set_region_model("garage", "door", "door-v1.onnx")  # a key added to its table
+    assert changed_lines(before, config.read_text()) == ['+  model = "door-v1.onnx"']  # indented as its neighbours
+    before = config.read_text()
+    store.set_region_model("garage", "bins", "")  # rollback: the key removed, its comment with it
+    assert changed_lines(before, config.read_text()) == ["-  model = 'bins-v1.onnx'  # single quotes kept"]
+    before = config.read_text()
+    store.set_region("yard", "gate", [0.5, 0.5, 0.5, 0.5])  # inside an inline array
+    assert changed_lines(before, config.read_text()) == [
+        '-regions = [{ name = "gate", box = [0.0, 0.0, 0.5, 0.5] }]  # inline, on purpose',
+        '+regions = [{ name = "gate", box = [0.5, 0.5, 0.5, 0.5] }]  # inline, on purpose']
+    before = config.read_text()
+    store.set_region("garage", "porch", [0.0, 0.0, 0.25, 0.25])  # a new [[cameras.regions]] table
+    assert all(line.startswith("+") for line in changed_lines(before, config.read_text()))
+
+    after = config.read_text()
+    assert [c for c in comments if c != " single quotes kept"] == \
+        [line.partition("#")[2] for line in after.splitlines() if "#" in line]  # every other comment, in order
+    loaded = load_config(config)
+    garage = {r.name: r for r in loaded.cameras[0].regions}
+    assert garage["door"].box == [0.5, 0.25, 0.25, 0.5] and garage["door"].model == "door-v1.onnx"
+    assert not garage["bins"].model and garage["porch"].box == [0.0, 0.0, 0.25, 0.25]
+    assert loaded.cameras[0].motion.threshold == 30 and loaded.cameras[1].regions[0].box == [0.5, 0.5, 0.5, 0.5]
+    assert store.region_model("garage", "door") == "door-v1.onnx" and store.region_model("yard", "gate") == ""
+
+
+def test_the_first_region_of_a_camera_is_added_as_a_table(tmp_path, halves, tiny):
+    config = write_config(tmp_path, halves, tiny)
+    before = config.read_text()
+    config_write.set_region(config, "camera", "door", [0, 0, 0.5, 1])
+    added = changed_lines(before, config.read_text())
+    assert added == ["+", "+[[regions]]", '+name = "door"', "+box = [0.0, 0.0, 0.5, 1.0]"] or \
+        added == ["+[[regions]]", '+name = "door"', "+box = [0.0, 0.0, 0.5, 1.0]", "+"]
+    assert [(r.name, r.box) for r in load_config(config).regions] == [("door", [0.0, 0.0, 0.5, 1.0])]
 
 
 def test_openapi_describes_the_write_routes_with_their_bodies():
