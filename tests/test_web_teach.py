@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -50,13 +51,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(tmp_path: Path, clip: Path, model: Path | None, token: str = "", regions: str = "") -> Path:
+def write_config(tmp_path: Path, clip: Path, model: Path | None, token: str = "", regions: str = "",
+                 tls: bool = False) -> Path:
+    """A config playing `clip` with the web page on a free loopback port (over HTTPS with `tls`: web.tls auto,
+    the certificate in STATE/tls)."""
     config = tmp_path / "config.toml"
     config.write_text(f'# my camera\n[source]\nuri = "{clip}"\nloop = true\n'
                       + (f'[model]\npath = "{model}"\nthreads = 1\n' if model else "[model]\nthreads = 1\n")
                       + "[recognition]\nema = 1.0\nswitch_frames = 1\n[display]\nwindow = false\n"
                       f'[web]\nlisten = "127.0.0.1:{free_port()}"\nstate_dir = "{tmp_path / "state"}"\n'
-                      + (f'token = "{token}"\n' if token else "") + regions)
+                      + (f'token = "{token}"\n' if token else "") + ('tls = "auto"\n' if tls else "") + regions)
     return config
 
 
@@ -66,10 +70,14 @@ class Service:
     config: Path
     probe: Probe
     token: str = ""
+    cert: Path | None = None
+    """HTTPS: the server's certificate, trusted alone."""
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
                 raw: bytes | None = None) -> tuple[int, dict]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=20, context=ssl.create_default_context(cafile=str(self.cert))) \
+            if self.cert else http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         try:
             sent = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
             if self.token:
@@ -105,7 +113,8 @@ def service(config: Path, token: str = "") -> Iterator[Service]:
         "reload": read, "reload_requested": requested, "extra_sinks": [probe]}, name="test-run")
     thread.start()
     port = int(options.web.listen.rpartition(":")[2])
-    svc = Service(port, config, probe, token)
+    cert = Path(options.web.state_dir or "") / "tls" / "cert.pem" if options.web.tls == "auto" else None
+    svc = Service(port, config, probe, token, cert)
     try:
         wait_until(lambda: probe.frames and svc.status()["frames"], timeout=20)  # the web sink has had one too
         yield svc
