@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
 import resource
 import socket
+import ssl
 import threading
 import time
 
@@ -257,4 +259,80 @@ def test_many_more_viewers_than_allowed_get_503_at_once_and_resources_return_to_
         assert len(os.listdir("/proc/self/fd")) <= fds and threading.active_count() <= threads
         assert probe(sink.port)[0] == 200
     finally:
+        sink.close()
+
+
+# --- over HTTPS: the guard starts before the TLS handshake ---
+
+
+def https_sink(tmp_path, **options) -> tuple[WebSink, ssl.SSLContext]:
+    sink = WebSink(WebOptions("127.0.0.1:0", tls="auto", state_dir=str(tmp_path), **options))
+    return sink, ssl.create_default_context(cafile=str(tmp_path / "tls" / "cert.pem"))
+
+
+def https_probe(port: int, context: ssl.SSLContext) -> int | None:
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_https_connections_that_never_finish_their_handshake_are_closed_after_the_header_timeout(
+        tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(web_server, "HEADER_TIMEOUT_S", 0.5)
+    sink, context = https_sink(tmp_path)
+    slow: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        slow = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(20)]  # no ClientHello
+        slow[0].sendall(b"\x16\x03\x01\x00\xff")  # the first bytes of a ClientHello, then nothing
+        headless = context.wrap_socket(socket.create_connection(("127.0.0.1", sink.port), timeout=5),
+                                       server_hostname="127.0.0.1")  # a handshake, then half a request
+        headless.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert all(closed_by_server(connection) for connection in slow)
+        slow.append(headless)  # kept open by the client: the server must not wait for its TLS goodbye
+        with contextlib.suppress(ssl.SSLError):
+            assert closed_by_server(headless)
+        assert 0.45 < time.monotonic() - started < 2.5
+        guard = sink.server.guard
+        assert guard.header_timeouts >= 21 and not guard.waiting
+        time.sleep(0.1)
+        assert not guard.open  # every descriptor released, the TLS one too
+        garbage = socket.create_connection(("127.0.0.1", sink.port), timeout=5)  # plain HTTP: handshake fails
+        garbage.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert closed_by_server(garbage, timeout=1.0)
+        deadline = time.monotonic() + 0.2  # well before its header timeout...
+        while sink.server.guard.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not sink.server.guard.waiting  # ...it has left the guard
+        garbage.close()
+    finally:
+        for connection in slow:
+            connection.close()
+        sink.close()
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_https_handshakes_are_capped_by_closing_the_oldest_and_health_still_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(web_server, "MAX_WAITING", 50)
+    sink, context = https_sink(tmp_path, stale_after=60)
+    slow: list[socket.socket] = []
+    try:
+        sink.write(np.zeros((4, 4, 3), np.uint8), result())
+        slow = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(120)]
+        time.sleep(0.3)  # all accepted
+        assert all(https_probe(sink.port, context) == 200 for _ in range(5))
+        guard = sink.server.guard
+        assert len(guard.waiting) <= 50 and guard.evictions >= 70
+        assert all(closed_by_server(connection, timeout=1.0) for connection in slow[:70])  # the oldest closed...
+        assert https_probe(sink.port, context) == 200 and len(guard.waiting) >= 40  # ...the newest still wait
+    finally:
+        for connection in slow:
+            connection.close()
         sink.close()

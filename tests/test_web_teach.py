@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from test_reload import Probe as RegionProbe
 from test_web import TOKEN, wait_until
 
 from edge.app import config_write
-from edge.app.config import Config, defaults_toml, load_config, parse_config, run_options
+from edge.app.config import load_config, run_options
 from edge.app.config_write import TomlConfig
 from edge.errors import EdgerecError
 from edge.loop.pipeline import RunOptions, run
@@ -50,13 +51,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(tmp_path: Path, clip: Path, model: Path | None, token: str = "", regions: str = "") -> Path:
+def write_config(tmp_path: Path, clip: Path, model: Path | None, token: str = "", regions: str = "",
+                 tls: bool = False) -> Path:
+    """A config playing `clip` with the web page on a free loopback port (over HTTPS with `tls`: web.tls auto,
+    the certificate in STATE/tls)."""
     config = tmp_path / "config.toml"
     config.write_text(f'# my camera\n[source]\nuri = "{clip}"\nloop = true\n'
                       + (f'[model]\npath = "{model}"\nthreads = 1\n' if model else "[model]\nthreads = 1\n")
                       + "[recognition]\nema = 1.0\nswitch_frames = 1\n[display]\nwindow = false\n"
                       f'[web]\nlisten = "127.0.0.1:{free_port()}"\nstate_dir = "{tmp_path / "state"}"\n'
-                      + (f'token = "{token}"\n' if token else "") + regions)
+                      + (f'token = "{token}"\n' if token else "") + ('tls = "auto"\n' if tls else "") + regions)
     return config
 
 
@@ -66,10 +70,14 @@ class Service:
     config: Path
     probe: Probe
     token: str = ""
+    cert: Path | None = None
+    """HTTPS: the server's certificate, trusted alone."""
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
                 raw: bytes | None = None) -> tuple[int, dict]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=20, context=ssl.create_default_context(cafile=str(self.cert))) \
+            if self.cert else http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         try:
             sent = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
             if self.token:
@@ -105,7 +113,8 @@ def service(config: Path, token: str = "") -> Iterator[Service]:
         "reload": read, "reload_requested": requested, "extra_sinks": [probe]}, name="test-run")
     thread.start()
     port = int(options.web.listen.rpartition(":")[2])
-    svc = Service(port, config, probe, token)
+    cert = Path(options.web.state_dir or "") / "tls" / "cert.pem" if options.web.tls == "auto" else None
+    svc = Service(port, config, probe, token, cert)
     try:
         wait_until(lambda: probe.frames and svc.status()["frames"], timeout=20)  # the web sink has had one too
         yield svc
@@ -190,17 +199,96 @@ def test_a_read_only_config_folder_is_one_line_and_leaves_the_file(tmp_path, hal
     assert config.read_text() == before and not (tmp_path / "config.toml.bak").exists()
 
 
-def test_the_toml_writer_keeps_every_value():
-    defaults = config_write.dumps(Config().model_dump(exclude_none=True))
-    assert parse_config(config_write.tomllib.loads(defaults)) == Config()
-    assert parse_config(config_write.tomllib.loads(defaults_toml())) == Config()
-    text = ('[[cameras]]\nname = "garage"\nsource = "rtsp://x/1"\n[cameras.motion]\nthreshold = 30\n'
-            '[[cameras.regions]]\nname = "door"\nbox = [0.25, 0.1, 0.3, 0.6]\ntrigger = "motion"\n'
-            '[[cameras]]\nname = "yard"\n[cameras.source]\nuri = "a \\"quoted\\" é\\\\path"\nfps = 2.5\n'
-            '[web]\nlisten = "127.0.0.1:8080"\n')
-    data = config_write.tomllib.loads(text)
-    again = config_write.tomllib.loads(config_write.dumps(data))
-    assert again == data and parse_config(again) == parse_config(data)
+COMMENTED = """\
+# edgerec on the garage Pi -- my notes stay here
+[[cameras]]
+name = "garage"   # the door camera
+source = "{clip}"
+
+  # motion first, then the model
+  [cameras.motion]
+  threshold = 30  # tuned in March
+
+  [[cameras.regions]]
+  name = "door"
+  box = [0.25, 0.1, 0.3, 0.6]  # moved from the page
+  trigger = "motion"
+
+  [[cameras.regions]]
+  name = "bins"
+  box = [0.6, 0.5, 0.3, 0.4]
+  model = 'bins-v1.onnx'  # single quotes kept
+
+[[cameras]]
+name = "yard"
+source = "{clip}"
+regions = [{{ name = "gate", box = [0.0, 0.0, 0.5, 0.5] }}]  # inline, on purpose
+
+[model]
+path = "{model}"  # the base model
+threads = 1
+
+[web]
+listen = "127.0.0.1:8080"
+# token = "later"
+"""
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    """The lines difflib says were removed (-) or added (+), without the file headers."""
+    import difflib
+
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("---", "+++"))]
+
+
+def test_a_page_save_keeps_every_comment_and_changes_only_its_keys(tmp_path, halves, tiny):
+    config = tmp_path / "config.toml"
+    config.write_text(COMMENTED.format(clip=halves, model=tiny))
+    store = TomlConfig(str(config))
+    comments = [line.partition("#")[2] for line in config.read_text().splitlines() if "#" in line]
+
+    before = config.read_text()
+    store.set_region("garage", "door", [0.5, 0.25, 0.25, 0.5])  # move: one key
+    assert changed_lines(before, config.read_text()) == [
+        "-  box = [0.25, 0.1, 0.3, 0.6]  # moved from the page",
+        "+  box = [0.5, 0.25, 0.25, 0.5]  # moved from the page"]
+    assert (tmp_path / "config.toml.bak").read_text() == before
+
+    before = config.read_text()
+    store.set_region_model("garage", "door", "door-v1.onnx")  # a key added to its table
+    assert changed_lines(before, config.read_text()) == ['+  model = "door-v1.onnx"']  # indented as its neighbours
+    before = config.read_text()
+    store.set_region_model("garage", "bins", "")  # rollback: the key removed, its comment with it
+    assert changed_lines(before, config.read_text()) == ["-  model = 'bins-v1.onnx'  # single quotes kept"]
+    before = config.read_text()
+    store.set_region("yard", "gate", [0.5, 0.5, 0.5, 0.5])  # inside an inline array
+    assert changed_lines(before, config.read_text()) == [
+        '-regions = [{ name = "gate", box = [0.0, 0.0, 0.5, 0.5] }]  # inline, on purpose',
+        '+regions = [{ name = "gate", box = [0.5, 0.5, 0.5, 0.5] }]  # inline, on purpose']
+    before = config.read_text()
+    store.set_region("garage", "porch", [0.0, 0.0, 0.25, 0.25])  # a new [[cameras.regions]] table
+    assert all(line.startswith("+") for line in changed_lines(before, config.read_text()))
+
+    after = config.read_text()
+    assert [c for c in comments if c != " single quotes kept"] == \
+        [line.partition("#")[2] for line in after.splitlines() if "#" in line]  # every other comment, in order
+    loaded = load_config(config)
+    garage = {r.name: r for r in loaded.cameras[0].regions}
+    assert garage["door"].box == [0.5, 0.25, 0.25, 0.5] and garage["door"].model == "door-v1.onnx"
+    assert not garage["bins"].model and garage["porch"].box == [0.0, 0.0, 0.25, 0.25]
+    assert loaded.cameras[0].motion.threshold == 30 and loaded.cameras[1].regions[0].box == [0.5, 0.5, 0.5, 0.5]
+    assert store.region_model("garage", "door") == "door-v1.onnx" and store.region_model("yard", "gate") == ""
+
+
+def test_the_first_region_of_a_camera_is_added_as_a_table(tmp_path, halves, tiny):
+    config = write_config(tmp_path, halves, tiny)
+    before = config.read_text()
+    config_write.set_region(config, "camera", "door", [0, 0, 0.5, 1])
+    added = changed_lines(before, config.read_text())
+    assert added == ["+", "+[[regions]]", '+name = "door"', "+box = [0.0, 0.0, 0.5, 1.0]"] or \
+        added == ["+[[regions]]", '+name = "door"', "+box = [0.0, 0.0, 0.5, 1.0]", "+"]
+    assert [(r.name, r.box) for r in load_config(config).regions] == [("door", [0.0, 0.0, 0.5, 1.0])]
 
 
 def test_openapi_describes_the_write_routes_with_their_bodies():

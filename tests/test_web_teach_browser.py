@@ -1,13 +1,17 @@
 """Teach a new label from the page, in the system's headless Chromium driven by WebDriver (no mocks of the page):
 draw a region on the live picture, collect crops of two real objects shown there in turn, train, accept, and
 see the region's live label become a taught label; then the same from the crops of the review queue
-(docs/review.md). Screenshots of each step go to $EDGEREC_SHOTS (e.g. docs/img; unset: the test's temporary
-folder)."""
+(docs/review.md). Over HTTPS (web.tls auto): the browser trusts the service's self-signed certificate by its
+public key's SHA-256 pin alone (--ignore-certificate-errors-spki-list), not by ignoring certificate errors.
+Screenshots of each step go to $EDGEREC_SHOTS (e.g. docs/img; unset: the test's temporary folder)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,9 +23,9 @@ from test_web_teach import service, write_config
 
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMEDRIVER is None or CHROMIUM is None,
-                                reason="needs chromium and chromedriver (Debian: apt-get install chromium "
-                                       "chromium-driver)")
+pytestmark = pytest.mark.skipif(CHROMEDRIVER is None or CHROMIUM is None or shutil.which("openssl") is None,
+                                reason="needs chromium, chromedriver and openssl (Debian: apt-get install chromium "
+                                       "chromium-driver openssl)")
 
 SHELF = (0.5, 0.25, 0.4, 0.6)
 """Where the objects are put, as fractions x, y, w, h of the frame."""
@@ -45,15 +49,30 @@ def alternating_clip(path: Path) -> Path:
     return path
 
 
+def spki_pin(cert: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of `cert`: what Chromium pins (the PEM public key's body is the
+    DER SubjectPublicKeyInfo)."""
+    public = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"], capture_output=True,
+                            text=True, check=True).stdout
+    der = base64.b64decode("".join(line for line in public.splitlines() if not line.startswith("-----")))
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
 @pytest.fixture
 def browser(tmp_path):
+    """Chromium trusting the self-signed certificate the service will find in STATE/tls (made here, before it
+    starts: the service then keeps it, as on a second start)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    from edge.web.tls import self_signed
+
+    files, _ = self_signed(tmp_path / "state")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1100,1320", f"--user-data-dir={tmp_path / 'profile'}", "--no-first-run"):
+                     "--window-size=1100,1320", f"--user-data-dir={tmp_path / 'profile'}", "--no-first-run",
+                     f"--ignore-certificate-errors-spki-list={spki_pin(files.cert)}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_script_timeout(20)
@@ -90,10 +109,11 @@ def test_teach_a_new_label_from_the_page(tmp_path, browser):
 
     started = time.monotonic()
     clip = alternating_clip(tmp_path / "shelf.avi")
-    config = write_config(tmp_path, clip, None)  # the embedded ImageNet model, the whole frame at first
+    config = write_config(tmp_path, clip, None, tls=True)  # the embedded ImageNet model, the whole frame at first
     find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
     with service(config) as svc:
-        browser.get(f"http://127.0.0.1:{svc.port}/")
+        browser.get(f"https://127.0.0.1:{svc.port}/")
+        assert browser.execute_script("return location.protocol") == "https:" and svc.cert is not None
         picture = find("view")
         wait(lambda: browser.execute_script("return arguments[0].naturalWidth", picture), what="the live picture")
 
@@ -170,11 +190,11 @@ def test_review_assign_train_and_accept_from_the_page(tmp_path, browser):
     clip = alternating_clip(tmp_path / "shelf.avi")
     x, y, w, h = SHELF
     config = write_config(tmp_path, clip, None, regions=f'[[regions]]\nname = "shelf"\nbox = [{x}, {y}, {w}, {h}]\n'
-                          + REVIEW)
+                          + REVIEW, tls=True)
     find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
     cards = lambda label: browser.find_elements(By.CSS_SELECTOR, f'#review-items figure[data-label="{label}"]')  # noqa: E731
     with service(config) as svc:
-        browser.get(f"http://127.0.0.1:{svc.port}/")
+        browser.get(f"https://127.0.0.1:{svc.port}/")
         wait(lambda: find("collect-region").get_attribute("value") == "shelf", what="the region")
 
         # 1. the crops the region met, listed with their label, score and why they were kept

@@ -305,6 +305,14 @@ class WebSection(Section):
     state_dir: str = Field("", description="where crops collected and models taught from the page are kept "
                            "(docs/teach-web.md); empty: $STATE_DIRECTORY (the systemd unit's /var/lib/edgerec), "
                            "else ~/.local/state/edgerec", examples=["/var/lib/edgerec"])
+    tls: typing.Literal["off", "auto"] = Field("off", description="\"auto\": HTTPS only, with a self-signed "
+                                               "certificate made once in state_dir/tls (its SHA-256 fingerprint is "
+                                               "logged at each start, to pin); \"off\": plain HTTP unless "
+                                               "tls_cert and tls_key are set (docs/web.md)")
+    tls_cert: str = Field("", description="your own certificate (PEM) to serve HTTPS only with; needs tls_key; "
+                          "empty: none", examples=["/etc/edgerec/cert.pem"])
+    tls_key: str = Field("", description="the private key (PEM, no passphrase) of tls_cert", examples=[
+        "/etc/edgerec/key.pem"])
 
     @field_validator("listen")
     @classmethod
@@ -584,7 +592,8 @@ def web_options(web: WebSection, review: ReviewSection | None = None) -> WebOpti
     if not web.listen:
         return None
     return WebOptions(web.listen, web.token or None, web.max_clients, web.jpeg_fps, metrics=web.metrics,
-                      state_dir=web.state_dir or None, review=ReviewOptions(**(review or ReviewSection()).model_dump()))
+                      state_dir=web.state_dir or None, review=ReviewOptions(**(review or ReviewSection()).model_dump()),
+                      tls=web.tls, tls_cert=web.tls_cert or None, tls_key=web.tls_key or None)
 
 
 def mqtt_options(mqtt: MqttSection) -> MqttOptions | None:
@@ -592,6 +601,12 @@ def mqtt_options(mqtt: MqttSection) -> MqttOptions | None:
         return None
     return MqttOptions(mqtt.host, mqtt.port, mqtt.topic_prefix, mqtt.username, mqtt.password or None,
                        mqtt.client_id, mqtt.discovery_prefix)
+
+
+def web_tls(web: WebSection) -> str:
+    if web.tls == "auto":
+        return " (HTTPS, self-signed certificate)"
+    return f" (HTTPS, certificate {web.tls_cert})" if web.tls_cert else ""
 
 
 def describe_config(config: Config) -> list[str]:
@@ -603,7 +618,7 @@ def describe_config(config: Config) -> list[str]:
     outputs = [f"display {str(config.display.window).lower()}"]
     outputs += [f"{name} {value}" for name, value in (
         ("events", config.events.path), ("snapshots", config.snapshots.dir), ("recording", config.recording.path),
-        ("web", config.web.listen + (" (token set)" if config.web.token else "")),
+        ("web", config.web.listen + (" (token set)" if config.web.token else "") + web_tls(config.web)),
         ("mqtt", f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.enabled else "")) if value]  # fmt: skip
     return [
         *([f"source       {source.uri}" + (f" ({camera})" if camera else "")] if not config.cameras else []),

@@ -1,22 +1,26 @@
 """Changes to the config file the service runs from, made by the web app: a region's box, a region's model.
 
-Each change reads the file, edits the parsed tables, writes them back as TOML, checks that the new text
-loads with edge.app.config (a file that would not load is never written), keeps the previous file as
-FILE.bak and replaces the file atomically (temp file + os.replace). The TOML is written by `dumps` below,
-a small writer for the tables edgerec has (scalars, arrays of scalars, tables, arrays of tables): the values
-and their order are kept, comments are not (the .bak keeps them).
+Each change parses the file with tomlkit (which keeps comments, blank lines, key order and the quoting the
+user chose), edits only the keys it changes, checks that the new text loads with edge.app.config (a file that
+would not load is never written), keeps the previous file as FILE.bak and replaces the file atomically (temp
+file + os.replace). A diff of the old and the new text shows the changed keys and nothing else.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.app.config import load_config, parse_config, toml_value
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Array, Table
+from tomlkit.toml_document import TOMLDocument
+
+from edge.app.config import load_config, parse_config
 from edge.errors import EdgerecError
 from edge.files import atomic_path
 from edge.live.camera import DEFAULT_CAMERA
@@ -26,8 +30,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-HEADER = ("# edgerec configuration, last changed from the web page (the file before that change: {backup});\n"
-          "# check it with `edgerec check-config FILE`.\n")
+Regions = AoT | Array
+"""A camera's regions as the file has them: [[regions]] tables, or an inline array `regions = [{...}, ...]`."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,13 @@ class TomlConfig:
 def set_region(path: str | Path, camera: str, name: str, box: Sequence[float]) -> None:
     """Add region `name` to `camera` with `box`, or move it there if it exists (its other keys kept)."""
 
-    def change(regions: list[dict[str, Any]]) -> None:
+    def change(regions: Regions) -> None:
+        numbers = [float(v) for v in box]
         for region in regions:
             if region.get("name") == name:
-                region["box"] = [float(v) for v in box]
+                region["box"] = numbers
                 return
-        regions.append({"name": name, "box": [float(v) for v in box]})
+        regions.append(new_region(regions, name, numbers))
 
     edit_regions(path, camera, change)
 
@@ -65,13 +70,13 @@ def set_region(path: str | Path, camera: str, name: str, box: Sequence[float]) -
 def set_region_model(path: str | Path, camera: str, name: str, model: str) -> None:
     """Set region `name`'s model file ("" removes the key: the region takes [model] path again)."""
 
-    def change(regions: list[dict[str, Any]]) -> None:
+    def change(regions: Regions) -> None:
         for region in regions:
             if region.get("name") == name:
                 if model:
                     region["model"] = model
                 else:
-                    region.pop("model", None)
+                    region.pop("model", None)  # tomlkit: the line goes, its neighbours stay
                 return
         raise EdgerecError(f"camera {camera}: no region {name!r} in the config; valid: "
                            + (", ".join(str(r.get("name")) for r in regions) or "none (draw one first)"))
@@ -87,26 +92,31 @@ def region_model(path: str | Path, camera: str, name: str) -> str:
     return ""
 
 
-def edit_regions(path: str | Path, camera: str, change: Any) -> None:
-    """Read `path`, let `change(regions)` edit `camera`'s list of region tables, check and write it back."""
+def edit_regions(path: str | Path, camera: str, change: Callable[[Regions], None]) -> None:
+    """Read `path`, let `change(regions)` edit `camera`'s regions in place, check and write it back."""
     path = Path(path)
-    data = read(path)
-    change(_regions(data, camera, create=True))
-    write(path, data)
+    document = read(path)
+    change(_regions(document, camera, create=True))
+    write(path, document)
 
 
-def read(path: str | Path) -> dict[str, Any]:
+def read(path: str | Path) -> TOMLDocument:
+    """`path` as a tomlkit document: its values with its comments and layout."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        return tomlkit.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, TOMLKitError) as error:
         raise EdgerecError(f"{path}: cannot read it to change it: {error}") from None
 
 
-def write(path: Path, data: Mapping[str, Any]) -> None:
-    """Write `data` to `path` if it loads as a config: the old file kept as PATH.bak, the new one atomic."""
+def write(path: Path, document: TOMLDocument) -> None:
+    """Write `document` to `path` if it loads as a config: the old file kept as PATH.bak, the new one atomic."""
     backup = path.with_name(path.name + ".bak")
-    text = HEADER.format(backup=backup.name) + dumps(data)
-    parse_config(tomllib.loads(text), origin=f"{path} (as it would be written; left unchanged)")
+    text = tomlkit.dumps(document)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:  # tomlkit wrote what it cannot read back: never seen, never written
+        raise EdgerecError(f"{path} (as it would be written; left unchanged): not TOML: {error}") from None
+    parse_config(data, origin=f"{path} (as it would be written; left unchanged)")
     try:
         with atomic_path(backup) as tmp:
             shutil.copyfile(path, tmp)
@@ -117,68 +127,34 @@ def write(path: Path, data: Mapping[str, Any]) -> None:
                            "keeps the folder read-only; the shipped unit has ReadWritePaths=/etc/edgerec)") from None
 
 
-def _regions(data: dict[str, Any], camera: str, create: bool) -> list[dict[str, Any]]:
-    """The list of region tables of `camera`: [[regions]] for the one camera of [source], else its
-    [[cameras.regions]]."""
-    cameras = data.get("cameras")
+def new_region(regions: Regions, name: str, box: list[float]) -> Any:
+    """A region to append: a [[regions]] table (a blank line after it) or, in an inline array, an inline table."""
+    if isinstance(regions, Array):
+        return {"name": name, "box": box}
+    table = tomlkit.table()
+    table.add("name", name)
+    table.add("box", box)
+    table.add(tomlkit.nl())
+    return table
+
+
+def _regions(document: TOMLDocument, camera: str, create: bool) -> Regions:
+    """The regions of `camera`: [[regions]] for the one camera of [source], else its [[cameras.regions]]; an
+    empty [[regions]] list is added when `create` and the camera has none."""
+    cameras = document.get("cameras")
     if not cameras:
         if camera != DEFAULT_CAMERA:
             raise EdgerecError(f"no camera {camera!r} in the config; valid: {DEFAULT_CAMERA}")
-        return data.setdefault("regions", []) if create else data.get("regions", [])
+        return _table_regions(document, create)
     for table in cameras:
         if table.get("name") == camera:
-            return table.setdefault("regions", []) if create else table.get("regions", [])
+            return _table_regions(table, create)
     raise EdgerecError(f"no camera {camera!r} in the config; valid: {', '.join(str(c.get('name')) for c in cameras)}")
 
 
-# --- a small TOML writer ---------------------------------------------------------------------------
-
-
-def dumps(data: Mapping[str, Any]) -> str:
-    """`data` (as tomllib parses it: no dates) as TOML: top-level keys first, then tables and arrays of tables."""
-    return _table(data, []).lstrip("\n")
-
-
-def _table(data: Mapping[str, Any], path: list[str]) -> str:
-    plain = {k: v for k, v in data.items() if not _is_table(v) and not _is_table_array(v)}
-    lines = [f"{_key(k)} = {_value(v)}\n" for k, v in plain.items()]
-    out = "".join(lines)
-    for key, value in data.items():
-        if _is_table(value):
-            out += f"\n[{_dotted([*path, key])}]\n" + _table(value, [*path, key]).lstrip("\n")
-        elif _is_table_array(value):
-            for item in value:
-                out += f"\n[[{_dotted([*path, key])}]]\n" + _table(item, [*path, key]).lstrip("\n")
-    return out
-
-
-def _is_table(value: object) -> bool:
-    return isinstance(value, Mapping)
-
-
-def _is_table_array(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def _dotted(path: list[str]) -> str:
-    return ".".join(_key(part) for part in path)
-
-
-def _key(key: str) -> str:
-    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
-    return key if bare else _value(key)
-
-
-def _value(value: object) -> str:
-
-    if isinstance(value, float) and value != value:
-        return "nan"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (bool, int, float, str)):
-        return toml_value(value)
-    raise EdgerecError(f"cannot write {type(value).__name__} {value!r} as TOML; valid: numbers, text, true/false")
+def _table_regions(table: TOMLDocument | Table, create: bool) -> Regions:
+    if "regions" not in table:
+        if not create:
+            return tomlkit.aot()
+        table.append("regions", tomlkit.aot())
+    return table["regions"]

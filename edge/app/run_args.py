@@ -44,6 +44,7 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "top_k": "overlay.top_k", "stats": "overlay.stats",
     "display": "display.window", "out": "recording.path", "events": "events.path", "snapshots": "snapshots.dir",
     "web": "web.listen", "web_token": "web.token", "web_fps": "web.jpeg_fps", "web_max_clients": "web.max_clients",
+    "web_tls": "web.tls", "web_cert": "web.tls_cert", "web_key": "web.tls_key",
     "mqtt_topic_prefix": "mqtt.topic_prefix", "mqtt_username": "mqtt.username",
 }  # fmt: skip
 SOURCE_KEYS = {dest: key for dest, key in FLAG_KEYS.items() if key.startswith("source.")}
@@ -143,6 +144,13 @@ def add_web_arguments(web: argparse._ArgumentGroup, defaults: Config) -> None:
                           f"(default: {defaults.web.jpeg_fps:g})")
     web.add_argument("--web-max-clients", type=int, metavar="N",
                      help=f"preview viewers at once; more get 503 (default: {defaults.web.max_clients})")
+    web.add_argument("--web-tls", choices=("auto", "off"),
+                     help="auto: serve HTTPS only, with a self-signed certificate made once in the state directory "
+                          "(its SHA-256 fingerprint is logged, to pin); off: plain HTTP (default: "
+                          f"{defaults.web.tls})")
+    web.add_argument("--web-cert", type=Path, metavar="FILE",
+                     help="serve HTTPS only, with your own certificate (PEM); needs --web-key")
+    web.add_argument("--web-key", type=Path, metavar="FILE", help="the private key (PEM) of --web-cert")
 
 
 def add_mqtt_arguments(mqtt: argparse._ArgumentGroup, defaults: Config) -> None:

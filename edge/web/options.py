@@ -37,6 +37,13 @@ class WebOptions:
     StateDirectory=), else ~/.local/state/edgerec."""
     review: ReviewOptions = ReviewOptions()
     """The review queue: crops worth labelling the camera met, kept under the state directory (docs/review.md)."""
+    tls: str = "off"
+    """"auto": HTTPS with a self-signed certificate made once in STATE/tls (edge.web.tls); "off": plain HTTP,
+    unless `tls_cert` and `tls_key` are given."""
+    tls_cert: str | None = None
+    """The user's certificate (PEM) to serve HTTPS with; needs `tls_key`."""
+    tls_key: str | None = None
+    """The private key (PEM, no passphrase) of `tls_cert`."""
 
     def __post_init__(self) -> None:
         host, _ = parse_listen(self.listen)
@@ -49,6 +56,11 @@ class WebOptions:
             raise EdgerecError(f"web jpeg-quality {self.jpeg_quality} is out of range; valid: 1-100")
         if not self.stale_after > 0:
             raise EdgerecError(f"web stale-after {self.stale_after} is not positive; valid: seconds > 0")
+        check_tls(self.tls, self.tls_cert, self.tls_key)
+
+    @property
+    def https(self) -> bool:
+        return self.tls == "auto" or bool(self.tls_cert)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -84,6 +96,18 @@ def check_token(token: str, host: str, listen: str) -> None:
     if token and len(token) < MIN_TOKEN_CHARS:
         raise EdgerecError(f"web token is {len(token)} characters; valid: at least {MIN_TOKEN_CHARS} "
                            "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)")
+
+
+def check_tls(tls: str, cert: str | None, key: str | None) -> None:
+    if tls not in ("off", "auto"):
+        raise EdgerecError(f"web tls {tls!r} (--web-tls, web.tls); valid: auto (a self-signed certificate made "
+                           "once), off (plain HTTP, or your own certificate with --web-cert and --web-key)")
+    if bool(cert) != bool(key):
+        raise EdgerecError("web tls: a certificate needs its key and a key its certificate; valid: both "
+                           "--web-cert FILE and --web-key FILE (web.tls_cert, web.tls_key), or neither")
+    if tls == "auto" and cert:
+        raise EdgerecError(f"web tls: --web-tls auto makes its own certificate but --web-cert {cert} is given; "
+                           "valid: one of the two")
 
 
 class ConfigStore(Protocol):

@@ -10,6 +10,12 @@ a first answer, and any byte cancels it), so a few hundred connections that neve
   a new connection (a health probe) is always accepted and answered, and descriptors stay bounded;
 - aborts a connection whose socket has taken nothing for `SEND_TIMEOUT_S` (a stuck MJPEG viewer).
 
+Over HTTPS (an ssl.SSLContext given) the guard starts at the TCP connection, before the TLS handshake: a
+connection that never finishes its handshake counts as waiting for its headers (the event loop's own handshake
+timeout would be 60 s, and unbounded in number). asyncio hands the page's protocol to the TLS transport only once
+the handshake is done, so `BackgroundServer` wraps the loop's `_make_ssl_transport` (the one place that sees
+both) to tell the guard at accept time; tests/test_web_abuse.py checks this over HTTPS too.
+
 An unfinished request head that grows past `MAX_HEADER_BYTES` gets a 400 (h11's limit). The server never
 installs signal handlers (uvicorn only does so on the main thread), so the process keeps its own SIGTERM/SIGINT
 handling.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -82,7 +89,10 @@ class ConnectionGuard:
 
     def _close(self, protocol: GuardedProtocol) -> None:
         self.got_headers(protocol)
-        protocol.transport.close()  # nothing is being written to it: closes at once
+        # abort, not close: nothing is being written to it, and over TLS close() would wait up to 30 s for the
+        # client's goodbye, holding the descriptor outside the guard. On the loop's next turn: a TLS connection
+        # evicted as it is accepted has no socket under its transport before then (asyncio calls it soon).
+        protocol.loop.call_soon(protocol.transport.abort)
 
 
 class GuardedProtocol(H11Protocol):
@@ -97,6 +107,18 @@ class GuardedProtocol(H11Protocol):
         super().connection_made(transport)
         self.guard.open.add(self)
         self.guard.wait_for_headers(self)
+
+    def handshaking(self, transport: asyncio.Transport, done: asyncio.Future[None]) -> None:
+        """HTTPS: accepted, its TLS handshake under way (`done` when over): the guard times and caps it like a
+        connection waiting for its headers; one whose handshake fails leaves the guard at once."""
+        self.transport = transport
+        self.guard.wait_for_headers(self)
+
+        def over(future: asyncio.Future[None]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.guard.got_headers(self)
+
+        done.add_done_callback(over)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -144,15 +166,20 @@ class GuardedProtocol(H11Protocol):
 class BackgroundServer:
     """uvicorn serving `app` on `sock` from its own thread and event loop until `stop()`."""
 
-    def __init__(self, app: object, sock: socket.socket) -> None:
+    def __init__(self, app: object, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: serve HTTPS only, with this server context (edge.web.tls); None: plain HTTP."""
         self.guard = ConnectionGuard()
         config = uvicorn.Config(
             app, http=self._protocol, ws="none", lifespan="off", loop="asyncio", log_config=None, log_level="error",
             access_log=False, server_header=False, proxy_headers=False, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             timeout_graceful_shutdown=STOP_GRACE_S,
         )  # fmt: skip
+        if tls is not None:
+            config.load()
+            config.ssl = tls  # uvicorn would build its own from file names (its cipher list "TLSv1")
         self.server = uvicorn.Server(config)
         self.sock = sock
+        self.tls = tls
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgerec-web", daemon=True)
@@ -167,6 +194,8 @@ class BackgroundServer:
 
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.tls is not None:
+            guard_handshakes(self.loop)
         self._ready.set()
         try:
             await self.server.serve(sockets=[self.sock])
@@ -189,3 +218,17 @@ class BackgroundServer:
         self.server.should_exit = True
         self._thread.join()
 
+
+
+def guard_handshakes(loop: asyncio.AbstractEventLoop) -> None:
+    """Tell each GuardedProtocol of its connection as soon as it is accepted, before its TLS handshake."""
+    make = loop._make_ssl_transport  # type: ignore[attr-defined]
+
+    def make_ssl_transport(rawsock: socket.socket, protocol: asyncio.BaseProtocol, sslcontext: ssl.SSLContext,
+                           waiter: asyncio.Future[None] | None = None, **kwargs: object) -> asyncio.Transport:
+        transport = make(rawsock, protocol, sslcontext, waiter, **kwargs)
+        if isinstance(protocol, GuardedProtocol) and waiter is not None and kwargs.get("server_side"):
+            protocol.handshaking(transport, waiter)
+        return transport
+
+    loop._make_ssl_transport = make_ssl_transport  # type: ignore[attr-defined]

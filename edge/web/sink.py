@@ -8,10 +8,13 @@ any other address needs a token, which every route then checks.
 
 from __future__ import annotations
 
+import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +25,10 @@ from edge.live.result import FrameResult
 from edge.web import state
 from edge.web.options import TOKEN_ENV, ConfigStore, WebOptions, check_token, parse_listen
 from edge.web.state import CameraView, JpegFeed, Stats, camera_status, model_status
+from edge.web.tls import TlsFiles, given, self_signed
+
+LOG = logging.getLogger("edgerec.web")
+ORIGINS = {"made": "made now", "kept": "made by an earlier start", "given": "yours"}
 
 
 class WebSink:
@@ -69,6 +76,7 @@ class WebSink:
 
         self.registry = registry_for(self)
         try:
+            self.tls, context = tls_context(options, self.state)
             sock = web_server.listen(host, port, options.listen)
         except EdgerecError:
             for view in self.views.values():
@@ -76,7 +84,10 @@ class WebSink:
             self.review.close()
             raise
         self.address: tuple[str, int] = sock.getsockname()[:2]
-        self.server = web_server.BackgroundServer(create_app(self), sock)
+        self.server = web_server.BackgroundServer(create_app(self), sock, context)
+        if self.tls is not None:
+            LOG.info("web page at %s (HTTPS only); certificate %s (%s), SHA-256 fingerprint %s", self.url,
+                     self.tls.cert, ORIGINS[self.tls.origin], self.tls.fingerprint)
 
     @property
     def port(self) -> int:
@@ -85,7 +96,7 @@ class WebSink:
     @property
     def url(self) -> str:
         host = self.address[0]
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
     @property
     def shows_pixels(self) -> bool:
@@ -175,3 +186,13 @@ class WebSink:
             return False, "; ".join(problems + oks)
         return True, "ok: " + "; ".join(oks)
 
+
+
+
+def tls_context(options: WebOptions, state_dir: Path) -> tuple[TlsFiles | None, ssl.SSLContext | None]:
+    """The certificate files and server context for HTTPS (edge.web.tls), or (None, None) for plain HTTP."""
+    if options.tls == "auto":
+        return self_signed(state_dir)
+    if options.tls_cert and options.tls_key:
+        return given(options.tls_cert, options.tls_key)
+    return None, None

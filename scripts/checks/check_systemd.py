@@ -1,33 +1,45 @@
 """Inside half of scripts/checks/check_systemd.sh (run that, not this): the steps, run as root by the booted container's
-systemd (Debian 12, systemd 252) against the real unit.
+systemd (Debian 12, systemd 252, no procps) against the real unit, over three boots of one disk.
 
-    python3 scripts/checks/check_systemd.py OUT      # OUT: where results.json, summary.txt and journal.txt go
+    python3 scripts/checks/check_systemd.py OUT PHASE  # OUT: results-PHASE.json, summary.txt, journal-PHASE.txt
 
-  1. install   scripts/install-service.sh --no-start, the config edited by root in place, `systemctl start`:
-               active with READY (StatusText), /healthz 200
-  2. sandbox   the main process as /proc shows it: user edgerec in group video, no capabilities, NoNewPrivs,
+PHASE install (the first boot):
+  1. install   scripts/install-service.sh --no-start: the unit enabled, not started; the config edited by root in
+               place; no /bin/kill or kill on PATH (no procps); the container then shuts down
+PHASE boot (the second boot):
+  2. boot      the unit started by the boot, not by hand: active (Type=notify: READY came), StatusText with fps,
+               /healthz 200, NRestarts 0; seconds from systemd's start to READY
+  3. sandbox   the main process as /proc shows it: user edgerec in group video, no capabilities, NoNewPrivs,
                a seccomp filter, / and /usr read-only, /etc/edgerec and the state and logs folders writable
-  3. save      PUT /api/regions/camera/door with the token and same-origin headers: config.toml rewritten by the
+  4. save      PUT /api/regions/camera/door with the token and same-origin headers: config.toml rewritten by the
                service (edgerec-owned 0640), config.toml.bak beside it, the region running after the reload
-  4. reload    root adds a region, `systemctl reload`: the journal's "reloaded:" line, the region in /api/status,
-               the same main process, frames counting on; a broken config is refused with one line, old one kept
-  5. lock      a drop-in `ReadOnlyPaths=/etc/edgerec`: the same PUT answers 400 with one line, the file unchanged
-  6. watchdog  SIGSTOP the main process: after WatchdogSec= (30 s) systemd aborts it, after RestartSec= (10 s) it
+  5. reload    root adds a region, `systemctl reload` (the unit's ExecReload= without procps): the journal's
+               "reloaded:" line, the region in /api/status, the same main process, frames counting on; a broken
+               config is refused with one line, old one kept
+  6. lock      a drop-in `ReadOnlyPaths=/etc/edgerec`: the same PUT answers 400 with one line, the file unchanged
+  7. watchdog  SIGSTOP the main process: after WatchdogSec= (30 s) systemd aborts it, after RestartSec= (10 s) it
                starts it again: NRestarts + 1, active
-  7. upgrade   /etc/edgerec set to root:root 0755 (an older installer's): a start leaves it so, with a warning;
+  8. upgrade   /etc/edgerec set to root:root 0755 (an older installer's): a start leaves it so, with a warning;
                scripts/install-service.sh again makes it root:edgerec 0770, keeps the config, restarts
-  8. stop      with [recording] on: `systemctl stop` time, Result=success, frames OpenCV reads back from the mp4
-  9. exposure  `systemd-analyze security edgerec` <= 2.0 (no drop-ins left), no sandbox complaints in the journal
+  9. teach     crops of two shipped photos as region door's collected crops, then train and accept from the web
+               API: the region runs the accepted model (set in the config)
+ 10. stop      with [recording] on: `systemctl stop` time, Result=success, frames OpenCV reads back from the mp4
+ 11. exposure  `systemd-analyze security edgerec` <= 2.0 (no drop-ins left), no sandbox complaints in the journal
+PHASE reboot (the third boot):
+ 12. reboot    started by the boot again and ready; the config byte for byte as the second boot left it, the
+               recording and the accepted model file unchanged, the region running that model
 
 Only the standard library (the container's python3): the edgerec venv's own python reads the recording back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -45,6 +57,7 @@ CONFIG_DIR = Path("/etc/edgerec")
 CONFIG = CONFIG_DIR / "config.toml"
 BACKUP = CONFIG_DIR / "config.toml.bak"
 DROP_INS = Path("/etc/systemd/system/edgerec.service.d")
+STATE = Path("/var/lib/edgerec")
 RECORDING = "/var/lib/edgerec/check.mp4"
 VENV_PYTHON = "/opt/edgerec/venv/bin/python"
 MAX_EXPOSURE = 2.0
@@ -70,6 +83,8 @@ class Service:
     port: int
     token: str
     figures: dict[str, float] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
+    """What the second boot leaves for the third to find: sha256 of the config, recording and model, the model."""
 
     def show(self, prop: str) -> str:
         return sh("systemctl", "show", "-p", prop, "--value", "edgerec").strip()
@@ -205,6 +220,7 @@ def healthy(service: Service) -> str:
 
 
 def install(service: Service) -> str:
+    """Installed and enabled, not started: the next boot starts it."""
     start = time.monotonic()
     installer("--no-start")
     installed = time.monotonic() - start
@@ -212,19 +228,34 @@ def install(service: Service) -> str:
     expect("config.toml as installed", owner_mode(CONFIG), "root:edgerec 0640")
     edit_in_place(config_text(service))
     sh(VENV_PYTHON, "-m", "edge.app.cli", "check-config", str(CONFIG))
-    start = time.monotonic()
-    sh("systemctl", "start", "edgerec", timeout=90)  # Type=notify: returns once READY=1 came
-    started = time.monotonic() - start
-    expect("ActiveState", service.show("ActiveState"), "active")
+    expect("systemctl is-enabled", sh("systemctl", "is-enabled", "edgerec").strip(), "enabled")
+    expect("ActiveState after the install", service.show("ActiveState"), "inactive")
+    kill = [path for path in ("/bin/kill", "/usr/bin/kill") if Path(path).exists()]
+    if kill or Path("/usr/share/doc/procps").exists():
+        raise Failed(f"procps is installed ({kill or '/usr/share/doc/procps'}): the reload would not be shown "
+                     "to work without it")
+    service.figures.update(install_s=installed)
+    return (f"installed in {installed:.0f} s (/etc/edgerec root:edgerec 0770, config.toml root:edgerec 0640); "
+            f"enabled, inactive; no procps (no /bin/kill); shutting down for the boot that starts it")
+
+
+def boot(service: Service) -> str:
+    """The unit started by this boot's multi-user.target, not by the check; Type=notify: active means READY."""
+    took = wait_until("edgerec active after the boot", lambda: service.show("ActiveState") == "active", 120)
+    expect("NRestarts", service.show("NRestarts"), "0")
     status_text = service.show("StatusText")
     if "fps" not in status_text:
         raise Failed(f"StatusText {status_text!r} has no fps: READY and STATUS= not sent")
+    userspace = int(sh("systemctl", "show", "-p", "UserspaceTimestampMonotonic", "--value").strip())
+    active = int(service.show("ActiveEnterTimestampMonotonic"))
+    started = int(service.show("ExecMainStartTimestampMonotonic"))
     mode_warnings = journal("already exists but the mode is different")
     if mode_warnings:
         raise Failed(f"systemd warned about /etc/edgerec's mode: {mode_warnings[0]}")
-    service.figures.update(install_s=installed, start_s=started)
-    return (f"installed in {installed:.0f} s (/etc/edgerec root:edgerec 0770, config.toml root:edgerec 0640); "
-            f"`systemctl start` returned active in {started:.1f} s; StatusText={status_text!r}; "
+    ready_s, start_s = (active - userspace) / 1e6, (active - started) / 1e6
+    service.figures.update(boot_ready_s=ready_s, start_s=start_s)
+    return (f"started by the boot (the check waited {took:.1f} s, started nothing): READY {ready_s:.1f} s after "
+            f"systemd started, {start_s:.1f} s after edgerec's exec; StatusText={status_text!r}; "
             f"/healthz {healthy(service)!r}")
 
 
@@ -275,6 +306,8 @@ def save_region(service: Service) -> str:
 
 
 def reload(service: Service) -> str:
+    if shutil.which("kill"):
+        raise Failed(f"a kill command is on PATH ({shutil.which('kill')}): procps is installed")
     pid, frames = service.show("MainPID"), service.status()["frames"]
     edit_in_place(CONFIG.read_text() + '\n[[regions]]\nname = "shelf"\nbox = [0.5, 0.5, 0.4, 0.4]\n')
     expect("config.toml after root's edit", owner_mode(CONFIG), "edgerec:edgerec 0640")
@@ -295,8 +328,8 @@ def reload(service: Service) -> str:
     expect("regions after the refused reload", service.regions(), ["door", "shelf"])
     if frames_after <= frames:
         raise Failed(f"frames did not go on: {frames} before, {frames_after} after")
-    return (f"applied in {took:.1f} s ({line!r}); broken config refused: {refusal!r}; same PID {pid}, frames "
-            f"{frames} -> {frames_after}, /healthz {healthy(service)!r}")
+    return (f"no procps: applied in {took:.1f} s ({line!r}); broken config refused: {refusal!r}; same PID {pid}, "
+            f"frames {frames} -> {frames_after}, /healthz {healthy(service)!r}")
 
 
 def lock(service: Service) -> str:
@@ -359,6 +392,51 @@ def upgrade(service: Service) -> str:
             f"{healthy(service)!r}")
 
 
+def teach(service: Service) -> str:
+    """Train and accept from the web API on crops of two shipped photos put where the page's collector puts them
+    (the collector itself pauses while a recording draws on the frames first: tests/test_web_teach.py covers it)."""
+    data = STATE / "teach" / "camera" / "door" / "data"
+    sh(VENV_PYTHON, "-c", CROPS, str(SRC / "tests" / "data" / "photos"), str(data))
+    sh("chown", "-R", "edgerec:edgerec", str(STATE / "teach"))
+    code, body = service.http("POST", "/api/train", {"camera": "camera", "region": "door"})
+    expect(f"POST /api/train ({body.strip()[:200]})", code, 202)
+    took = wait_until("the training to end", lambda: train_state(service)["state"] != "running", 180)
+    trained = train_state(service)
+    expect(f"training ({json.dumps(trained)[:300]})", trained["state"], "done")
+    code, body = service.http("POST", "/api/accept", {"camera": "camera", "region": "door"})
+    expect(f"POST /api/accept ({body.strip()[:200]})", code, 200)
+    model = json.loads(body)["model"]
+    wait_until("region door labelled cup or monkey", lambda: region_label(service, "door") in LABELS, 30)
+    if f'model = "{model}"' not in CONFIG.read_text():
+        raise Failed(f"the config does not name the accepted model {model}")
+    service.kept["model"] = model
+    return f"trained in {took:.1f} s, accepted {model}; door now says {region_label(service, 'door')!r}"
+
+
+LABELS = ("cup", "monkey")
+CROPS = """import sys, cv2, pathlib
+photos, data = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for label, photo in (("monkey", "baboon.jpg"), ("cup", "coffee.jpg")):
+    image = cv2.imread(str(photos / photo)); h, w = image.shape[:2]
+    (data / label).mkdir(parents=True, exist_ok=True)
+    for n in range(6):
+        crop = image[n * h // 16: h - n * h // 16, n * w // 16: w - n * w // 16]
+        cv2.imwrite(str(data / label / f"{1000 + n}-{n}.jpg"), crop)
+"""
+
+
+def train_state(service: Service) -> dict:
+    return json.loads(service.http("GET", "/api/train")[1])
+
+
+def region_label(service: Service, name: str) -> str:
+    return next(r["label"] for r in service.status()["cameras"]["camera"]["regions"] if r["name"] == name)
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def stop(service: Service) -> str:
     wait_until("100 frames in this run", lambda: service.status()["frames"] >= 100, 60)
     frames = service.status()["frames"]
@@ -373,6 +451,8 @@ def stop(service: Service) -> str:
     if int(count[0]) < frames:
         raise Failed(f"the recording holds {count[0]} frames, fewer than the {frames} counted before the stop")
     service.figures.update(stop_s=took, recorded_frames=int(count[0]))
+    service.kept.update(config=sha256(CONFIG), recording=sha256(RECORDING), frames=count[0],
+                        model_sha=sha256(service.kept["model"]))
     return (f"`systemctl stop` took {took:.1f} s, Result=success; {RECORDING} ({Path(RECORDING).stat().st_size} "
             f"bytes) reads back {count[0]} frames of {float(count[1]):.0f}x{float(count[2]):.0f} "
             f"({frames} counted in /api/status before the stop)")
@@ -395,39 +475,68 @@ def exposure(_: Service) -> str:
     return f"{found.group(1)} {found.group(2)}; no SIGSYS, permission denied or operation not permitted in the journal"
 
 
-STEPS = (install, sandbox, save_region, reload, lock, watchdog, upgrade, stop, exposure)
+def reboot(service: Service) -> str:
+    """What the second boot saved is there after a reboot, and the service, started by the boot, runs it."""
+    took = wait_until("edgerec active after the reboot", lambda: service.show("ActiveState") == "active", 120)
+    expect("NRestarts", service.show("NRestarts"), "0")
+    kept = service.kept
+    expect("config.toml's sha256 (as the second boot left it)", sha256(CONFIG), kept["config"])
+    expect(f"{RECORDING}'s sha256", sha256(RECORDING), kept["recording"])
+    expect(f"{kept['model']}'s sha256", sha256(kept["model"]), kept["model_sha"])
+    code, body = service.http("GET", "/api/models/camera/door")
+    expect(f"GET /api/models/camera/door ({body.strip()[:200]})", code, 200)
+    expect("the model region door uses", json.loads(body)["current"], kept["model"])
+    wait_until("region door labelled cup or monkey", lambda: region_label(service, "door") in LABELS, 30)
+    expect("regions", service.regions(), ["door", "shelf"])
+    return (f"started by the boot ({took:.1f} s after the check began); config.toml, {RECORDING} ({kept['frames']} "
+            f"frames) and {kept['model']} byte for byte as before the reboot; door runs it and says "
+            f"{region_label(service, 'door')!r}; /healthz {healthy(service)!r}")
 
 
-def run_steps(out: Path) -> list[Step]:
-    """Each step in order, printed as it ends; the first failure ends the run (the later ones depend on it)."""
-    service = Service(port=free_port(), token=secrets.token_urlsafe(24))
+PHASES = {"install": (install,),
+          "boot": (boot, sandbox, save_region, reload, lock, watchdog, upgrade, teach, stop, exposure),
+          "reboot": (reboot,)}
+
+
+def run_steps(out: Path, phase: str) -> list[Step]:
+    """The phase's steps in order, numbered on from the earlier phases', printed as each ends; the first failure
+    ends the run (the later ones depend on it)."""
+    saved = out / "service.json"
+    service = Service(**json.loads(saved.read_text())) if saved.exists() else \
+        Service(port=free_port(), token=secrets.token_urlsafe(24))
+    first = 1 + sum(len(PHASES[name]) for name in PHASES if list(PHASES).index(name) < list(PHASES).index(phase))
     steps = []
-    for number, check in enumerate(STEPS, 1):
+    for number, check in enumerate(PHASES[phase], first):
         step = Step(number, check.__name__)
         start = time.monotonic()
         try:
             step.detail, step.passed = check(service), True
-        except (Failed, subprocess.TimeoutExpired, OSError) as error:
-            step.detail = str(error)
+        except (Failed, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as error:
+            step.detail = f"{type(error).__name__}: {error}" if not isinstance(error, Failed) else str(error)
         step.seconds = round(time.monotonic() - start, 1)
         steps.append(step)
         print(f"{'PASS' if step.passed else 'FAIL'} {number}. {step.name} ({step.seconds} s): {step.detail}",
               flush=True)
         if not step.passed:
             break
-    (out / "results.json").write_text(json.dumps({"steps": [asdict(s) for s in steps],
-                                                  "figures": service.figures}, indent=1) + "\n")
+    saved.write_text(json.dumps(asdict(service), indent=1) + "\n")
+    (out / f"results-{phase}.json").write_text(json.dumps({"steps": [asdict(s) for s in steps],
+                                                           "figures": service.figures}, indent=1) + "\n")
     return steps
 
 
 def main() -> int:
-    out = Path(sys.argv[1])
-    steps = run_steps(out)
-    (out / "summary.txt").write_text("".join(
-        f"{'PASS' if s.passed else 'FAIL'} {s.number}. {s.name} ({s.seconds} s): {s.detail}\n" for s in steps))
-    with open(out / "journal.txt", "w") as log:
+    out, phase = Path(sys.argv[1]), sys.argv[2]
+    if phase not in PHASES:
+        print(f"check_systemd.py: error: phase {phase!r}; valid: {', '.join(PHASES)}", file=sys.stderr)
+        return 2
+    steps = run_steps(out, phase)
+    with open(out / "summary.txt", "a") as summary:
+        summary.write("".join(f"{'PASS' if s.passed else 'FAIL'} {s.number}. {s.name} ({s.seconds} s): {s.detail}\n"
+                              for s in steps))
+    with open(out / f"journal-{phase}.txt", "w") as log:
         subprocess.run(["journalctl", "-b", "-u", "edgerec", "--no-pager"], stdout=log, timeout=60)
-    return 0 if len(steps) == len(STEPS) and all(s.passed for s in steps) else 1
+    return 0 if len(steps) == len(PHASES[phase]) and all(s.passed for s in steps) else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The service under a real systemd (docs/reliability.md, "Under a real systemd"), as root on a Debian or Ubuntu
 # host whose PID 1 need not be systemd (a CI container, a VM):
-#   a minimal Debian 12 (systemd 252) is debootstrapped once into CACHE and booted with systemd-nspawn on a
-#   throw-away overlay (--volatile=overlay: every run starts from the same clean root). Its systemd runs
-#   scripts/checks/check_systemd.py from a copy of this checkout (git's tracked and untracked-but-not-ignored files),
-#   which installs the service with scripts/install-service.sh (pip from PyPI, each run) and checks
-#   the unit step by step, printing PASS/FAIL per step. The container exits with the check's status.
+#   a minimal Debian 12 (systemd 252, no procps) is debootstrapped once into CACHE; each run copies it to
+#   CACHE/run (every run starts from the same clean root) and boots that copy three times with systemd-nspawn,
+#   the disk kept between the boots: (1) install, the unit enabled, not started; (2) the unit started by the
+#   boot itself, then the steps; (3) a reboot: started by the boot again, with what (2) saved. In each boot its
+#   systemd runs scripts/checks/check_systemd.py PHASE from a copy of this checkout (git's tracked and
+#   untracked-but-not-ignored files), printing PASS/FAIL per step; the container exits with its status.
 # The container shares the host's network (no --private-network): PyPI, and the service's web port on loopback.
 set -euo pipefail
 
@@ -19,8 +20,8 @@ usage: check_systemd.sh [options]
   --timeout S     end the container after S seconds, the check failed (default: 900)
   -h, --help      this text
 
-Prints each step's PASS/FAIL line, then CACHE/out/summary.txt; CACHE/out/journal.txt holds the unit's journal,
-CACHE/out/console.log the container's console.
+Prints each step's PASS/FAIL line, then CACHE/out/summary.txt; CACHE/out/journal-PHASE.txt hold the unit's
+journal of each boot, CACHE/out/console-PHASE.log the container's console. --timeout is per boot.
 Exits 1 when a step failed or the container did not finish in time.
 EOF
 }
@@ -29,7 +30,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${EDGEREC_NSPAWN_CACHE:-/var/cache/edgerec-nspawn}
 MIRROR=http://deb.debian.org/debian
 TIMEOUT=900
-PACKAGES=systemd,systemd-sysv,dbus,procps,python3,python3-venv,ca-certificates
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates
+PHASES=(install boot reboot)
 
 die() { echo "check_systemd.sh: error: $*" >&2; exit 1; }
 say() { echo "== $*"; }
@@ -47,6 +49,7 @@ parse_args() {
     done
     [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a whole number of seconds (got '$TIMEOUT')"
     ROOTFS=$CACHE/bookworm
+    RUNROOT=$CACHE/run
     OUT=$CACHE/out
 }
 
@@ -59,8 +62,8 @@ host_tools() {
         >/dev/null
 }
 
-# minbase plus what the service needs: procps for the unit's ExecReload=/bin/kill (Priority: important, so in every
-# standard Debian or Raspberry Pi OS install, but not in minbase), python3-venv for the installer.
+# minbase plus what the service needs: python3-venv for the installer. No procps (no /bin/kill): the unit's
+# ExecReload= uses the shell's own kill, and the check shows `systemctl reload` works without it.
 # Built once into ROOTFS.partial and renamed when complete, so an interrupted debootstrap is not reused.
 debian_root() {
     if [[ -e $ROOTFS/.edgerec-packages && $(cat "$ROOTFS/.edgerec-packages") == "$PACKAGES" ]]; then
@@ -78,49 +81,64 @@ debian_root() {
     echo "   ($((SECONDS - start)) s)"
 }
 
-# The checkout as the container sees it, and the command its systemd runs (systemd.run=, no spaces allowed).
+# The checkout as the container sees it, the command its systemd runs (systemd.run=, no spaces allowed: the
+# phase comes from CHECK-OUT/phase), and a fresh copy of the Debian root that the three boots share.
 prepare_out() {
-    rm -rf "$OUT"
+    rm -rf "$OUT" "$RUNROOT"
     mkdir -p "$OUT"
     git -c safe.directory="$HERE" -C "$HERE" ls-files -z --cached --others --exclude-standard \
         | (cd "$HERE" && tar --null --files-from=- --ignore-failed-read -cf "$OUT/src.tar" 2>/dev/null)
     cat >"$OUT/run.sh" <<'EOF'
 #!/bin/sh
 set -e
+rm -rf /usr/local/src/edgerec
 mkdir -p /usr/local/src/edgerec
 tar -xf /check-out/src.tar -C /usr/local/src/edgerec
-exec python3 /usr/local/src/edgerec/scripts/checks/check_systemd.py /check-out
+exec python3 /usr/local/src/edgerec/scripts/checks/check_systemd.py /check-out "$(cat /check-out/phase)"
 EOF
     chmod +x "$OUT/run.sh"
+    local start=$SECONDS
+    cp -a "$ROOTFS" "$RUNROOT"
+    say "root for this run: $RUNROOT (a copy of $ROOTFS, $((SECONDS - start)) s)"
 }
 
 # The host's CA bundle replaces the container's, so a host behind a TLS-inspecting proxy reaches PyPI too.
+# No --volatile: what a boot writes (the install, the config, recordings, models) is there at the next one.
 boot() {
+    local phase=$1
     local binds=(--bind="$OUT:/check-out")
     if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
         binds+=(--bind-ro=/etc/ssl/certs/ca-certificates.crt)
     fi
-    say "boot it (systemd-nspawn --volatile=overlay), run scripts/checks/check_systemd.py under its systemd"
+    echo "$phase" >"$OUT/phase"
+    say "boot $phase (systemd-nspawn --boot on $RUNROOT), scripts/checks/check_systemd.py $phase under its systemd"
     local start=$SECONDS status=0
-    timeout --kill-after=30 "$TIMEOUT" systemd-nspawn --quiet --directory="$ROOTFS" --volatile=overlay \
+    timeout --kill-after=30 "$TIMEOUT" systemd-nspawn --quiet --directory="$RUNROOT" \
         --register=no --keep-unit "${binds[@]}" --boot \
         systemd.unit=multi-user.target systemd.wants=kernel-command-line.service systemd.show_status=false \
         systemd.run=/check-out/run.sh systemd.run_success_action=exit systemd.run_failure_action=exit \
         systemd.mask=console-getty.service </dev/null \
-        | tee "$OUT/console.log" | sed -nu -E 's/^.*run\.sh\[[0-9]+\]: ((PASS|FAIL) [0-9]+\. .*)$/\1/p' \
+        | tee "$OUT/console-$phase.log" | sed -nu -E 's/^.*run\.sh\[[0-9]+\]: ((PASS|FAIL) [0-9]+\. .*)$/\1/p' \
         || status=${PIPESTATUS[0]}
-    echo "   (container: $((SECONDS - start)) s, exit status $status)"
+    echo "   (container, boot $phase: $((SECONDS - start)) s, exit status $status)"
     return "$status"
+}
+
+boots() {
+    local phase
+    for phase in "${PHASES[@]}"; do
+        boot "$phase" || return $?
+    done
 }
 
 report() {
     local status=$1
-    say "summary ($OUT/summary.txt; the unit's journal: $OUT/journal.txt)"
+    say "summary ($OUT/summary.txt; the unit's journal of each boot: $OUT/journal-*.txt)"
     if [[ -s $OUT/summary.txt ]]; then
         cat "$OUT/summary.txt"
     else
         echo "   (no summary: the check did not finish; the container's console ends with:)"
-        tail -n 40 "$OUT/console.log" 2>/dev/null || true
+        tail -n 40 "$OUT"/console-*.log 2>/dev/null || true
     fi
     if ((status == 124 || status == 137)); then die "the container did not finish within --timeout $TIMEOUT s"; fi
     ((status == 0)) || die "a step failed (exit status $status)"
@@ -132,7 +150,8 @@ main() {
     local start=$SECONDS status=0
     debian_root
     prepare_out
-    boot || status=$?
+    boots || status=$?
+    rm -rf "$RUNROOT"
     echo "   (total: $((SECONDS - start)) s)"
     report "$status"
 }
