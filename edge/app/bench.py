@@ -25,7 +25,7 @@ from edge.core.preprocess import fit
 from edge.live.capture import SourceOptions, StillSource
 from edge.live.regions import RegionOptions
 from edge.live.result import FrameResult
-from edge.loop.pipeline import RUN_MODEL, RunOptions, build_loop, using_opencv_threads
+from edge.loop.pipeline import RUN_MODEL, RunOptions, build_loop, one_blas_thread, using_opencv_threads
 from edge.sinks import NullSink
 
 FRAME_SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}
@@ -222,7 +222,9 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
                 bench_.round()
     for bench_ in benches:
         (result.wall if bench_.clock is time.perf_counter else result.cpu_1thread).append(bench_.timing())
-    result.novelty = bench_novelty(cpu_model, runs) if cpu_model.has_features else None
+    if cpu_model.has_features:
+        with one_blas_thread():  # as in the run
+            result.novelty = bench_novelty(cpu_model, runs)
     return result
 
 
