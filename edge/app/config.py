@@ -155,7 +155,7 @@ class RecognitionSection(Section):
                           "docs/unknown.md); false: always one of the labels")
     unknown_threshold: float | None = Field(None, ge=0, le=2, description="novelty score above which a region "
                                             "is unknown; unset: the one stored in the model file",
-                                            examples=[0.35])
+                                            examples=[0.8])
 
 
 class MotionSection(Section):
