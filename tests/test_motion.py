@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge.errors import EdgerecError
-from edge.live.motion import MotionDetector, MotionOptions
+from edge.live.motion import MotionDetector, MotionOptions, MotionState
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
@@ -89,10 +89,21 @@ def warmed(scene: np.ndarray, options: MotionOptions | None = None) -> tuple[Mot
     return detector, camera
 
 
+def seen(detector: MotionDetector, camera: Camera, scene: np.ndarray) -> MotionState:
+    """Show `scene` until the detector analyses a frame (a still scene is analysed every `still_every`-th
+    frame): the first analysed state, which must come within `still_every` frames."""
+    for _ in range(detector.options.still_every):
+        state = detector.update(camera.frame(scene))
+        if state.analysed:
+            return state
+        assert not state.moving and not detector.touches((0.0, 0.0, 1.0, 1.0))
+    raise AssertionError(f"no frame analysed in {detector.options.still_every}")
+
+
 def test_pasted_object_is_motion_in_its_box_only():
     scene = photo("coffee.jpg")
     detector, camera = warmed(scene)
-    state = detector.update(camera.frame(with_object(scene)))
+    state = seen(detector, camera, with_object(scene))
     assert state.moving and not state.recalibrating
     x, y, w, h = OBJECT_BOX
     assert 0.5 * w * h < state.area < 1.5 * w * h
@@ -113,8 +124,9 @@ def test_still_object_fades_into_the_background():
     scene = photo("coffee.jpg", (320, 240))
     detector, camera = warmed(scene)
     changed = with_object(scene)
+    assert seen(detector, camera, changed).moving
     moving = [detector.update(camera.frame(changed)).moving for _ in range(200)]
-    assert moving[0] and not any(moving[-50:])
+    assert all(moving[:20]) and not any(moving[-50:])
     assert not detector.touches(OBJECT_BOX)
 
 
@@ -123,7 +135,7 @@ def test_object_is_found_while_light_changes_fast():
     detector, camera = MotionDetector(), Camera(scene, noise=2.0, gain=-0.01)
     for _ in range(30):
         detector.update(camera.frame())
-    assert detector.update(camera.frame(with_object(scene))).moving
+    assert seen(detector, camera, with_object(scene)).moving
     assert detector.touches(OBJECT_BOX) and not detector.touches((0.0, 0.0, 0.3, 0.3))
 
 
@@ -132,13 +144,14 @@ def test_lights_on_recalibrate_then_motion_works_again():
     options = MotionOptions()
     detector, camera = warmed(scene, options)
     lit = np.clip(scene.astype(np.float32) * 1.8 + 40, 0, 255).astype(np.uint8)  # lights on: brighter, clipped
-    states = [detector.update(camera.frame(lit)) for _ in range(options.recalibrate_frames + 10)]
+    states = [seen(detector, camera, lit)] + [detector.update(camera.frame(lit))
+                                              for _ in range(options.recalibrate_frames + 9)]
     assert not any(s.moving for s in states)
     assert all(s.recalibrating for s in states[: options.recalibrate_frames])
     assert not any(s.recalibrating for s in states[options.recalibrate_frames :])
     assert detector.mask is not None and not detector.mask.any()
     assert not detector.touches((0.0, 0.0, 1.0, 1.0))
-    state = detector.update(camera.frame(with_object(lit)))
+    state = seen(detector, camera, with_object(lit))
     assert state.moving and detector.touches(OBJECT_BOX) and not detector.touches((0.0, 0.0, 0.4, 0.4))
 
 
@@ -147,7 +160,7 @@ def test_lights_off_and_ir_switch_recalibrate():
     detector, camera = warmed(scene)
     ir = cv2.cvtColor(cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     ir = cv2.convertScaleAbs(255 - ir, alpha=0.5, beta=20)  # IR: different reflectances, darker
-    state = detector.update(camera.frame(ir))
+    state = seen(detector, camera, ir)
     assert state.recalibrating and not state.moving
 
 
@@ -163,7 +176,7 @@ def test_blob_under_min_area_does_not_count():
     scene = photo("coffee.jpg")
     detector, camera = warmed(scene, MotionOptions(min_area=0.02))
     small = (0.1, 0.1, 0.05, 0.05)  # 0.25% of the frame
-    state = detector.update(camera.frame(with_object(with_object(scene, small), OBJECT_BOX)))
+    state = seen(detector, camera, with_object(with_object(scene, small), OBJECT_BOX))
     assert state.moving and len(state.boxes) == 1
     assert detector.touches(OBJECT_BOX) and not detector.touches(small)
     assert not detector.mask[10:20, 15:25].any()  # the small blob is gone from the mask too
@@ -183,6 +196,38 @@ def test_first_frames_recalibrate_and_size_change_resets():
     assert detector.mask.shape == (90, 160)
 
 
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_a_still_scene_is_analysed_every_nth_frame_and_every_frame_once_it_moves(every):
+    scene = photo("coffee.jpg", (320, 240))
+    detector, camera = MotionDetector(MotionOptions(still_every=every)), Camera(scene, noise=2.0, drift=0.1)
+    states = [detector.update(camera.frame()) for _ in range(60)]
+    live = states[MotionOptions().recalibrate_frames :]
+    assert all(s.analysed for s in states[: MotionOptions().recalibrate_frames])  # learning: every frame
+    assert not any(s.moving for s in live)
+    assert sum(s.analysed for s in live) in (len(live) // every, len(live) // every + 1)
+    assert seen(detector, camera, with_object(scene)).moving
+    moving = [detector.update(camera.frame(with_object(scene))) for _ in range(10)]
+    assert all(s.analysed and s.moving for s in moving)  # while it moves (here: is new), every frame
+
+
+def test_background_follows_at_the_same_speed_per_frame_whatever_still_every():
+    # A patch 10 levels brighter at once (under the threshold: not motion): the running average closes the gap
+    # by (1 - alpha) per frame, whether it sees every frame or every 3rd with the raised weight.
+    scene = photo("coffee.jpg", (320, 240))
+    brighter = scene.copy()
+    brighter[100:140, 100:160] = np.clip(scene[100:140, 100:160].astype(np.int16) + 10, 0, 255)
+    gaps = []
+    for every in (1, 3):
+        detector = MotionDetector(MotionOptions(still_every=every))
+        for image in [scene] * 30 + [brighter] * 31:
+            assert not detector.update(image).moving
+        rows, cols = slice(50, 70), slice(50, 80)  # the patch at analysis size (160x120)
+        gaps.append(float(np.mean(detector._gray_f[rows, cols] - detector._avg[rows, cols])))
+    expected = 10 * (1 - MotionOptions().alpha) ** 30  # 31 frames shown, the last analysed one compared
+    assert abs(gaps[1] - gaps[0]) < 0.1 * gaps[0] and all(abs(gap - expected) < 0.2 * expected for gap in gaps), (
+        gaps, expected)
+
+
 def test_small_frames_are_analysed_at_their_own_size():
     detector = MotionDetector(MotionOptions(width=160))
     detector.update(np.zeros((60, 80, 3), np.uint8))
@@ -197,7 +242,7 @@ def test_not_a_bgr_frame_is_refused():
 @pytest.mark.parametrize(("key", "value"), [
     ("width", 8), ("threshold", 0), ("threshold", 256), ("min_area", 1.0), ("min_area", -0.1), ("alpha", 0.0),
     ("alpha", 1.5), ("lightning", 0.0), ("resize", "cubic"), ("blur", 4), ("blur", 0), ("dilate", -1),
-    ("recalibrate_frames", 0), ("width", 160.0),
+    ("recalibrate_frames", 0), ("width", 160.0), ("still_every", 0), ("still_every", 11),
 ])
 def test_bad_option_names_the_key(key, value):
     with pytest.raises(EdgerecError, match=f"^motion {key} .*valid: "):

@@ -171,6 +171,8 @@ class MotionSection(Section):
     lightning: float = Field(_MOTION.lightning, gt=0, le=1, description="fraction of the picture changing at "
                              "once that counts as a global change (lights, IR switch): not motion, re-learnt")
     width: int = Field(_MOTION.width, ge=16, description="width in pixels of the copy motion is detected on")
+    still_every: int = Field(_MOTION.still_every, ge=1, le=10, description="while nothing moves, look at every "
+                             "Nth frame only (motion is then seen at most N-1 frames late); 1 = every frame")
 
 
 class RegionSection(Section):
@@ -585,7 +587,7 @@ def camera_options(camera: CameraSection, config: Config) -> CameraOptions:
 
 def motion_options(motion: MotionSection) -> MotionOptions:
     return MotionOptions(width=motion.width, threshold=motion.threshold, min_area=motion.min_area,
-                         alpha=motion.alpha, lightning=motion.lightning)
+                         alpha=motion.alpha, lightning=motion.lightning, still_every=motion.still_every)
 
 
 def web_options(web: WebSection, review: ReviewSection | None = None) -> WebOptions | None:

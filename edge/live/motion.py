@@ -25,7 +25,8 @@ One verb, `MotionDetector.update(frame)`, in this order:
 
 The per-frame path allocates nothing it could reuse (every buffer is made once per frame size, OpenCV
 writes into it with `dst=`), never copies the full frame, logs nothing and does no I/O. A still scene takes
-the fast path: no blob analysis when no pixel changed.
+the fast path: no blob analysis when no pixel changed, and only every `still_every`-th frame is analysed
+while nothing moves (the others cost nothing; motion is then seen at most `still_every - 1` frames late).
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class MotionOptions:
     recalibrate_frames: int = 5
     """Frames (>= 1) during which the background is the current frame after a global change, the start or a
     size change; no motion is reported meanwhile."""
+    still_every: int = 2
+    """While nothing moves, analyse only every Nth frame (1-10; 1 = every frame): the frames between report
+    no motion at no cost, so motion that starts is seen at most N-1 frames late. Once anything moved, while
+    re-learning and at a size change, every frame is analysed. The running average's weight is raised to
+    match (1 - (1 - alpha)^N), so the background follows at the same speed per second."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -83,6 +89,7 @@ class MotionOptions:
             ("dilate", isinstance(self.dilate, int) and 0 <= self.dilate <= 10, "an integer 0-10"),
             ("recalibrate_frames", isinstance(self.recalibrate_frames, int) and self.recalibrate_frames >= 1,
              "an integer >= 1"),
+            ("still_every", isinstance(self.still_every, int) and 1 <= self.still_every <= 10, "an integer 1-10"),
         )
         for key, ok, valid in checks:
             if not ok:
@@ -101,6 +108,12 @@ class MotionState:
     """A global change is being re-learnt (lights, IR switch, start, size change): no motion is reported."""
     ms: float
     """Time this update took, in milliseconds (wall clock)."""
+    analysed: bool = True
+    """False for a frame left out while nothing moves (`still_every`): nothing moved in the last one analysed."""
+
+
+SKIPPED = MotionState(False, 0.0, (), False, 0.0, analysed=False)
+"""What `update` says of a frame it leaves out while the scene is still."""
 
 
 class MotionDetector:
@@ -120,6 +133,9 @@ class MotionDetector:
 
     def update(self, frame: np.ndarray) -> MotionState:
         """Fold one BGR uint8 HxWx3 frame (any size; a new size starts over) in and say what moved."""
+        if frame.shape == self._shape and self._skip > 0:
+            self._skip -= 1
+            return SKIPPED
         start = time.perf_counter()
         if frame.shape != self._shape:
             self._reset(frame)
@@ -130,10 +146,11 @@ class MotionDetector:
         if changed > self.options.lightning:
             self._frames_to_learn = self.options.recalibrate_frames
             return self._learning(start)
-        cv2.accumulateWeighted(self._gray_f, self._avg, self.options.alpha)
-        if changed == 0.0:
-            return self._still(start)
-        return self._blobs(start)
+        cv2.accumulateWeighted(self._gray_f, self._avg, self._alpha[self._gap])
+        state = self._still(start) if changed == 0.0 else self._blobs(start)
+        self._gap = 1 if state.moving else self.options.still_every
+        self._skip = self._gap - 1
+        return state
 
     def touches(self, box: Box) -> bool:
         """Did the last update's counted motion cover part of `box` (x, y, w, h fractions of the frame)?
@@ -178,6 +195,8 @@ class MotionDetector:
         self._moving = False
         self._mask_dirty = False
         self._frames_to_learn = o.recalibrate_frames
+        self._skip, self._gap = 0, 1  # frames still to leave out; frames since the last analysed one, then
+        self._alpha = [0.0] + [1.0 - (1.0 - o.alpha) ** n for n in range(1, o.still_every + 1)]  # weight per gap
 
     def _analyse(self, frame: np.ndarray) -> None:
         """Full frame -> small BGR -> gray -> blurred -> float32 (every step into its own buffer)."""
@@ -193,6 +212,7 @@ class MotionDetector:
         """Re-learning after a global change: the background is this frame; nothing is reported."""
         np.copyto(self._avg, self._gray_f)
         self._frames_to_learn -= 1
+        self._gap = 1
         self._clear_mask()
         return MotionState(False, 0.0, (), True, (time.perf_counter() - start) * 1000)
 
