@@ -13,6 +13,23 @@ file that output in place, changing nothing else (its probabilities stay bit for
 how the shipped file got it):
 
     python scripts/build_default_model.py --add-features-to edge/assets/efficientnet_lite0_imagenet_int8.onnx
+
+With a fidelity step (docs/quantization.md, "Rebuilding the default with a fidelity step"): fine-tune a
+fake-quantized copy by distillation from FP32 on unlabelled real photos (training/qat.py), quantize that,
+and compare the INT8 file with the ORIGINAL FP32 file; --robustness stores the INT8 file's camera-corruption
+figures in its metrics (`edgerec info` shows them), as `edgerec train` does for every trained model:
+
+    python scripts/data/make_distill_photos.py --packages /tmp/distill-packages \\
+        --imagenet-photos /tmp/imagenet-photos /tmp/distill-photos          # docs/data.md
+    python scripts/build_default_model.py --out build/qat --calibration /tmp/distill-photos/distill \\
+        --check tests/data/photos --distill /tmp/distill-photos/distill --qat-epochs 2 --qat-lr 1e-5 --seed 0 \\
+        --robustness /tmp/imagenet-photos
+
+To store those figures in an existing file in place (metadata only; its outputs stay bit for bit the
+same; this is how the shipped file got them):
+
+    python scripts/build_default_model.py --add-robustness-to edge/assets/efficientnet_lite0_imagenet_int8.onnx \\
+        --robustness /tmp/imagenet-photos
 """
 
 from __future__ import annotations
@@ -22,9 +39,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from edge.core.model import Model
 from edge.errors import EdgerecError
-from training.default_model import IMAGENET_DIR, DefaultModelOptions, build_default_model
+from edge.tools.robustness import stored_robustness
+from training.default_model import IMAGENET_DIR, DefaultModelOptions, build_default_model, store_robustness
 from training.export import add_features_to_file
+from training.qat import QatOptions
 from training.quantize import QuantOptions
 
 ASSETS = Path(__file__).resolve().parent.parent / "edge" / "assets"
@@ -46,11 +66,39 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-float", nargs="*", default=list(QuantOptions().keep_float),
                         choices=["preprocess", "softmax", "stem", "classifier"],
                         help="graph parts left in float (default: %(default)s)")
+    parser.add_argument("--distill", type=Path, nargs="+",
+                        help="unlabelled real photos/videos: fine-tune quantization-aware by distillation from FP32 "
+                             "on them and their mirror images (training/qat.py) before quantizing; without it, "
+                             "post-training quantization only")
+    parser.add_argument("--qat-epochs", type=float, default=2.0, help="passes over --distill (default: %(default)s)")
+    parser.add_argument("--qat-lr", type=float, default=1e-5, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the fine-tune's order and the corruptions (default: %(default)s)")
+    parser.add_argument("--robustness", type=Path, metavar="DIR",
+                        help="ImageNet-labelled photos (scripts/data/make_imagenet_photos.py): store the INT8 file's "
+                             "clean top-1 and mean corruption accuracy on them in its metrics (minutes)")
+    parser.add_argument("--add-robustness-to", type=Path, metavar="FILE",
+                        help="only store --robustness figures in an existing model file, in place")
     parser.add_argument("--install", action="store_true", help="copy the INT8 file into edge/assets/")
     args = parser.parse_args(argv)
-    if args.add_features_to is None and not (args.out and args.calibration and args.check):
-        parser.error("--out, --calibration and --check are required (unless --add-features-to)")
+    if args.add_robustness_to is not None and args.robustness is None:
+        parser.error("--add-robustness-to needs --robustness DIR")
+    only = args.add_features_to is not None or args.add_robustness_to is not None
+    if not only and not (args.out and args.calibration and args.check):
+        parser.error("--out, --calibration and --check are required (unless --add-features-to/--add-robustness-to)")
+    if args.qat_epochs <= 0 or args.qat_lr <= 0:
+        parser.error(f"--qat-epochs {args.qat_epochs} and --qat-lr {args.qat_lr} must be above 0")
     return args
+
+
+def add_robustness(path: Path, folder: Path, seed: int) -> int:
+    try:
+        store_robustness(path, folder, seed)
+    except EdgerecError as exc:
+        print(f"build_default_model: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: robustness {stored_robustness(Model.load(path, device='cpu').info.metrics)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.add_features_to}: output 'features' float32 [N, {dim}]")
         return 0
+    if args.add_robustness_to is not None:
+        return add_robustness(args.add_robustness_to, args.robustness, args.seed)
     quant = QuantOptions(method=args.method, format=args.format, keep_float=tuple(args.keep_float))
+    qat = QatOptions(epochs=args.qat_epochs, lr=args.qat_lr, seed=args.seed) if args.distill else None
     try:
-        report = build_default_model(DefaultModelOptions(args.out, args.calibration, args.check,
-                                                         args.imagenet_dir, quant=quant))
+        report = build_default_model(DefaultModelOptions(args.out, args.calibration, args.check, args.imagenet_dir,
+                                                         quant=quant, distill=args.distill or [], qat=qat))
     except EdgerecError as exc:
         print(f"build_default_model: error: {exc}", file=sys.stderr)
         return 2
@@ -76,8 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"INT8 {report.int8_path}: top-1 agreement with FP32 {q.top1_agreement:.1%} on {q.check_images} check "
           f"images, {q.clear_agreement:.1%} on the {q.clear_images} that FP32 labels with p >= 0.5; "
           f"max |diff| {q.max_abs_diff:.3f}; calibrated on {q.calibration_images} images")
+    if report.qat is not None:
+        r = report.qat
+        print(f"QAT ({report.qat_fp32_path}): {r.steps} steps on {r.images} photos and their mirror images, "
+              f"distillation loss {r.first_loss:.4f} -> {r.last_loss:.4f}, {r.seconds:.0f} s; "
+              f"the agreement above is with the original FP32 file")
     for fp32, int8 in report.check_labels:
         print(f"  {fp32:30s} {int8:30s} {'' if fp32 == int8 else 'DIFFERS'}")
+    if args.robustness is not None and add_robustness(report.int8_path, args.robustness, args.seed):
+        return 2
     if args.install:
         shutil.copyfile(report.int8_path, ASSETS / report.int8_path.name)
         print(f"installed {ASSETS / report.int8_path.name}")

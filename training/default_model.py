@@ -7,14 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edge.core.metadata import DatasetInfo, ModelInfo
 from edge.core.model import Model
 from edge.core.preprocess import Geometry
+from edge.tools.robustness import RobustnessOptions, RobustnessReport
+from edge.tools.robustness import compare as robustness_compare
+from edge.tools.robustness import metrics as robustness_metrics
 from training.calibration import load_images, media_files
-from training.export import ExportCheck, export_onnx
+from training.export import ExportCheck, add_metrics, export_onnx
 from training.models import CROP, create_model
-from training.quantize import QuantOptions, QuantReport, quantize_model
+from training.qat import QatOptions, QatResult, qat_finetune
+from training.quantize import QuantOptions, QuantReport, compare, quantize_model
 
 IMAGENET_DIR = Path(__file__).resolve().parent.parent / "edge" / "assets" / "imagenet"
 
@@ -27,6 +32,8 @@ class DefaultModelOptions:
     imagenet_dir: Path = IMAGENET_DIR
     arch: str = "efficientnet_lite0"
     quant: QuantOptions = field(default_factory=QuantOptions)
+    distill: list[Path] = field(default_factory=list)  # unlabelled real photos/videos for the QAT fine-tune
+    qat: QatOptions | None = None  # None: post-training quantization only
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class DefaultModelReport:
     export: ExportCheck
     quant: QuantReport
     check_labels: list[tuple[str, str]]  # (FP32 label, INT8 label) per check image
+    qat: QatResult | None = None  # what the distillation fine-tune did, when there was one
+    qat_fp32_path: Path | None = None  # the fine-tuned float file that was quantized
 
 
 def imagenet_labels(folder: Path) -> tuple[list[str], list[str]]:
@@ -64,11 +73,34 @@ def build_default_model(options: DefaultModelOptions) -> DefaultModelReport:
     stem = f"{options.arch}_imagenet"
     fp32_path, int8_path = options.out / f"{stem}_fp32.onnx", options.out / f"{stem}_int8.onnx"
     export = export_onnx(net, info, fp32_path, check)
-    quant = quantize_model(fp32_path, int8_path, calibration, check, options.quant)
-    return DefaultModelReport(fp32_path, int8_path, export, quant, _labels_side_by_side(fp32_path, int8_path, check))
+    if options.qat is None:
+        quant = quantize_model(fp32_path, int8_path, calibration, check, options.quant)
+        return DefaultModelReport(fp32_path, int8_path, export, quant,
+                                  _labels_side_by_side(fp32_path, int8_path, check))
+    distill_files = [p for p in media_files(options.distill) if p.name not in held_out]
+    distill = load_images(distill_files, geometry, min_side=160, min_contrast=25.0)
+    tuned_path = options.out / f"{stem}_qat_fp32.onnx"
+    torch.manual_seed(options.qat.seed)
+    folded, qat = qat_finetune(net, distill, calibration, options.qat)
+    export_onnx(folded, info, tuned_path, check)
+    quantize_model(tuned_path, int8_path, calibration, check, options.quant)
+    # the figure that matters is INT8 against the ORIGINAL FP32 file, not against the fine-tuned one
+    quant = compare(Model.load(fp32_path, device="cpu"), Model.load(int8_path, device="cpu"), check,
+                    options.quant, len(calibration))
+    return DefaultModelReport(fp32_path, int8_path, export, quant, _labels_side_by_side(fp32_path, int8_path, check),
+                              qat, tuned_path)
 
 
 def _labels_side_by_side(fp32_path: Path, int8_path: Path, images: np.ndarray) -> list[tuple[str, str]]:
     fp32, int8 = Model.load(fp32_path, device="cpu"), Model.load(int8_path, device="cpu")
     a, b = fp32.infer(images).argmax(1), int8.infer(images).argmax(1)
     return [(fp32.labels[i], int8.labels[j]) for i, j in zip(a, b)]
+
+
+def store_robustness(path: Path, folder: Path, seed: int = 0) -> RobustnessReport:
+    """Run the model file at ``path`` on ``folder`` (ImageNet-labelled photos, folder name = label) clean and
+    under every camera corruption, as `edgerec evaluate --robustness` does, and store the figures in its
+    metrics as `edgerec train` does; only the metadata changes, the graph is written back as it was."""
+    report = robustness_compare([Model.load(path, device="cpu")], folder, RobustnessOptions(seed=seed))[0]
+    add_metrics(path, robustness_metrics(report))
+    return report

@@ -1,0 +1,87 @@
+"""scripts/data/make_distill_photos.py: the seeded group split and the thumbnails that keep the pools apart;
+scripts/build_default_model.py: its fidelity-step options."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(relative: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+dp = load("scripts/data/make_distill_photos.py", "make_distill_photos")
+
+
+def test_split_is_by_group_seeded_and_about_half():
+    groups = [f"folder{i}" for i in range(400)]
+    first = [dp.pool_of("gc", g, 0) for g in groups]
+    assert first == [dp.pool_of("gc", g, 0) for g in groups]  # the same command gives the same split
+    assert 160 < first.count("distill") < 240
+    assert set(first) == set(dp.POOLS)
+    other = [dp.pool_of("gc", g, 1) for g in groups]
+    assert 120 < sum(a != b for a, b in zip(first, other)) < 280  # another seed, another split
+    assert [dp.pool_of("tux", g, 0) for g in groups] != first  # the source is part of the group
+
+
+def test_research_split_is_kept():
+    # groups and pools of the pools measured in docs/quantization.md (seed 0)
+    assert dp.pool_of("tux", "animals/amphibians", 0) == "distill"
+    assert dp.pool_of("tux", "animals/birds", 0) == "eval"
+
+
+def test_thumb_is_a_correlation():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    t = dp.thumb(image)
+    assert abs(float(t @ t) - 1) < 1e-4
+    brighter = np.clip(image.astype(np.int32) + 20, 0, 255).astype(np.uint8)
+    assert float(dp.thumb(brighter) @ t) > dp.REPEAT  # a repeat under a brightness change
+    assert float(dp.thumb(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)) @ t) < 0.5
+
+
+def test_colours_tell_drawings_from_photos():
+    flat = np.zeros((100, 100, 3), np.uint8)
+    flat[:50] = (0, 0, 255)
+    noisy = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    assert dp.colours(flat) == 2
+    assert dp.colours(noisy) > 1000
+
+
+def test_reference_folder_must_hold_photos(tmp_path):
+    with pytest.raises(dp.DistillPhotosError, match="make_imagenet_photos"):
+        dp.reference_thumbs(tmp_path)
+
+
+bdm = load("scripts/build_default_model.py", "build_default_model_script")
+
+
+def test_build_options_for_the_fidelity_step(tmp_path):
+    args = bdm.parse(["--out", str(tmp_path), "--calibration", "a", "--check", "b", "--distill", "c"])
+    assert (args.distill, args.qat_epochs, args.qat_lr, args.seed) == ([Path("c")], 2.0, 1e-5, 0)
+    assert bdm.parse(["--out", str(tmp_path), "--calibration", "a", "--check", "b"]).distill is None
+    only = bdm.parse(["--add-robustness-to", "m.onnx", "--robustness", "photos"])
+    assert (only.add_robustness_to, only.robustness) == (Path("m.onnx"), Path("photos"))
+
+
+@pytest.mark.parametrize("argv", [
+    ["--add-robustness-to", "m.onnx"],  # nothing to measure on
+    ["--out", "o", "--calibration", "a", "--check", "b", "--distill", "c", "--qat-epochs", "0"],
+    ["--out", "o", "--calibration", "a", "--check", "b", "--qat-lr", "-1"],
+])
+def test_build_rejects(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bdm.parse(argv)
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err
