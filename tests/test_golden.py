@@ -56,6 +56,15 @@ def test_golden_photos_int8_embedded_default() -> None:
     assert not wrong, wrong
 
 
+def test_embedded_default_stores_its_robustness_figures() -> None:
+    # scripts/build_default_model.py --add-robustness-to ... --robustness <the 82 ImageNet photos>
+    # (docs/robustness.md); `edgerec info` shows them as one line
+    result = run_cli("info", str(default_model_path()))
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("robustness"))
+    assert "clean top-1 85.4%, mean corruption accuracy 63.8%" in row and "on 82 images, seed 0" in row
+
+
 def test_golden_photos_fp32_export(fp32_model: Model) -> None:
     got = top1_ids(fp32_model)
     wrong = {f: got[f] for f in got if got[f] not in EXPECTED[f]}
