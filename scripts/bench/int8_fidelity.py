@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""How closely INT8 files follow their FP32 source: top-1 on labelled photos, top-1 agreement on unlabelled ones.
+
+Each INT8 file is run two ways: *fused*, this CPU's ONNX Runtime kernels (default graph optimisation; on
+x86 without VNNI their u8*s8 sums saturate), and *exact*, graph optimisations off, so every QDQ pair runs
+as written: what VNNI x86 and ARM compute. Agreement comes with a Clopper-Pearson 95% interval.
+
+    python scripts/bench/int8_fidelity.py --fp32 build/qat/efficientnet_lite0_imagenet_fp32.onnx \\
+        --labelled /tmp/imagenet-photos --photos /tmp/distill-photos/eval \\
+        shipped=edge/assets/efficientnet_lite0_imagenet_int8.onnx qat=build/qat/efficientnet_lite0_imagenet_int8.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.core.metadata import INPUT_NAME, OUTPUT_NAME
+from edge.core.model import Model
+from edge.errors import EdgerecError
+from training.calibration import load_images, media_files
+
+
+def probabilities(path: Path, images: np.ndarray, exact: bool) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + 32]})[0]
+                           for i in range(0, len(images), 32)])
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    def cdf(j: int, p: float) -> float:  # P(X <= j), X ~ Bin(n, p)
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(j + 1))
+
+    def solve(f, target: float) -> float:  # f increasing in p
+        low, high = 0.0, 1.0
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (mid, high) if f(mid) < target else (low, mid)
+        return (low + high) / 2
+
+    low = solve(lambda p: 1 - cdf(k - 1, p), alpha / 2) if k > 0 else 0.0
+    high = solve(lambda p: 1 - cdf(k, p), 1 - alpha / 2) if k < n else 1.0
+    return low, high
+
+
+def labelled(folder: Path, labels: list[str], geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Images of FOLDER/<label>/ and their class indices."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    unknown = [c.name for c in classes if c.name not in labels]
+    if not classes or unknown:
+        raise EdgerecError(f"{folder}: expected folders named after the model's labels; not labels: {unknown[:3]}")
+    files = [(f, labels.index(c.name)) for c in classes for f in media_files([c])]
+    return load_images([f for f, _ in files], geometry), np.array([i for _, i in files])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fp32", type=Path, required=True, help="the FP32 file the INT8 files must follow")
+    parser.add_argument("--labelled", type=Path, required=True, help="photos in folders named after labels")
+    parser.add_argument("--photos", type=Path, action="append", required=True,
+                        help="unlabelled real photos (a folder or file; repeat for more)")
+    parser.add_argument("int8", nargs="+", metavar="NAME=FILE")
+    args = parser.parse_args(argv)
+    if any("=" not in a for a in args.int8):
+        parser.error("INT8 files are given as NAME=FILE")
+    try:
+        reference = Model.load(args.fp32, device="cpu")
+        geometry = reference.geometry
+        images82, truth = labelled(args.labelled, list(reference.labels), geometry)
+        photos = load_images(args.photos, geometry)
+    except EdgerecError as exc:
+        print(f"int8_fidelity: error: {exc}", file=sys.stderr)
+        return 2
+    fp82, fpx = probabilities(args.fp32, images82, False), probabilities(args.fp32, photos, False)
+    clear = fpx.max(1) >= 0.5
+    n, m = len(truth), len(photos)
+    print(f"FP32 {args.fp32}: top-1 {int((fp82.argmax(1) == truth).sum())}/{n} on {args.labelled}; "
+          f"{m} unlabelled photos, {int(clear.sum())} of them clear (FP32 p >= 0.5)")
+    print("| file | mode | MB | top-1 | agreement (labelled) | agreement (photos), 95% CI | clear agreement |")
+    print("|---|---|---|---|---|---|---|")
+    for name, path in (a.split("=", 1) for a in args.int8):
+        for mode in ("fused", "exact"):
+            q82, qx = probabilities(Path(path), images82, mode == "exact"), probabilities(Path(path), photos,
+                                                                                          mode == "exact")
+            same = qx.argmax(1) == fpx.argmax(1)
+            low, high = clopper_pearson(int(same.sum()), m)
+            size = Path(path).stat().st_size / 1e6
+            print(f"| {name} | {mode} | {size:.2f} | {int((q82.argmax(1) == truth).sum())}/{n} "
+                  f"| {int((q82.argmax(1) == fp82.argmax(1)).sum())}/{n} | {int(same.sum())}/{m}, "
+                  f"{same.mean():.1%} ({low:.1%}-{high:.1%}) | {int(same[clear].sum())}/{int(clear.sum())} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
