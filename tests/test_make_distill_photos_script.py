@@ -1,5 +1,5 @@
 """scripts/data/make_distill_photos.py: the seeded group split and the thumbnails that keep the pools apart;
-scripts/build_default_model.py: its fidelity-step options."""
+scripts/build_default_model.py: its fidelity-step options; scripts/bench/int8_fidelity.py: its interval."""
 
 from __future__ import annotations
 
@@ -85,3 +85,13 @@ def test_build_rejects(argv, capsys):
         bdm.parse(argv)
     assert exit_.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+fidelity = load("scripts/bench/int8_fidelity.py", "int8_fidelity")
+
+
+def test_clopper_pearson_interval():
+    low, high = fidelity.clopper_pearson(354, 375)  # the QAT row of docs/quantization.md
+    assert (round(low, 4), round(high, 4)) == (0.9157, 0.965)
+    assert fidelity.clopper_pearson(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))  # (alpha/2)^(1/n) rule
+    assert fidelity.clopper_pearson(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
