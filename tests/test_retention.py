@@ -288,3 +288,21 @@ def test_metrics_show_bytes_kept_and_deleted(tmp_path):
     assert float(values["edgerec_retention_kept_files"]) == 1
     assert float(values["edgerec_retention_deleted_bytes_total"]) == 2000
     assert float(values["edgerec_retention_deleted_files_total"]) == 2
+
+
+# --- teach crops ------------------------------------------------------------------------------------------------
+
+
+def test_teach_crops_are_capped_per_label_on_disk_whatever_the_sessions(tmp_path):
+    from edge.learn.collect import CollectOptions, Collector
+
+    collector = Collector(tmp_path)
+    folder = collector.data_dir("cam", "door") / "open"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"1733130000000-{i}.jpg").write_bytes(b"jpeg")
+    with pytest.raises(EdgerecError, match=r"label open of cam/door holds 3 crops, the most kept per label \(3\)"):
+        collector.start(CollectOptions("cam", "door", "open", max_crops=3))
+    collector.start(CollectOptions("cam", "door", "shut", max_crops=3))  # another label has room
+    assert collector.session is not None
+    collector.close()
