@@ -19,6 +19,7 @@ from conftest import count_frames, make_tiny_model, run_cli, write_clip
 from edge.app.config import Config, defaults_toml, parse_config, run_options
 from edge.core.model import Model
 from edge.errors import EdgerecError
+from edge.live.camera import CameraOptions
 from edge.live.capture import SourceOptions
 from edge.live.result import FrameResult, Result, single
 from edge.loop.pipeline import RunOptions, per_camera_path, run
@@ -117,6 +118,19 @@ def test_a_run_records_every_frame_across_its_segments_with_retention_on(tmp_pat
     assert len(segments) >= 2 and all(SEGMENT_NAME.fullmatch(p.name) for p in segments)
     assert sum(count_frames(p) for p in segments) == summary.frames  # each frame the loop had is in one file
     assert summary.frames + summary.source.skipped == 60  # (a paced clip skips what a slow machine cannot keep up with)
+
+
+def test_several_cameras_record_segments_under_their_own_names(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", ["blue"] * 35, fps=25.0)
+    model = Model.load(make_tiny_model(tmp_path / "tiny.onnx"), "cpu", threads=1)
+    cameras = tuple(CameraOptions(SourceOptions(str(clip)), name) for name in ("porch", "garage"))
+    summary = run(RunOptions(SourceOptions("unused"), cameras=cameras, display=False,
+                             out=str(tmp_path / "rec.mp4"), segment=1.0), model=model)
+    for name in ("porch", "garage"):
+        segments = sorted(tmp_path.glob(f"rec-{name}-*.mp4"))
+        assert len(segments) >= 2 and all(re.fullmatch(rf"rec-{name}-[0-9]{{8}}-[0-9]{{6}}\.mp4", p.name)
+                                          for p in segments)
+        assert sum(count_frames(p) for p in segments) == summary.cameras[name].frames
 
 
 # --- retention ------------------------------------------------------------------------------------------
