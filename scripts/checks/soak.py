@@ -482,19 +482,38 @@ def retention_soak(seconds: float, every: float, out: Path, clip: Path, segment:
 
 
 def check_segments(folder: Path, segments: dict[str, int]) -> None:
-    """Open each segment not seen yet and read all its frames (-1 when it does not open or reads short)."""
+    """Read back each segment not seen yet: its frames, or -1 when it does not open or reads short twice.
+
+    A hard link keeps the file while it is read (retention may delete its name meanwhile), and the reader's
+    timeouts are lifted: OpenCV's FFmpeg backend gives up on a read after 30 s, which a starved process on a
+    loaded machine reaches (a 60-minute run here saw one such short read, `Stream timeout triggered after
+    31287 ms`, of a segment that nothing else was wrong with)."""
     for path in sorted(folder.glob("rec-*.mp4")):
         if path.name in segments:
             continue
-        capture = cv2.VideoCapture(str(path))
-        said = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-        read = 0
-        while capture.read()[0]:
-            read += 1
-        capture.release()
-        if not path.exists():
-            continue  # deleted while being read: its frames then miss from the total, which storage_problems reports
-        segments[path.name] = read if read > 0 and read == said else -1
+        kept = folder.parent / f"reading-{path.name}"
+        try:
+            os.link(path, kept)
+        except FileNotFoundError:
+            continue  # deleted before it was read: its frames then miss from the total, which is reported
+        try:
+            segments[path.name] = read_back(kept)
+            if segments[path.name] < 0:
+                segments[path.name] = read_back(kept)  # a stalled reader or a broken file: a second read tells
+        finally:
+            kept.unlink()
+
+
+def read_back(path: Path) -> int:
+    """The frames cv2.VideoCapture reads from `path`, or -1 when it does not open or reads fewer than it holds."""
+    no_timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 3_600_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 3_600_000]
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, no_timeout)
+    said = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    read = 0
+    while capture.read()[0]:
+        read += 1
+    capture.release()
+    return read if read > 0 and read == said else -1
 
 
 def storage_sample(pid: int, web_port: int, folder: Path, t: float, segments: int) -> StorageSample | None:
