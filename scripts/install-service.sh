@@ -156,15 +156,16 @@ config_folder() {
 }
 
 # The config belongs to the user: written once, never overwritten, readable by root and the service
-# group only (it may hold the web token and the MQTT password). Where `edgerec config --defaults` is
-# missing (an edgerec older than the config schema) the file is a commented placeholder.
+# group only (it may hold the web token and the MQTT password). It is `edgerec config --service`: the
+# defaults, recording in segments kept within a budget. Where that command is missing (an older
+# edgerec) the file is a commented placeholder.
 write_config() {
     say "configuration $CONFIG"
     if [[ -e $CONFIG ]]; then
         echo "   (exists: kept as it is)"
         return
     fi
-    local generator="$VENV/bin/edgerec config --defaults"
+    local generator="$VENV/bin/edgerec config --service"
     if [[ -n $DRY_RUN ]]; then
         echo "+ write $CONFIG from \`$generator\` (or a commented placeholder if that command does not exist)"
         return
@@ -172,7 +173,7 @@ write_config() {
     mkdir -p "$(dirname "$CONFIG")"
     local tmp
     tmp=$(mktemp "$CONFIG.XXXXXX")
-    if ! "$VENV/bin/edgerec" config --defaults >"$tmp" 2>/dev/null || [[ ! -s $tmp ]]; then
+    if ! "$VENV/bin/edgerec" config --service >"$tmp" 2>/dev/null || [[ ! -s $tmp ]]; then
         placeholder_config >"$tmp"
         echo "   (\`$generator\` not available: wrote a commented placeholder)"
     fi

@@ -28,7 +28,7 @@ from edge.sinks.mqtt import MqttOptions
 from edge.web.options import WebOptions
 
 VALID_TOP = ("source, model, recognition, motion, regions, cameras, overlay, display, events, snapshots, "
-             "recording, web, review, mqtt")
+             "recording, retention, web, review, mqtt")
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:

@@ -2,7 +2,7 @@
 
 The slow and system-changing parts are stand-ins on PATH that record how they were called: `python3`
 (creates a venv skeleton whose `python -m pip install` is recorded and whose `edgerec` lacks
-`config --defaults` unless FAKE_DEFAULTS is set), `systemctl` and `systemd-sysusers`. One test uses the
+`config --service` unless FAKE_DEFAULTS is set), `systemctl` and `systemd-sysusers`. One test uses the
 real systemctl and systemd-sysusers in --root mode, which work offline without systemd as PID 1.
 """
 
@@ -39,7 +39,7 @@ esac
 EOF
 cat > "$venv/bin/edgerec" <<'EOF'
 #!/bin/sh
-[ "$*" = "config --defaults" ] && [ -n "$FAKE_DEFAULTS" ] && { printf '%s\\n' "$FAKE_DEFAULTS"; exit 0; }
+[ "$*" = "config --service" ] && [ -n "$FAKE_DEFAULTS" ] && { printf '%s\\n' "$FAKE_DEFAULTS"; exit 0; }
 echo "edgerec: error: argument COMMAND: invalid choice: 'config'" >&2; exit 2
 EOF
 chmod +x "$venv/bin/python" "$venv/bin/edgerec"
@@ -122,14 +122,14 @@ def test_install_into_root(env: dict[str, str], root: Path) -> None:
                           f"systemctl --root={root} enable edgerec.service"]
 
 
-def test_config_comes_from_edgerec_config_defaults_when_it_exists(env: dict[str, str], root: Path) -> None:
+def test_config_comes_from_edgerec_config_service_when_it_exists(env: dict[str, str], root: Path) -> None:
     install({**env, "FAKE_DEFAULTS": "# every setting\nsource = 0"}, "--root", str(root))
     assert (root / "etc/edgerec/config.toml").read_text() == "# every setting\nsource = 0\n"
 
 
-def test_installed_config_is_the_real_printed_defaults_and_passes_check_config(env: dict[str, str],
+def test_installed_config_is_the_real_printed_service_example_and_passes_check_config(env: dict[str, str],
                                                                                root: Path) -> None:
-    printed = run_cli("config", "--defaults")
+    printed = run_cli("config", "--service")
     assert printed.returncode == 0
     install({**env, "FAKE_DEFAULTS": printed.stdout.rstrip("\n")}, "--root", str(root))
     config = root / "etc/edgerec/config.toml"

@@ -87,7 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         restore()
     print("\n".join(describe_summary(summary)), file=sys.stderr)
     if options.out:
-        print(f"annotated video: {options.out}", file=sys.stderr)
+        where = options.out if options.segment is None else f"{options.out} in {options.segment:g} s segments " \
+            f"({Path(options.out).stem}-YYYYMMDD-HHMMSS{Path(options.out).suffix})"
+        print(f"annotated video: {where}", file=sys.stderr)
     return 0
 
 
@@ -127,7 +129,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from edge.app.config import defaults_toml
 
-    print(defaults_toml(), end="")
+    print(defaults_toml(service=args.service), end="")
     return 0
 
 
@@ -415,8 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Print the config schema as TOML: every setting with its "
                                              "description and default.",
                                  epilog="example: edgerec config --defaults > config.toml")
-    config.add_argument("--defaults", action="store_true", required=True,
-                        help="every setting at its default value, commented")
+    which = config.add_mutually_exclusive_group(required=True)
+    which.add_argument("--defaults", action="store_true", help="every setting at its default value, commented")
+    which.add_argument("--service", action="store_true",
+                       help="the service's example (what scripts/install-service.sh writes): the defaults, but "
+                            "recording in segments with retention")
     config.set_defaults(func=cmd_config)
 
     info = commands.add_parser("info", help="show what a model file says about itself",

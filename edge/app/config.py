@@ -7,6 +7,7 @@
     [[cameras]]                   several cameras, each with its own source, regions and motion settings
     [display] [events] [snapshots] [recording] [web] [mqtt]             where results go
     [review]                      the web page's review queue (crops worth labelling)
+    [retention]                   how much of the recordings, snapshots and events is kept
 
 Every field has a default and a description; `defaults_toml()` prints them as a commented example
 (`edgerec config --defaults`), so the example cannot drift from the schema. Unknown keys and bad values
@@ -37,6 +38,8 @@ from edge.live.regions import KEEPALIVE_S, TRIGGERS, RegionOptions, TriggerOptio
 from edge.live.smoothing import SmoothingOptions
 from edge.loop.options import RunOptions
 from edge.sinks.mqtt import MqttOptions
+from edge.sinks.retention import RetentionOptions
+from edge.sinks.video import MIN_SEGMENT_S
 from edge.web.options import WebOptions
 
 if sys.version_info >= (3, 11):
@@ -287,10 +290,24 @@ class SnapshotsSection(Section):
 
 
 class RecordingSection(Section):
-    """The annotated frames as a video file."""
+    """The annotated frames as a video file, or in segments: a file every `segment` seconds."""
 
-    path: str = Field("", description="video file (.mp4, .avi, .mkv); empty: off",
-                      examples=["/var/lib/edgerec/recording.mp4"])
+    path: str = Field("", description="video file (.mp4, .avi, .mkv); with segment, the folder and the stem of "
+                      "the segments' names (rec.mp4 -> rec-20261207-011500.mp4); empty: off",
+                      examples=["/var/lib/edgerec/rec.mp4"])
+    segment: float | None = Field(None, ge=MIN_SEGMENT_S, description="a new file every this many seconds, named "
+                                  "from the path's stem and its start time; each one plays on its own and no frame "
+                                  "is lost between two; unset: one file", examples=[300])
+
+
+class RetentionSection(Section):
+    """How much of what edgerec writes is kept: recording segments, snapshots and rotated events files, the
+    oldest deleted first, never the file being written nor a file edgerec did not name (docs/deployment.md)."""
+
+    max_mb: float | None = Field(None, gt=0, description="megabytes (10^6 bytes) they may take together; "
+                                 "unset: no size limit", examples=[8000])
+    max_days: float | None = Field(None, gt=0, description="days a file is kept; unset: no age limit",
+                                   examples=[30])
 
 
 class WebSection(Section):
@@ -377,6 +394,7 @@ class Config(Section):
     events: EventsSection = Field(default_factory=EventsSection)
     snapshots: SnapshotsSection = Field(default_factory=SnapshotsSection)
     recording: RecordingSection = Field(default_factory=RecordingSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     web: WebSection = Field(default_factory=WebSection)
     review: ReviewSection = Field(default_factory=ReviewSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
@@ -407,6 +425,10 @@ class Config(Section):
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"cameras: camera name {name!r} appears twice; valid: a different name for each")
+        retained = self.retention.max_mb is not None or self.retention.max_days is not None
+        if retained and self.recording.path and self.recording.segment is None:
+            raise ValueError("retention: a recording is kept within max_mb/max_days only in segments; valid: "
+                             "recording.segment = SECONDS (--segment), or no retention")
         return self
 
 
@@ -550,6 +572,8 @@ def run_options(config: Config) -> RunOptions:
         overlay=OverlayOptions(top_k=config.overlay.top_k, stats=config.overlay.stats, motion=config.overlay.motion),
         display=None if config.display.window == "auto" else config.display.window,
         out=config.recording.path or None,
+        segment=config.recording.segment,
+        retention=RetentionOptions(config.retention.max_mb, config.retention.max_days),
         events=config.events.path or None,
         snapshots=config.snapshots.dir or None,
         web=web_options(config.web, config.review),
@@ -619,7 +643,9 @@ def describe_config(config: Config) -> list[str]:
         f"{source.fps:g} fps" if source.fps else "", "loop" if source.loop else "") if part)  # fmt: skip
     outputs = [f"display {str(config.display.window).lower()}"]
     outputs += [f"{name} {value}" for name, value in (
-        ("events", config.events.path), ("snapshots", config.snapshots.dir), ("recording", config.recording.path),
+        ("events", config.events.path), ("snapshots", config.snapshots.dir),
+        ("recording", config.recording.path + (f" in {config.recording.segment:g} s segments"
+                                               if config.recording.path and config.recording.segment else "")),
         ("web", config.web.listen + (" (token set)" if config.web.token else "") + web_tls(config.web)),
         ("mqtt", f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.enabled else "")) if value]  # fmt: skip
     return [
@@ -664,10 +690,24 @@ HEADER = """\
 """
 
 
-def defaults_toml() -> str:
-    """Every section and key with its description and default, as TOML that loads to `Config()`."""
-    defaults = Config()
-    parts = [HEADER]
+SERVICE = {
+    "recording": {"path": "/var/lib/edgerec/rec.mp4", "segment": 300.0},
+    "retention": {"max_mb": 20000.0, "max_days": 30.0},
+}
+"""What the service's example config (`edgerec config --service`, written by scripts/install-service.sh) sets
+beyond the defaults: it records in 5-minute segments and keeps 20 GB and 30 days of them (docs/deployment.md,
+"What a card holds")."""
+SERVICE_HEADER = """\
+# The service's example: the defaults, but recording in 5-minute segments (/var/lib/edgerec/rec-*.mp4),
+# kept within 20 GB and 30 days ([recording], [retention]); `edgerec config --defaults` has every default.
+"""
+
+
+def defaults_toml(service: bool = False) -> str:
+    """Every section and key with its description and default, as TOML that loads to `Config()`; `service`:
+    with SERVICE's values instead (loads to the service's example)."""
+    defaults = Config.model_validate(SERVICE) if service else Config()
+    parts = [HEADER + (SERVICE_HEADER if service else "")]
     for name, section_field in Config.model_fields.items():
         section = section_field.annotation
         if typing.get_origin(section) is list:

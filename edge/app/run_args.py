@@ -42,7 +42,9 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "switch_frames": "recognition.switch_frames", "min_score": "recognition.min_score",
     "unknown": "recognition.unknown", "unknown_threshold": "recognition.unknown_threshold",
     "top_k": "overlay.top_k", "stats": "overlay.stats",
-    "display": "display.window", "out": "recording.path", "events": "events.path", "snapshots": "snapshots.dir",
+    "display": "display.window", "out": "recording.path", "segment": "recording.segment",
+    "events": "events.path", "snapshots": "snapshots.dir",
+    "retain_mb": "retention.max_mb", "retain_days": "retention.max_days",
     "web": "web.listen", "web_token": "web.token", "web_fps": "web.jpeg_fps", "web_max_clients": "web.max_clients",
     "web_tls": "web.tls", "web_cert": "web.tls_cert", "web_key": "web.tls_key",
     "mqtt_topic_prefix": "mqtt.topic_prefix", "mqtt_username": "mqtt.username",
@@ -111,6 +113,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
                          help="show a window (q or Esc quits); default: when OpenCV has a GUI and a display")
     outputs.add_argument("--out", metavar="VIDEO", help="write the annotated frames to a video (.mp4, .avi, .mkv)")
+    outputs.add_argument("--segment", type=float, metavar="S",
+                         help="record --out in files of S seconds each, named from its stem and their start time "
+                              "(rec.mp4 -> rec-20261207-011500.mp4); default: one file")
     outputs.add_argument("--events", metavar="FILE",
                          help="append one JSON line per label change (time, frame, label, score, latency_ms); "
                               "- for standard output")
@@ -119,6 +124,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                          help="draw bars for the K most probable labels (default: none)")
     outputs.add_argument("--no-stats", dest="stats", action="store_false", default=None,
                          help="do not draw frames per second and latency (drawn by default, updated twice a second)")
+
+    retention = parser.add_argument_group("retention (recording segments, snapshots, rotated events files)")
+    retention.add_argument("--retain-mb", type=float, metavar="MB",
+                           help="keep them within MB megabytes, deleting the oldest first (default: no limit)")
+    retention.add_argument("--retain-days", type=float, metavar="DAYS",
+                           help="delete them once older than DAYS days (default: no limit)")
 
     add_web_arguments(parser.add_argument_group("web preview"), defaults)
     add_mqtt_arguments(parser.add_argument_group("MQTT"), defaults)

@@ -95,6 +95,12 @@ class Collector:
     # --- the routes ---
 
     def start(self, options: CollectOptions) -> None:
+        """Start a session; refused when its label already holds `max_crops` crops (the cap is per label, on
+        disk, whatever the sessions)."""
+        held = len(self.listing(options.camera, options.region).get(options.label, []))
+        if held >= options.max_crops:
+            raise EdgerecError(f"label {options.label} of {options.camera}/{options.region} holds {held} crops, the "
+                               f"most kept per label ({options.max_crops}); delete some to collect more")
         if self._thread is None:
             self._thread = threading.Thread(target=self._write_loop, name="edgerec-collect", daemon=True)
             self._thread.start()

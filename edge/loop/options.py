@@ -14,6 +14,8 @@ from edge.live.regions import RegionOptions, TriggerOptions
 from edge.live.smoothing import SmoothingOptions
 from edge.live.stages import StageStats
 from edge.sinks.mqtt import MqttOptions
+from edge.sinks.retention import RetentionOptions
+from edge.sinks.video import MIN_SEGMENT_S
 from edge.web.options import ConfigStore, WebOptions
 
 
@@ -55,10 +57,16 @@ class RunOptions:
     out: str | None = None
     """Annotated video file (.mp4, .avi, ...); with several cameras, one per camera: NAME inserted before
     the suffix (out-garage.mp4)."""
+    segment: float | None = None
+    """Record `out` in segments of this many seconds, each a file named from out's stem and its start time
+    (out-20261207-011500.mp4); None: one file."""
     events: str | None = None
     """JSON-lines file, one line per label change of a region; "-" for standard output."""
     snapshots: str | None = None
     """Folder for JPEGs at each label change: the full frame, and the region's crop for a named region."""
+    retention: RetentionOptions = field(default_factory=RetentionOptions)
+    """How many megabytes and days of recording segments, snapshots and rotated events files are kept
+    (edge.sinks.retention); the defaults keep everything."""
     web: WebOptions | None = None
     """Web preview, status, health and metrics over HTTP; None: no web server."""
     mqtt: MqttOptions | None = None
@@ -78,6 +86,11 @@ class RunOptions:
                 raise EdgerecError(f"{name.replace('_', '-')} {value} is not positive; valid: a number > 0")
         if self.max_frames is not None and self.max_frames < 1:
             raise EdgerecError(f"max-frames {self.max_frames} is not positive; valid: an integer >= 1")
+        if self.segment is not None and not self.segment >= MIN_SEGMENT_S:
+            raise EdgerecError(f"segment {self.segment} is too short; valid: seconds >= {MIN_SEGMENT_S:g}")
+        if self.retention.enabled and self.out and self.segment is None:
+            raise EdgerecError("retention with a recording needs segments (--segment SECONDS, [recording] segment): "
+                               "one growing file cannot be trimmed")
         if self.opencv_threads is not None and self.opencv_threads < 1:
             raise EdgerecError(f"opencv_threads {self.opencv_threads} is not positive; valid: an integer >= 1")
         self.whole_frame()  # the trigger settings are valid

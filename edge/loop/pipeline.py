@@ -41,6 +41,7 @@ from edge.loop.reload import Reloader, Update
 from edge.sinks import EventsSink, Sink, SnapshotSink, VideoFileSink, WindowSink, window_possible
 from edge.sinks.base import OneCamera
 from edge.sinks.mqtt import MqttSink, Place
+from edge.sinks.retention import FileFamily, Retention
 from edge.sinks.service import Notifier, ServiceSink
 from edge.web.sink import WebSink
 
@@ -82,12 +83,14 @@ def run(
     sinks: list[Sink] = []
     loop: FrameLoop | None = None
     reloader: Reloader | None = None
+    retention: Retention | None = None
     try:
         for index, camera in enumerate(cameras):
             given = source if index == 0 and source is not None else None
             sources.append(given or open_camera(camera, on_source_state, sinks, named=len(cameras) > 1))
         loop = build_loop(options, models, sources, sinks, stop, on_change)
-        open_sinks(options, loop.cameras, stop, into=sinks, reload_requested=reload_requested, models=models)
+        retention = open_sinks(options, loop.cameras, stop, into=sinks, reload_requested=reload_requested,
+                               models=models)
         loop.attach([*sinks, *extra_sinks])
         if reload is not None and reload_requested is not None:
             reloader = loop.reloader = Reloader(
@@ -99,6 +102,8 @@ def run(
     finally:
         if reloader is not None:
             reloader.close()
+        if retention is not None:
+            retention.close()
         if source is not None and source not in sources:
             sources.append(source)
         close_all(sinks, loop.sources() if loop is not None else sources)
@@ -203,13 +208,17 @@ def ask_for_engine_build_time(device: str) -> bool:
 
 
 def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.Event, into: list[Sink],
-               reload_requested: threading.Event | None = None, models: Mapping[str, ModelLike] | None = None) -> None:
+               reload_requested: threading.Event | None = None,
+               models: Mapping[str, ModelLike] | None = None) -> Retention | None:
     """Append the sinks `options` asks for to `into` (so the caller closes those opened before a failure).
     `reload_requested`: set it to reload the config (the web app does, after it changed the config file).
+    Returns the retention sweeper, started, when options.retention asks for one (the caller closes it).
 
     The window and the recording show one camera's pixels: with several cameras each camera gets its own.
     """
     several = len(cameras) > 1
+    files: list[FileFamily] = []
+    recordings: list[VideoFileSink] = []
     for camera in cameras:
         def only(sink: Sink, name: str = camera.name) -> Sink:
             return OneCamera(sink, name) if several else sink
@@ -218,14 +227,24 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
             into.append(only(WindowSink(stop, title=f"edgerec {camera.name}" if several else "edgerec")))
         if options.out:
             path = per_camera_path(options.out, camera.name) if several else options.out
-            into.append(only(VideoFileSink(path, fps=lambda source=camera.source: source.fps)))
+            recording = VideoFileSink(path, fps=lambda source=camera.source: source.fps, segment_s=options.segment)
+            into.append(only(recording))
+            recordings.append(recording)
+            files.append(recording.files())
     if options.events:
-        into.append(EventsSink(options.events))
+        events = EventsSink(options.events)
+        into.append(events)
+        if options.events != "-":
+            files.append(events.files())
     if options.snapshots:
-        into.append(SnapshotSink(options.snapshots))
+        snapshots = SnapshotSink(options.snapshots)
+        into.append(snapshots)
+        files.append(snapshots.files())
+    retention = Retention(options.retention, files) if options.retention.enabled and files else None
     if options.web:
         web = WebSink(options.web, cameras=({c.name: c.source.status for c in cameras}), config=options.config,
-                      request_reload=reload_requested.set if reload_requested is not None else None, models=models)
+                      request_reload=reload_requested.set if reload_requested is not None else None, models=models,
+                      retention=retention)
         into.append(web)
         if options.web.review.enabled:
             into.append(web.review)  # a raw sink: the crops it keeps never show the overlay
@@ -237,6 +256,11 @@ def open_sinks(options: RunOptions, cameras: Sequence[Camera], stop: threading.E
     notifier = Notifier()  # under systemd ($NOTIFY_SOCKET): READY at the first frame, then the watchdog
     if notifier.enabled:
         into.append(ServiceSink(notifier))
+    if retention is None:
+        return None
+    for recording in recordings:
+        recording.on_closed = retention.poke  # a closed segment: sweep now
+    return retention.start()
 
 
 def per_camera_path(path: str, camera: str) -> str:

@@ -25,7 +25,7 @@ from edge.loop.options import RunOptions
 from edge.sinks.service import Notifier
 
 LOG = logging.getLogger("edgerec.reload")
-NEEDS_RESTART = ("display", "out", "events", "snapshots", "web", "mqtt", "opencv_threads")
+NEEDS_RESTART = ("display", "out", "segment", "events", "snapshots", "retention", "web", "mqtt", "opencv_threads")
 """RunOptions fields whose change only a restart applies (they open windows, files and servers)."""
 
 

@@ -25,6 +25,10 @@ from edge.live.result import FrameResult, Result
 from edge.sinks.base import why_unwritable
 from edge.sinks.events import wall_clock
 from edge.sinks.outage import Outage
+from edge.sinks.retention import FileFamily
+
+SNAPSHOT_FILE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}-f[0-9]{6,}-[\w.-]+\.jpg")
+"""The names snapshot_name gives (the crops' .crop.jpg included)."""
 
 
 class SnapshotSink:
@@ -91,6 +95,10 @@ class SnapshotSink:
                 partial.unlink()  # frees what it took
             raise
         self.saved += 1
+
+    def files(self) -> FileFamily:
+        """What retention may delete: the JPEGs named as `snapshot_name` names them."""
+        return FileFamily("snapshots", self.directory, SNAPSHOT_FILE)
 
     def close(self) -> None:
         pass

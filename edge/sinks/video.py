@@ -11,12 +11,21 @@ space of its folder; below a reserve (RESERVE_BYTES, plus INDEX_BYTES_PER_FRAME 
 the file) it closes the file while the index still fits, and skips frames (counted in `lost`) until twice
 the reserve is free again, tried every few seconds (edge.sinks.outage). Then it starts the next part:
 out.mp4, out.2.mp4, out.3.mp4, ...
+
+In segments (`segment_s`), each segment is a file of its own, named from the path's stem and the wall-clock
+time of its first frame, in the path's folder: out-20261207-011500.mp4, out-20261207-011510.mp4, ... (a
+`-2` is added where a name is taken). The frame captured `segment_s` or more after a segment's first frame
+starts the next one: the frame loop only queues a marker before it, and the encoder thread closes the
+finished file (moving it to its name, playable) and opens the next, so no frame is lost at a boundary and
+the frame loop never waits for a file to close. After a full disk the next segment starts as any other.
+`on_closed(path)` is called, on the encoder's thread, with each finished file (retention sweeps then).
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -29,7 +38,9 @@ import numpy as np
 from edge.errors import EdgerecError
 from edge.live.result import FrameResult
 from edge.sinks.base import why_unwritable
+from edge.sinks.events import wall_clock
 from edge.sinks.outage import Outage
+from edge.sinks.retention import FileFamily, stamped, stamped_path
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 DEFAULT_FPS = 30.0
@@ -39,17 +50,24 @@ INDEX_BYTES_PER_FRAME = 32
 """An upper bound of an MP4/AVI index's bytes per frame (sample size, offset, time): added to the reserve."""
 SPACE_CHECK_S = 1.0
 """Seconds between looks at the free space while recording."""
+MIN_SEGMENT_S = 1.0
+"""The shortest segment: names tell segments apart to the second."""
 
 
 class VideoFileSink:
     wants_overlay = True
 
-    def __init__(self, path: str | Path, fps: Callable[[], float | None], queue_frames: int = 4) -> None:
-        """`fps` is asked at the first frame: a live source knows its rate only once connected."""
+    def __init__(self, path: str | Path, fps: Callable[[], float | None], queue_frames: int = 4,
+                 segment_s: float | None = None, on_closed: Callable[[Path], None] | None = None) -> None:
+        """`fps` is asked at the first frame: a live source knows its rate only once connected. `segment_s`:
+        a new file every this many seconds of frames (None: one file)."""
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise EdgerecError(f"--out {self.path}: unknown video type; valid endings: {' '.join(FOURCC)}")
+        if segment_s is not None and not segment_s >= MIN_SEGMENT_S:
+            raise EdgerecError(f"--segment {segment_s}: too short; valid: seconds >= {MIN_SEGMENT_S:g}")
+        self.segment_s, self.on_closed = segment_s, on_closed
         self.fps = DEFAULT_FPS
         self.frames = 0
         """Frames encoded, every part together."""
@@ -63,9 +81,14 @@ class VideoFileSink:
         self._check_writable()
         self._size = (0, 0)
         self._part_frames = 0
+        self._segment_end = 0.0
+        self._final = self.path
+        """The name of the file the frame loop writes into now (a segment's marker may still be queued)."""
+        self._writing = self.path
+        """The name of the file the encoder writes now: it gets that name once closed."""
         self._check_at = 0.0
         self._free: queue.Queue[np.ndarray] = queue.Queue()
-        self._full: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._full: queue.Queue[np.ndarray | Path | None] = queue.Queue()  # frames, segment markers, the end
         self._encoder: threading.Thread | None = None
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
@@ -73,10 +96,12 @@ class VideoFileSink:
             self.lost += 1
             return
         if self._encoder is None:
-            if not self._start(frame):
+            if not self._start(frame, result.captured):
                 self.lost += 1
                 return
-            self.outage.recovered(f"{self.lost} frame(s) not recorded; this part is {self._part_path().name}")
+            self.outage.recovered(f"{self.lost} frame(s) not recorded; this part is {self._final.name}")
+        elif self.segment_s is not None and result.captured >= self._segment_end:
+            self._cut(result.captured)
         buffer = self._next_free_buffer()
         if frame.shape == buffer.shape:
             np.copyto(buffer, frame)
@@ -88,6 +113,12 @@ class VideoFileSink:
     def close(self) -> None:
         if self._encoder is not None:
             self._finish_part()
+
+    def files(self) -> FileFamily:
+        """What retention may delete: the finished segments (never the file being written, nor one part)."""
+        suffix = self.path.suffix
+        return FileFamily("recording", self.path.parent, stamped(self.path.stem, suffix),
+                          re.compile(re.escape(self._partial.name)), grows=True)
 
     def _check_writable(self) -> None:
         """Create and remove the partial file now: OpenCV only says that it could not open a writer."""
@@ -126,9 +157,19 @@ class VideoFileSink:
                            f"frames)", keeping=f"not recording until {2 * RESERVE_BYTES / 1e6:.0f} MB are free")
         return False
 
-    def _part_path(self) -> Path:
+    def _part_path(self, captured: float) -> Path:
+        """The next file's name: a segment's from the time of its first frame, else path, path.2, ..."""
+        if self.segment_s is not None:
+            return stamped_path(self.path, wall_clock(captured), taken=(self._final,))
         number = len(self.parts) + 1
         return self.path if number == 1 else self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
+
+    def _cut(self, captured: float) -> None:
+        """The frame captured at `captured` starts the next segment: the encoder switches files before it."""
+        self._final = self._part_path(captured)  # the frame loop's view; the encoder switches when it gets there
+        self._full.put(self._final)
+        self._segment_end = captured + self.segment_s
+        self._part_frames = 0
 
     def _next_free_buffer(self) -> np.ndarray:
         while True:
@@ -138,7 +179,7 @@ class VideoFileSink:
                 if not self._encoder.is_alive():
                     raise EdgerecError(f"--out {self.path}: the video encoder stopped") from None
 
-    def _start(self, frame: np.ndarray) -> bool:
+    def _start(self, frame: np.ndarray, captured: float) -> bool:
         """Open the next part at `frame`'s size (the first part's size for every later part)."""
         if not self.parts:
             self._size = (frame.shape[1], frame.shape[0])
@@ -155,6 +196,8 @@ class VideoFileSink:
             self._free.put(np.empty((self._size[1], self._size[0], 3), np.uint8))
         self._part_frames = 0
         self._check_at = time.monotonic() + SPACE_CHECK_S
+        self._final = self._writing = self._part_path(captured)
+        self._segment_end = captured + (self.segment_s or 0.0)
         self._encoder = threading.Thread(target=self._encode, args=(writer,), name="edgerec-video", daemon=True)
         self._encoder.start()
         return True
@@ -164,19 +207,50 @@ class VideoFileSink:
         self._full.put(None)
         self._encoder.join()
         self._encoder = None
-        path = self._part_path()
+        return self._moved_into_place()
+
+    def _moved_into_place(self) -> Path:
+        """The closed file moved from its temporary name to the one it was opened for."""
+        path = self._writing
         os.replace(self._partial, path)
         self.parts.append(path)
+        if self.on_closed is not None:
+            self.on_closed(path)
         return path
 
-    def _encode(self, writer: cv2.VideoWriter) -> None:
+    def _encode(self, writer: cv2.VideoWriter | None) -> None:
+        """The encoder thread: frames into the open file; at a segment's marker, the next file."""
         try:
-            while (buffer := self._full.get()) is not None:
-                writer.write(buffer)
-                self.frames += 1
-                self._free.put(buffer)
+            while (item := self._full.get()) is not None:
+                if isinstance(item, Path):
+                    writer = self._next_segment(writer, item)
+                    continue
+                if writer is not None:
+                    writer.write(item)
+                    self.frames += 1
+                else:
+                    self.lost += 1
+                self._free.put(item)
         finally:
+            if writer is not None:
+                writer.release()
+
+    def _next_segment(self, writer: cv2.VideoWriter | None, path: Path) -> cv2.VideoWriter | None:
+        """Close the finished segment (playable, under its name) and open `path`'s under the temporary name."""
+        if writer is not None:
             writer.release()
+            try:
+                self._moved_into_place()
+            except OSError as error:
+                self.outage.failed(f"cannot move {self._partial.name} into place ({error.strerror})")
+        self._writing = path
+        fourcc = cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()])
+        writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, self._size)
+        if writer.isOpened():
+            return writer
+        self.outage.failed(f"OpenCV cannot open {path.name}", keeping="frames skipped until the next segment")
+        return None
+
 
 
 def free_bytes(folder: Path) -> int:

@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from edge.sinks.retention import RetentionStats
 from edge.web.state import Histogram, Served
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -56,6 +57,8 @@ class SinkCollector(Collector):
         yield counter("edgerec_jpeg_encode_seconds", "Time spent encoding them.", feed.encode_s)
         yield gauge("edgerec_uptime_seconds", "Seconds since the web preview started.", status["uptime_s"])
         yield from review(status["review"])
+        if self.sink.retention is not None:
+            yield from retention(self.sink.retention.stats())
 
 
 def review(status: dict) -> Iterator[Metric]:
@@ -74,6 +77,16 @@ def review(status: dict) -> Iterator[Metric]:
     for why, count in status["dropped"].items():
         dropped.add_metric([why], count)
     yield dropped
+
+
+def retention(stats: RetentionStats) -> Iterator[Metric]:
+    """What the retention sweeper keeps and has deleted (recording segments, snapshots, rotated events)."""
+    yield gauge("edgerec_retention_kept_bytes", "Bytes of recordings, snapshots and events files kept, as of the "
+                "last sweep.", stats.kept_bytes)
+    yield gauge("edgerec_retention_kept_files", "Files kept, as of the last sweep.", stats.kept_files)
+    yield counter("edgerec_retention_deleted_bytes", "Bytes deleted by retention.", stats.deleted_bytes)
+    yield counter("edgerec_retention_deleted_files", "Files deleted by retention.", stats.deleted_files)
+    yield counter("edgerec_retention_sweeps", "Retention sweeps.", stats.sweeps)
 
 
 def per_camera(cameras: dict[str, dict]) -> Iterator[Metric]:

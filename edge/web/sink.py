@@ -22,6 +22,7 @@ from edge.errors import EdgerecError
 from edge.live.camera import DEFAULT_CAMERA
 from edge.live.capture import SourceStatus
 from edge.live.result import FrameResult
+from edge.sinks.retention import Retention
 from edge.web import state
 from edge.web.options import TOKEN_ENV, ConfigStore, WebOptions, check_token, parse_listen
 from edge.web.state import CameraView, JpegFeed, Stats, camera_status, model_status
@@ -40,11 +41,12 @@ class WebSink:
                  environ: Mapping[str, str] | None = None,
                  cameras: Mapping[str, Callable[[], SourceStatus] | None] | None = None,
                  config: ConfigStore | None = None, request_reload: Callable[[], None] | None = None,
-                 models: Mapping[str, object] | None = None) -> None:
+                 models: Mapping[str, object] | None = None, retention: Retention | None = None) -> None:
         """`cameras`: each camera's name and source status (several cameras); None: one camera, `source_status`.
         `config`: the config file the run was started with (None: flags only); `request_reload()` makes the
-        run read it (and its model files) again without stopping the cameras (edge.loop.reload)."""
-        self.config, self.request_reload = config, request_reload
+        run read it (and its model files) again without stopping the cameras (edge.loop.reload). `retention`:
+        the sweeper whose counters /metrics shows (None: no retention)."""
+        self.config, self.request_reload, self.retention = config, request_reload, retention
         self.models_changed(models or {})
         host, port = parse_listen(options.listen)
         environ = os.environ if environ is None else environ

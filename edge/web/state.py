@@ -28,6 +28,7 @@ from edge.web.options import ConfigStore, WebOptions
 if TYPE_CHECKING:
     from edge.learn.collect import Collector
     from edge.learn.review import ReviewQueue
+    from edge.sinks.retention import Retention
     from edge.web.trainer import Trainer
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -306,6 +307,7 @@ class Served(Protocol):
     state: Path
     config: ConfigStore | None
     request_reload: Callable[[], None] | None
+    retention: Retention | None
 
     def status(self) -> dict:
         """/api/status: every camera with its regions, the models, the viewers."""

@@ -24,6 +24,17 @@ It fails (exit 1) when: RSS, threads or file descriptors rise over the second ha
 max(RSS_RISE_MB, 2 % of RSS) MB, THREADS_RISE threads or FDS_RISE descriptors); the process dies; porch is
 ever unhealthy after the first WARMUP_S; garage is unhealthy outside a drop and the RECOVER_S after it; a
 post-restart subscriber misses a region's state; the stop takes too long or exits non-zero.
+
+    python scripts/checks/soak.py --retention --minutes 60 [--segment 10] [--retain-mb 4] [--clip FILE]
+
+The retention soak: `edgerec run` on a real clip looped in real time (the demo clip by default), recording in
+`--segment` s segments with snapshots and events in the same folder under a `--retain-mb` budget, the web
+server on for /metrics. Every `--every` seconds it samples RSS and the folder's bytes, and opens each new
+segment with cv2.VideoCapture and reads all its frames. It fails when a segment does not play or reads fewer
+frames than it says it holds; when the segments together hold fewer frames than edgerec recorded (a frame
+lost at a boundary); when the folder exceeds the budget by more than one segment; when the folder's bytes or
+the RSS rise over the second half (as above; bytes: more than one segment's size); when the oldest segment
+was not deleted; or when the stop fails. It writes DIR/retention.csv.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import csv
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -83,7 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for soak.csv, soak.png, logs (default: a new temp folder)")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
     parser.add_argument("--replot", action="store_true", help="only draw --out's soak.csv again and judge its trends")
+    parser.add_argument("--retention", action="store_true",
+                        help="the retention soak: a looped clip recorded in segments under a small budget")
+    parser.add_argument("--segment", type=float, default=10.0, help="--retention: seconds per segment")
+    parser.add_argument("--retain-mb", type=float, default=4.0, help="--retention: the budget in MB")
+    parser.add_argument("--clip", type=Path, default=REPO / "edge" / "assets" / "demo" / "demo.mp4",
+                        help="--retention: the clip, looped in real time")
     args = parser.parse_args(argv)
+    if args.retention:
+        out = args.out or Path(tempfile.mkdtemp(prefix="edgerec-retention-soak-"))
+        out.mkdir(parents=True, exist_ok=True)
+        return retention_soak(args.minutes * 60, args.every, out, args.clip, args.segment, args.retain_mb)
     if args.replot:
         samples = read_csv(args.out / "soak.csv")
         problems = trends(samples, args.minutes * 60)
@@ -119,7 +141,7 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
     config = write_config(out / "config.toml", porch.url, garage.url, web_port, broker.port, out)
     log = open(out / "edgerec.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "run", "--config", str(config)],
-                               stdout=log, stderr=log, cwd=out)
+                               stdout=log, stderr=log, cwd=out, env=checkout_env())
     faults = schedule(seconds)
     table = open(out / "soak.csv", "w", newline="")  # a row per sample as it is taken: a cut-short run keeps its data
     rows = csv.DictWriter(table, [f.name for f in fields(Sample)])
@@ -154,6 +176,12 @@ def soak(seconds: float, every: float, out: Path, mosquitto: str) -> tuple[list[
         broker.stop()
     stats["events"] = sum(1 for _ in open(out / "events.jsonl")) if (out / "events.jsonl").exists() else 0
     return problems, samples, stats
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment with this checkout first on PYTHONPATH: edgerec runs in another folder, and must be this
+    checkout's, not whichever the venv installed."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
 
 
 def frames(background: str, visitor: str, hold_s: float) -> list[np.ndarray]:
@@ -390,6 +418,182 @@ class Broker:
         client.disconnect()
         client.loop_stop()
         return sorted(wanted - seen)
+
+
+# --- the retention soak ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StorageSample:
+    t_s: float
+    rss_mb: float
+    folder_mb: float
+    """Every file in the recording folder (snapshots and events included), the segment being written too."""
+    segments: int
+    kept_mb: float
+    """What /metrics says retention keeps."""
+    deleted_mb: float
+    deleted_files: int
+
+
+def retention_soak(seconds: float, every: float, out: Path, clip: Path, segment: float, budget_mb: float) -> int:
+    folder = out / "rec"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    web_port = free_port()
+    command = [sys.executable, "-m", "edge.app.cli", "run", "--source", str(clip), "--loop", "--threads", "1",
+               "--out", str(folder / "rec.mp4"), "--segment", f"{segment:g}", "--retain-mb", f"{budget_mb:g}",
+               "--snapshots", str(folder / "snaps"), "--events", str(folder / "events.jsonl"), "--no-display",
+               "--web", f"127.0.0.1:{web_port}"]
+    print("soak:", " ".join(command[2:]))
+    log = open(out / "edgerec.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=log, cwd=out, env=checkout_env())
+    samples: list[StorageSample] = []
+    segments: dict[str, int] = {}  # name -> frames read back; -1: did not play
+    problems: list[str] = []
+    table = open(out / "retention.csv", "w", newline="")  # a row per sample as it is taken
+    rows = csv.DictWriter(table, [f.name for f in fields(StorageSample)])
+    rows.writeheader()
+    started = time.monotonic()
+    try:
+        while (now := time.monotonic() - started) < seconds:
+            if process.poll() is not None:
+                problems.append(f"edgerec ended by itself after {now:.0f} s (exit {process.returncode})")
+                break
+            check_segments(folder, segments)
+            sample = storage_sample(process.pid, web_port, folder, now, len(segments))
+            if sample is not None:
+                samples.append(sample)
+                rows.writerow(asdict(sample))
+                table.flush()
+            time.sleep(max(0.0, every - (time.monotonic() - started - now)))
+        stop_s, code = stop(process)
+        if code != 0 or stop_s > 15:
+            problems.append(f"SIGTERM: exit {code} after {stop_s:.1f} s (want 0 within 15 s)")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+        table.close()
+    check_segments(folder, segments)  # the last one, closed at the stop
+    problems += storage_problems(samples, segments, folder, budget_mb, (out / "edgerec.log").read_text(), seconds)
+    storage_report(samples, segments, out, problems)
+    return 1 if problems else 0
+
+
+def check_segments(folder: Path, segments: dict[str, int]) -> None:
+    """Read back each segment not seen yet: its frames, or -1 when it does not open or reads short twice.
+
+    A hard link keeps the file while it is read (retention may delete its name meanwhile), and the reader's
+    timeouts are lifted: OpenCV's FFmpeg backend gives up on a read after 30 s, which a starved process on a
+    loaded machine reaches (a 60-minute run here saw one such short read, `Stream timeout triggered after
+    31287 ms`, of a segment that nothing else was wrong with)."""
+    for path in sorted(folder.glob("rec-*.mp4")):
+        if path.name in segments:
+            continue
+        kept = folder.parent / f"reading-{path.name}"
+        try:
+            os.link(path, kept)
+        except FileNotFoundError:
+            continue  # deleted before it was read: its frames then miss from the total, which is reported
+        try:
+            segments[path.name] = read_back(kept)
+            if segments[path.name] < 0:
+                segments[path.name] = read_back(kept)  # a stalled reader or a broken file: a second read tells
+        finally:
+            kept.unlink()
+
+
+def read_back(path: Path) -> int:
+    """The frames cv2.VideoCapture reads from `path`, or -1 when it does not open or reads fewer than it holds."""
+    no_timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 3_600_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 3_600_000]
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, no_timeout)
+    said = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    read = 0
+    while capture.read()[0]:
+        read += 1
+    capture.release()
+    return read if read > 0 and read == said else -1
+
+
+def storage_sample(pid: int, web_port: int, folder: Path, t: float, segments: int) -> StorageSample | None:
+    try:
+        rss_kb, _ = proc_status(pid)
+    except (OSError, ValueError, KeyError):
+        return None
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    metrics = get_metrics(web_port)
+    return StorageSample(round(t, 1), rss_kb / 1024, size / 1e6, segments,
+                         metrics.get("edgerec_retention_kept_bytes", -1e6) / 1e6,
+                         metrics.get("edgerec_retention_deleted_bytes_total", -1e6) / 1e6,
+                         int(metrics.get("edgerec_retention_deleted_files_total", -1)))
+
+
+def get_metrics(port: int) -> dict[str, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    except OSError:
+        return {}
+    finally:
+        connection.close()
+    return {name: float(value) for line in text.splitlines() if line and not line.startswith("#")
+            for name, value in [line.rsplit(" ", 1)]}
+
+
+def storage_problems(samples: list[StorageSample], segments: dict[str, int], folder: Path, budget_mb: float,
+                     log: str, seconds: float) -> list[str]:
+    problems = [f"segment {name} does not play (or reads fewer frames than it holds)"
+                for name, frames in segments.items() if frames < 0]
+    recorded = [int(match[1]) for line in log.splitlines() if (match := re.match(r"(\d+) frames in ", line))]
+    if not recorded or sum(max(f, 0) for f in segments.values()) != recorded[-1]:
+        problems.append(f"the segments hold {sum(max(f, 0) for f in segments.values())} frames, edgerec recorded "
+                        f"{recorded[-1] if recorded else '?'} (a segment deleted before it was read, or a frame lost)")
+    if len(segments) < 2:
+        problems.append(f"only {len(segments)} segment(s)")
+    first = min(segments, default="")
+    if first and (folder / first).exists():
+        problems.append(f"the oldest segment {first} was not deleted")
+    largest = max((s.folder_mb for s in samples), default=0.0)
+    segment_mb = max((p.stat().st_size for p in folder.glob("rec-*.mp4")), default=0) / 1e6
+    if largest > budget_mb + segment_mb:
+        problems.append(f"the folder reached {largest:.2f} MB, over the {budget_mb:g} MB budget plus a segment")
+    half = [s for s in samples if s.t_s >= seconds / 2]
+    if len(half) >= 10:
+        t = np.array([s.t_s for s in half])
+        span = t[-1] - t[0]
+        rss = np.array([s.rss_mb for s in half])
+        for name, y, allowed in (("folder bytes", np.array([s.folder_mb for s in half]), max(segment_mb, 0.5)),
+                                 ("RSS", rss, max(RSS_RISE_MB, 0.02 * float(np.median(rss))))):
+            rise = theil_sen(t, y) * span
+            if rise > allowed:
+                problems.append(f"{name} rose {rise:.2f} MB over the second half (allowed {allowed:.2f} MB)")
+    else:
+        problems.append(f"only {len(half)} samples in the second half: too short to judge a trend")
+    return problems
+
+
+def storage_report(samples: list[StorageSample], segments: dict[str, int], out: Path, problems: list[str]) -> None:
+    if samples:
+        last = samples[-1]
+        half = [s for s in samples if s.t_s >= last.t_s / 2]
+        t = np.array([s.t_s for s in half])
+        frames = [f for f in segments.values() if f > 0]
+        print(f"soak: {last.t_s / 60:.1f} min, {len(samples)} samples; {len(segments)} segments read back, "
+              f"{sum(frames)} frames ({min(frames, default=0)}-{max(frames, default=0)} per segment), "
+              f"{sum(1 for f in segments.values() if f < 0)} unplayable")
+        for name, key in (("folder", "folder_mb"), ("RSS", "rss_mb")):
+            values = np.array([getattr(s, key) for s in half])
+            print(f"soak: {name}: max {max(getattr(s, key) for s in samples):.2f} MB, second half median "
+                  f"{np.median(values):.2f} MB, slope {theil_sen(t, values) * 60:+.3f} MB/min, end "
+                  f"{getattr(last, key):.2f} MB")
+        print(f"soak: retention (/metrics): kept {last.kept_mb:.2f} MB, deleted {last.deleted_mb:.1f} MB in "
+              f"{last.deleted_files} files")
+    print(f"soak: {out / 'retention.csv'}, {out / 'edgerec.log'}")
+    for problem in problems:
+        print(f"soak: FAIL: {problem}")
+    print("soak: FAIL" if problems else "soak: ok")
 
 
 # --- the verdict --------------------------------------------------------------------------------------
