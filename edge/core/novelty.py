@@ -161,7 +161,8 @@ def build_novelty(features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K,
     features = np.asarray(features, np.float32)
     labels = np.asarray(labels, np.int64)
     if len(features) < 2:
-        raise EdgerecError("unknown detection needs at least 2 training photos")
+        raise EdgerecError(f"unknown detection needs at least 2 training photos, got {len(features)}; add photos "
+                           "or leave it out (--no-unknown)")
     if not 0.5 <= target_kept < 1.0:
         raise EdgerecError(f"target kept {target_kept} is out of range; valid: 0.5 <= kept < 1")
     centred = len(np.unique(labels)) >= 2
