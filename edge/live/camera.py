@@ -56,6 +56,13 @@ class ModelLike(Protocol):
         """uint8 [N, H, W, 3] BGR -> float32 probabilities [N, C]."""
 
 
+def novelty_threshold(options: RegionOptions, model: ModelLike) -> float | None:
+    """The region's `unknown` threshold: its own or the model file's; None when the file carries no novelty
+    data (a stand-in model has none) or unknown is off."""
+    stored = getattr(getattr(model, "novelty", None), "threshold", None)
+    return options.smoothing.threshold(stored)
+
+
 class RegionState:
     """A region's fitter, smoother and trigger, and the result it shows now."""
 
@@ -63,10 +70,7 @@ class RegionState:
         self.camera, self.options, self.model_key, self.model = camera, options, model_key, model
         self.name = options.name
         self.fitter = Fitter(model.geometry)  # keeps its buffers between frames of one size
-        stored = getattr(getattr(model, "novelty", None), "threshold", None)
-        self.scores_novelty = options.smoothing.threshold(stored) is not None
-        """Whether this region asks its model for novelty scores (its file has them and unknown is on)."""
-        self.smoother = Smoother(model.labels, options.smoothing, options.smoothing.threshold(stored))
+        self.smoother = Smoother(model.labels, options.smoothing, novelty_threshold(options, model))
         self.trigger = Trigger(options.trigger)
         self.uses_motion = options.trigger.kind == "motion"
         self.result: Result | None = None
@@ -76,6 +80,11 @@ class RegionState:
         self.inferences = self.changes = 0
         self._rect: tuple[slice, slice] | None = None
         self._shape: tuple[int, ...] = ()
+
+    @property
+    def scores_novelty(self) -> bool:
+        """Whether this region asks its model for novelty scores (its file has them and unknown is on)."""
+        return self.smoother.novelty_threshold is not None
 
     def crop(self, image: np.ndarray) -> np.ndarray:
         """The region's pixels of `image`: a view of the full-resolution frame, no copy."""
@@ -101,10 +110,9 @@ class RegionState:
 
     def keeps(self, options: RegionOptions, model_key: str, model: ModelLike) -> bool:
         """Whether this region can carry on unchanged (its label too) under `options` and `model` (a reload)."""
-        stored = getattr(getattr(model, "novelty", None), "threshold", None)
         return (options == self.options and model_key == self.model_key and model.labels == self.model.labels
                 and model.geometry == self.model.geometry
-                and options.smoothing.threshold(stored) == self.smoother.novelty_threshold)
+                and novelty_threshold(options, model) == self.smoother.novelty_threshold)
 
     def shown(self, frame: Frame) -> Result | None:
         """What the region shows on `frame`: its new result if the model ran on it, else the carried one."""

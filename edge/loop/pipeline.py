@@ -283,8 +283,8 @@ def close_all(sinks: Sequence[Sink], sources: Sequence[Source]) -> None:
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
     """NumPy's BLAS on one thread while the run lasts: the loop's products are tiny (the novelty score: [regions,
-    1280] x [1280, 512]), and a second OpenBLAS thread that wakes for each one cost 9x the CPU (0.71 vs 0.08 ms
-    per region on an AMD EPYC Zen 3, docs/unknown.md)."""
+    1280] x [1280, 512]), and a second OpenBLAS thread woken for each one costs several times its CPU
+    (docs/unknown.md)."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
