@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, make_tiny_model, run_cli
 
+from edge.core import onnx_edit
 from edge.core.metadata import FeaturesInfo, from_props
 from edge.core.model import Model, default_model_path
 from edge.errors import EdgerecError
-from edge.learn import onnx_edit
 from edge.learn.head import TeachOptions, teach
 from edge.learn.softmax_regression import FitOptions, fit_softmax_regression
 from edge.tools.evaluate import evaluate

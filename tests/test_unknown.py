@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, run_cli
 
+from edge.app.bench import bench_novelty
 from edge.core.metadata import from_props
 from edge.core.model import Model
 from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer, build_novelty
+from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 from edge.learn.head import TeachOptions, UnknownOptions, teach
 from edge.live.smoothing import Smoother, SmoothingOptions
@@ -174,6 +176,27 @@ def test_one_label_is_an_anomaly_model_that_answers_that_label_or_unknown(one_la
     assert sum(p.label == UNKNOWN for p in others) >= 6  # of 8 views of a coffee cup and an orange
     own = [model.classify([cv2.imread(str(p))])[0] for p in sorted((root / "data" / "animal").iterdir())[:12]]
     assert all(p.label == "animal" for p in own)  # the photos it was taught on
+
+
+def test_the_session_computes_the_score_as_numpy_does_and_the_file_is_left_as_it_was(one_label) -> None:
+    out, root = one_label
+    before = out.read_bytes()
+    model = Model.load(out, "cpu")
+    assert model.novelty is not None and model.novelty_in_graph  # appended in memory (edge.core.novelty_graph)
+    batch = np.stack([fit(cv2.imread(str(p)), model.geometry) for p in sorted((root / "other").iterdir())[:5]])
+    probs, features, novelty = model.infer_novelty(batch)
+    assert novelty.shape == (5,) and np.allclose(novelty, model.novelty.score(features), atol=1e-5)
+    assert np.allclose(probs, model.infer(batch), atol=1e-6)  # the appended nodes leave the answer alone
+    assert out.read_bytes() == before
+
+
+def test_bench_times_the_score_inside_the_run(one_label) -> None:
+    out, _ = one_label
+    timing = bench_novelty(out, "cpu", False, runs=5)
+    stored = Model.load(out, "cpu").novelty
+    assert stored is not None and timing.references == len(stored.info.references)
+    assert timing.in_graph and timing.source == "the model file's"
+    assert timing.novelty_ms.median_ms > 0 and timing.dim == 1280
 
 
 def test_classify_json_gives_the_answer_and_the_score_and_can_turn_unknown_off(one_label) -> None:

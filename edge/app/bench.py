@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edge.core.model import Model, default_model_path
-from edge.core.novelty import DEFAULT_CAP, NoveltyScorer, build_novelty
+from edge.core.novelty import DEFAULT_CAP, build_novelty
 from edge.core.preprocess import fit
 from edge.live.capture import SourceOptions, StillSource
 from edge.live.regions import RegionOptions
@@ -175,12 +175,19 @@ class NoveltyTiming:
     dim: int
     source: str
     """"the model file's" or "synthetic" (random unit vectors, as many as the reference cap)."""
-    features_ms: Timing
-    """session.run asked for probs and features, one thread, CPU time."""
+    in_graph: bool
+    """Whether the score ran inside session.run (edge.core.novelty_graph) or in NumPy after it."""
     probs_ms: Timing
-    """session.run asked for probs alone, in the same rounds."""
-    score_ms: Timing
-    """NoveltyScorer.score of one region's features, CPU time."""
+    """session.run asked for probs alone, one thread, CPU time."""
+    features_ms: Timing
+    """session.run asked for probs and features, in the same rounds."""
+    novelty_ms: Timing
+    """Model.infer_novelty: probs, features and the novelty score, in the same rounds."""
+
+    @property
+    def added_ms(self) -> float:
+        """What saying `unknown` adds per region to a run that asks for probs alone."""
+        return self.novelty_ms.median_ms - self.probs_ms.median_ms
 
 
 class PixelSink:
@@ -224,27 +231,29 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
         (result.wall if bench_.clock is time.perf_counter else result.cpu_1thread).append(bench_.timing())
     if cpu_model.has_features:
         with one_blas_thread():  # as in the run
-            result.novelty = bench_novelty(cpu_model, runs)
+            result.novelty = bench_novelty(cpu_model.path, device, spinning, runs)
     return result
 
 
-def bench_novelty(model: Model, runs: int) -> NoveltyTiming:
-    """session.run with and without the features output, and the novelty score of one region, in CPU time of
-    one thread. A model without novelty data is scored against synthetic references as many as teach stores at
-    most, so the row says what a taught model would cost."""
-    batch = np.empty((1, *model.info.input_size, 3), np.uint8)
-    fit(sample_frame(480, 640), model.geometry, out=batch[0])
-    scorer, source = model.novelty, "the model file's"
-    if scorer is None:
+def bench_novelty(path: Path, device: str, spinning: bool, runs: int) -> NoveltyTiming:
+    """session.run asked for probs alone, for probs and features, and for probs, features and the novelty score
+    (as the loop asks when a region says `unknown`), one thread, CPU time, interleaved. A file without novelty
+    data is scored against synthetic references, as many as teach stores at most, so the row says what a taught
+    model would cost."""
+    model, source = load_model(path, device, 1, spinning), "the model file's"
+    if model.novelty is None:
         dim = model.info.features.dim
         rng = np.random.default_rng(0)
-        scorer, source = NoveltyScorer(build_novelty(rng.standard_normal((DEFAULT_CAP, dim)).astype(np.float32),
-                                                     np.arange(DEFAULT_CAP) % 5)), "synthetic"
-    features = model.features(batch)[1]
-    timings = time_interleaved([lambda: model.features(batch), lambda: model.infer(batch),
-                                lambda: scorer.score(features)], runs, time.thread_time)
-    refs = scorer.info.references
-    return NoveltyTiming(len(refs), refs.shape[1], source, *timings)
+        synthetic = build_novelty(rng.standard_normal((DEFAULT_CAP, dim)).astype(np.float32),
+                                  np.arange(DEFAULT_CAP) % 5)
+        model, source = Model.load(path, device, 1, spinning=spinning, novelty=synthetic), "synthetic"
+    assert model.novelty is not None
+    batch = np.empty((1, *model.info.input_size, 3), np.uint8)
+    fit(sample_frame(480, 640), model.geometry, out=batch[0])
+    timings = time_interleaved([lambda: model.infer(batch), lambda: model.features(batch),
+                                lambda: model.infer_novelty(batch)], runs, time.thread_time)
+    refs = model.novelty.info.references
+    return NoveltyTiming(len(refs), refs.shape[1], source, model.novelty_in_graph, *timings)
 
 
 def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
@@ -318,12 +327,11 @@ def pipeline_table(result: PipelineBenchResult) -> list[str]:
             )
     novelty = result.novelty
     if novelty is not None:
-        extra = novelty.features_ms.median_ms - novelty.probs_ms.median_ms
-        lines.append(f"unknown (cpu, 1 thr): novelty score {novelty.score_ms.median_ms:.3f} ms per region "
-                     f"({novelty.references} {novelty.source} references x {novelty.dim}), features output "
-                     f"{extra:+.3f} ms on session.run ({novelty.probs_ms.median_ms:.2f} -> "
-                     f"{novelty.features_ms.median_ms:.2f}); together "
-                     f"{novelty.score_ms.median_ms + max(0.0, extra):.3f} ms per region (target <= 0.2)")
+        where = "in the graph" if novelty.in_graph else "in NumPy after the run"
+        lines.append(f"unknown (cpu, 1 thr): session.run {novelty.probs_ms.median_ms:.3f} ms for probs, "
+                     f"{novelty.features_ms.median_ms:.3f} with features, {novelty.novelty_ms.median_ms:.3f} with "
+                     f"the novelty score {where} ({novelty.references} {novelty.source} references x "
+                     f"{novelty.dim}): {novelty.added_ms:+.3f} ms per region (target <= 0.2)")
     lines.append("session = session.run alone (batch 1); frame = arrival to last sink (motion + preprocess + "
                  "session.run + smooth + overlay + sinks); beyond = frame - session.run in the path; beyond/session "
                  "and infer/session per region (several regions run as one batch); median ms; cpu = "

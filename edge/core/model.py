@@ -17,7 +17,8 @@ import onnxruntime as ort
 
 from edge.core.devices import CPU, Provider, physical_cores, resolve_providers
 from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
-from edge.core.novelty import UNKNOWN, NoveltyScorer
+from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer
+from edge.core.novelty_graph import NOVELTY_OUTPUT, append_novelty
 from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
 
@@ -70,15 +71,18 @@ class Model:
         self.provider = session.get_providers()[0]
         self.novelty = NoveltyScorer(info.novelty) if info.novelty is not None else None
         """Scores features for `unknown` (edge.core.novelty); None when the file carries no novelty data."""
+        self.novelty_in_graph = NOVELTY_OUTPUT in {o.name for o in session.get_outputs()}
+        """Whether the session computes the score itself (edge.core.novelty_graph), else NumPy does after it."""
         self._batch = np.zeros((1, *info.input_size, 3), np.uint8)
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None,
-             spinning: bool = True) -> Model:
+             spinning: bool = True, novelty: NoveltyInfo | None = None) -> Model:
         """Open and validate a model file (None = the embedded default) and warm its session up.
 
         `spinning`: ONNX Runtime's pool threads spin between runs (its default: a little lower latency when
         runs follow each other at once); False lets them sleep, for frames that arrive at a camera's pace.
+        `novelty`: novelty data to use instead of the file's (`edgerec bench` on a file without any).
         """
         start = time.perf_counter()
         path = Path(path) if path is not None else default_model_path()
@@ -86,6 +90,10 @@ class Model:
         session = _open_session(path, providers, threads, spinning)
         info = from_props(_metadata(session, path), str(path))
         _check_io(session, info, str(path))
+        if novelty is not None:
+            info = dataclasses.replace(info, novelty=novelty)
+        if info.novelty is not None:
+            session = _with_novelty(path, info.novelty, session, providers, threads, spinning)
         model = cls(path, session, info, 0.0)
         model.infer(model._batch)  # warm-up: first run allocates and picks kernels
         model.load_ms = (time.perf_counter() - start) * 1000
@@ -125,6 +133,10 @@ class Model:
         [N]) from one run. Needs a file with novelty data (`self.novelty`)."""
         if self.novelty is None:
             raise EdgerecError(f"{self.path}: carries no novelty data; teach or train it again with this edgerec")
+        if self.novelty_in_graph:
+            probs, features, novelty = self.session.run([OUTPUT_NAME, FEATURES_NAME, NOVELTY_OUTPUT],
+                                                        {INPUT_NAME: batch})
+            return probs, features, novelty
         probs, features = self.features(batch)
         return probs, features, self.novelty.score(features)
 
@@ -189,10 +201,22 @@ def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0
     raise EdgerecError(f"{path}: loading it killed a test process ({how}); the file is damaged or not a model")
 
 
-def _open_session(path: Path, providers: list[Provider], threads: int | None,
-                  spinning: bool = True) -> ort.InferenceSession:
-    if not path.is_file():
-        raise EdgerecError(f"{path}: no such model file")
+def _with_novelty(path: Path, novelty: NoveltyInfo, session: ort.InferenceSession, providers: list[Provider],
+                  threads: int | None, spinning: bool) -> ort.InferenceSession:
+    """A session of the file's graph with the novelty score appended (edge.core.novelty_graph); `session` as
+    it is when the graph's operator set is too old for it."""
+    try:
+        graph = append_novelty(path.read_bytes(), novelty)
+        if graph is None:
+            return session
+        return ort.InferenceSession(graph, _session_options(threads, spinning), providers=providers,
+                                    enable_fallback=0)
+    except Exception as exc:  # protobuf's DecodeError, onnxruntime's own exception types
+        raise EdgerecError(f"{path}: its novelty data does not fit its graph ({str(exc).splitlines()[0][:160]})"
+                           ) from None
+
+
+def _session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
     options = ort.SessionOptions()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -201,6 +225,14 @@ def _open_session(path: Path, providers: list[Provider], threads: int | None,
             raise EdgerecError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    return options
+
+
+def _open_session(path: Path, providers: list[Provider], threads: int | None,
+                  spinning: bool = True) -> ort.InferenceSession:
+    if not path.is_file():
+        raise EdgerecError(f"{path}: no such model file")
+    options = _session_options(threads, spinning)
     try:
         return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.core import onnx_edit
 from edge.core.datasets import Unreadable
 from edge.core.metadata import FEATURES_NAME, OUTPUT_NAME, PREFIX, DatasetInfo, FeaturesInfo, ModelInfo
 from edge.core.model import Model, no_features_message
@@ -26,7 +27,6 @@ from edge.core.novelty import DEFAULT_K, DEFAULT_TARGET_KEPT, NoveltyInfo, build
 from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 from edge.files import write_bytes_atomic
-from edge.learn import onnx_edit
 from edge.learn.data import VIEWS, Decoded, File, decode, find_files, fingerprint, fitted_views, unreadable
 from edge.learn.softmax_regression import FitOptions, LinearHead, fit_softmax_regression
 from edge.tools.evaluate import top1_interval

@@ -1,4 +1,5 @@
-"""Edit an ONNX model file with protobuf alone: what `edgerec teach` needs to write a new head.
+"""Edit an ONNX model file with protobuf alone: what `edgerec teach` needs to write a new head, and what
+`Model.load` needs to append the novelty score to a graph in memory (edge/core/novelty_graph.py).
 
 The `onnx` package would add about 25 MB (its aarch64 wheel installs 22.6 MB, plus ml_dtypes) to a
 Raspberry Pi's runtime install; protobuf is already there (onnxruntime depends on it). An ONNX file is a
@@ -23,6 +24,8 @@ except ImportError:  # protobuf < 4.21
     GetMessageClass = MessageFactory().GetPrototype  # noqa: N816
 
 FLOAT = 1  # TensorProto.DataType.FLOAT
+INT64 = 7  # TensorProto.DataType.INT64
+_TENSOR_TYPES = {np.dtype("<f4"): FLOAT, np.dtype("<i8"): INT64}
 ATTRIBUTE_INT = 2  # AttributeProto.AttributeType.INT
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -102,8 +105,10 @@ def _replace(field: Any, items: list[Any]) -> None:
 
 
 def add_initializer(model: Any, name: str, array: np.ndarray) -> None:
-    tensor = model.graph.initializer.add(name=name, data_type=FLOAT, raw_data=np.ascontiguousarray(
-        array, dtype="<f4").tobytes())
+    """A constant tensor: float32 unless `array` is int64."""
+    dtype = np.dtype("<i8") if array.dtype == np.int64 else np.dtype("<f4")
+    tensor = model.graph.initializer.add(name=name, data_type=_TENSOR_TYPES[dtype],
+                                         raw_data=np.ascontiguousarray(array, dtype=dtype).tobytes())
     tensor.dims.extend(array.shape)
 
 
@@ -114,6 +119,19 @@ def add_node(model: Any, op_type: str, inputs: list[str], outputs: list[str], na
     node.output.extend(outputs)
     for key, value in (ints or {}).items():
         node.attribute.add(name=key, i=value, type=ATTRIBUTE_INT)
+
+
+def add_output(model: Any, name: str, dims: list[str | int]) -> None:
+    """A float32 graph output of the given dims (a str names a free dimension, e.g. the batch)."""
+    tensor = model.graph.output.add(name=name).type.tensor_type
+    tensor.elem_type = FLOAT
+    for dim in dims:
+        tensor.shape.dim.add(**({"dim_param": dim} if isinstance(dim, str) else {"dim_value": dim}))
+
+
+def opset(model: Any) -> int:
+    """The version of the default ONNX operator set the graph is written against (0 if it names none)."""
+    return max((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def output(model: Any, name: str) -> Any:
