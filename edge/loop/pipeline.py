@@ -282,9 +282,9 @@ def close_all(sinks: Sequence[Sink], sources: Sequence[Source]) -> None:
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
-    """NumPy's BLAS on one thread while the run lasts: the loop's products are tiny (the novelty score: [regions,
-    1280] x [1280, 512]), and a second OpenBLAS thread woken for each one costs several times its CPU
-    (docs/unknown.md)."""
+    """NumPy's BLAS on one thread while the run lasts: the loop's products are tiny (the review queue's
+    near-duplicate check; the novelty score where a graph is too old to carry it), and a second OpenBLAS thread
+    woken for each one costs several times its CPU (docs/unknown.md)."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
