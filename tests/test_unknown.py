@@ -13,7 +13,7 @@ from conftest import PHOTOS, run_cli
 from edge.app.bench import bench_novelty
 from edge.core.metadata import from_props
 from edge.core.model import Model
-from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer, build_novelty
+from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer, build_novelty, nudged_choice
 from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 from edge.learn.head import TeachOptions, UnknownOptions, teach
@@ -42,6 +42,37 @@ def test_taught_like_points_score_low_and_others_high_with_the_threshold_keeping
     assert np.mean(known <= info.threshold) >= 0.8
     assert np.all(novel > info.threshold)
     assert auroc(known, novel) == 1.0
+
+
+def test_near_duplicate_photos_get_a_threshold_wide_enough_for_the_camera_moving_a_little() -> None:
+    """Crops of one still scene (collected on the page) are near-duplicates: leave-one-out alone gives a
+    threshold that every live frame exceeds. Their nudged views (each a little further off than the crops are
+    from each other) set it; on varied photos the nudged views change nothing."""
+    rng = np.random.default_rng(3)
+    scene = rng.standard_normal((2, 256)).astype(np.float32) * 5
+    crops = np.concatenate([scene[i] + rng.normal(0, 0.2, (7, 256)) for i in range(2)]).astype(np.float32)
+    labels = np.repeat(np.arange(2), 7)
+    live = np.concatenate([scene[i] + rng.normal(0, 0.2, (20, 256)) + rng.normal(0, 0.6, 256) for i in range(2)])
+    nudged = (crops + rng.normal(0, 0.6, crops.shape)).astype(np.float32)  # the same shift of the view
+    tight = build_novelty(crops, labels)
+    wide = build_novelty(crops, labels, nudged=nudged, nudged_photos=np.arange(14))
+    assert np.mean(NoveltyScorer(tight).score(live) > tight.threshold) > 0.9  # all `unknown` without them
+    assert np.mean(NoveltyScorer(wide).score(live) <= wide.threshold) > 0.9
+    assert wide.calibration["nudged"] == 14 and round(wide.threshold, 4) == wide.calibration["nudged_threshold"]
+    varied = clusters(rng, rng.standard_normal((3, 64)), 40)
+    small = (varied + rng.normal(0, 0.01, varied.shape)).astype(np.float32)
+    three = np.repeat(np.arange(3), 40)
+    assert build_novelty(varied, three, nudged=small[:32], nudged_photos=np.arange(32)).threshold == \
+        build_novelty(varied, three).threshold
+
+
+def test_nudged_views_are_left_out_of_their_own_photo_and_chosen_alike_every_time() -> None:
+    rng = np.random.default_rng(4)
+    photos = rng.standard_normal((40, 32)).astype(np.float32)
+    info = build_novelty(photos, np.zeros(40, np.int64), nudged=photos[:10].copy(), nudged_photos=np.arange(10))
+    assert info.calibration["nudged_threshold"] > 0.5  # scored against itself, each would be 0
+    assert list(nudged_choice(100, 0)) == list(nudged_choice(100, 0)) and len(nudged_choice(100)) == 32
+    assert list(nudged_choice(5)) == [0, 1, 2, 3, 4]
 
 
 def test_a_photo_is_left_out_of_its_own_references() -> None:

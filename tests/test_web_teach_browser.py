@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -93,13 +94,14 @@ def screenshot(driver, name: str, tmp_path: Path, element=None) -> Path:
     return path
 
 
-def wait(condition, timeout: float = 15.0, what: str = "") -> object:
+def wait(condition, timeout: float = 15.0, what: str | Callable[[], str] = "") -> object:
+    """`condition()` until it is true; `what` (or what it returns, read at the end) names it in the failure."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
         time.sleep(0.1)
 
 
@@ -167,7 +169,8 @@ def test_teach_a_new_label_from_the_page(tmp_path, browser):
         wait(lambda: svc.regions()["shelf"]["label"] in ("rodent", "puppy"), what="a taught label")
         seen = set()
         wait(lambda: seen.add(find("regions").text) or {"rodent", "puppy"} <= {
-            word for text in seen for word in text.split()}, timeout=2 * PHASE_S + 5, what="both taught labels")
+            word for text in seen for word in text.split()}, timeout=2 * PHASE_S + 5,
+             what=lambda: f"both taught labels; the table showed {sorted(seen)}")
         assert "v1: puppy, rodent" in find("versions").text
         screenshot(browser, "4-accept", tmp_path)
         assert svc.status()["frames"] > frames_before and svc.status()["healthy"]

@@ -47,8 +47,8 @@ from tqdm import tqdm
 
 from edge.core.metadata import ModelInfo
 from edge.core.model import Model
-from edge.core.novelty import DEFAULT_TARGET_KEPT, build_novelty
-from edge.core.preprocess import Geometry
+from edge.core.novelty import DEFAULT_TARGET_KEPT, build_novelty, nudged, nudged_choice
+from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
 from edge.files import atomic_path
 from edge.progress import progress
@@ -527,13 +527,18 @@ class Run:
 
     def novelty(self, data: ImageFolders, gate: GateReport, geometry: Geometry) -> None:
         """Each file's own features of the training photos, as reference features with a leave-one-out
-        threshold (edge.core.novelty), stored in the file; model.onnx copied again."""
+        threshold (edge.core.novelty; also calibrated on the nudged view of a few photos, as teach does), stored
+        in the file; model.onnx copied again."""
         images = load_images(data.train, geometry, workers=self.o.workers)
         labels = np.array([s.label for s in data.train])
+        chosen = nudged_choice(len(images), self.o.seed)
+        moved = np.stack([fit(nudged(images[i], int(i)), geometry) for i in chosen]) if len(chosen) else images[:0]
         for path in (gate.fp32_path, gate.int8_path):
             model = Model.load(path, device="cpu")
             features = np.concatenate([model.features(images[i:i + 32])[1] for i in range(0, len(images), 32)])
-            add_novelty(path, build_novelty(features, labels, target_kept=self.o.unknown_kept))
+            views = model.features(moved)[1] if len(moved) else None
+            add_novelty(path, build_novelty(features, labels, target_kept=self.o.unknown_kept, nudged=views,
+                                            nudged_photos=chosen))
         deliver(gate)
 
     # -- 6. robustness -------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ DEFAULT_TARGET_KEPT = 0.95
 DEFAULT_CAP = 512
 """Reference photos kept at most, in all (an even share per label): bounds the file's size (1.3 MB at D = 1280)
 and the score's cost (0.07 ms per image at 512 on an AMD EPYC Zen 3, one thread; docs/unknown.md)."""
+NUDGED_PHOTOS = 32
+"""Training photos (at most; a seeded choice) whose nudged view also calibrates the threshold (`build_novelty`)."""
 UNKNOWN = "unknown"
 """The reserved label of a result that is like nothing the model was taught (and of a low score)."""
 
@@ -149,14 +151,20 @@ class NoveltyScorer:
 
 
 def build_novelty(features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K,
-                  target_kept: float = DEFAULT_TARGET_KEPT, cap: int = DEFAULT_CAP, seed: int = 0) -> NoveltyInfo:
+                  target_kept: float = DEFAULT_TARGET_KEPT, cap: int = DEFAULT_CAP, seed: int = 0,
+                  nudged: np.ndarray | None = None, nudged_photos: np.ndarray | None = None) -> NoveltyInfo:
     """The novelty entry for a model taught on one feature row per training photo, `features` [N, D] with
     `labels` [N] (the photos themselves: their augmented views add nothing here, docs/unknown.md).
 
     Centred on the photos' mean when there are two labels or more; with one label plain cosine (its own mean
     would take away what tells it from everything else). References: at most `cap` photos, an even share per
     label (a label with fewer photos passes its share on), a seeded random choice within each. Threshold: the
-    `target_kept` quantile of every photo's score against the references other than itself.
+    `target_kept` quantile of every photo's score against the references other than itself, and at least the
+    same quantile of the `nudged` views' scores [M, D] (each photo of `nudged_photos` [M] as the camera shows
+    it a little shifted and closer, `nudged`; scored against the references other than its own
+    photo). Photos that are near-duplicates of each other (crops of one still scene, collected on the web
+    page) would otherwise set a threshold tighter than the camera's own frame-to-frame change, and every
+    live frame would be `unknown`; on varied photos the nudged views score as the photos do.
     """
     features = np.asarray(features, np.float32)
     labels = np.asarray(labels, np.int64)
@@ -172,7 +180,14 @@ def build_novelty(features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K,
     scores = _leave_one_out(unit, chosen, k)
     threshold = float(np.quantile(scores, target_kept))
     calibration = {"photos": int(len(features)), "how": "leave-one-out over the training photos",
-                   "kept": round(float(np.mean(scores <= threshold)), 4), "centred": centred}
+                   "centred": centred}
+    if nudged is not None and nudged_photos is not None and len(nudged):
+        owners = np.asarray(nudged_photos, np.int64)
+        moved = _scores(_unit(np.asarray(nudged, np.float32) - mean), owners, unit, chosen, k)
+        calibration.update(nudged=int(len(moved)), photos_threshold=round(threshold, 4),
+                           nudged_threshold=round(float(np.quantile(moved, target_kept)), 4))
+        threshold = max(threshold, float(np.quantile(moved, target_kept)))
+    calibration["kept"] = round(float(np.mean(scores <= threshold)), 4)
     return NoveltyInfo(threshold, k, mean.astype(np.float32), unit[chosen].astype(np.float16), labels[chosen],
                        target_kept, calibration)
 
@@ -201,16 +216,39 @@ def _quotas(counts: np.ndarray, total: int) -> np.ndarray:
 
 
 def _leave_one_out(unit: np.ndarray, chosen: np.ndarray, k: int) -> np.ndarray:
-    """Each photo's score against the references, itself left out where it is one ([512, R] at a time)."""
+    """Each photo's score against the references, itself left out where it is one."""
+    return _scores(unit, np.arange(len(unit)), unit, chosen, k)
+
+
+def _scores(queries: np.ndarray, owners: np.ndarray, unit: np.ndarray, chosen: np.ndarray, k: int) -> np.ndarray:
+    """Each query row's score against the references (`unit[chosen]`), the reference that is its own photo
+    (`owners`, an index into `unit`) left out ([512, R] at a time)."""
     refs = unit[chosen]
     k = min(k, len(chosen) - 1) if len(chosen) > 1 else 1
-    out = np.empty(len(unit), np.float32)
-    for start in range(0, len(unit), 512):
-        rows = np.arange(start, min(start + 512, len(unit)))
-        sims = unit[rows] @ refs.T
-        sims[rows[:, None] == chosen[None, :]] = -np.inf
+    out = np.empty(len(queries), np.float32)
+    for start in range(0, len(queries), 512):
+        rows = np.arange(start, min(start + 512, len(queries)))
+        sims = queries[rows] @ refs.T
+        sims[owners[rows][:, None] == chosen[None, :]] = -np.inf
         out[rows] = 1.0 - np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
     return out
+
+
+NUDGE_SIDE = 0.95
+"""`nudged` keeps this share of each side: the camera shifted by 2.5% and 5% closer."""
+
+
+def nudged(image: np.ndarray, index: int) -> np.ndarray:
+    """The photo as the camera might show it next: its top-left (even `index`) or bottom-right (odd) 95% x 95%.
+    What the calibration (`build_novelty`) scores beside the photos."""
+    h, w = image.shape[:2]
+    ch, cw = max(1, round(h * NUDGE_SIDE)), max(1, round(w * NUDGE_SIDE))
+    return np.ascontiguousarray(image[h - ch:, w - cw:] if index % 2 else image[:ch, :cw])
+
+
+def nudged_choice(photos: int, seed: int = 0, count: int = NUDGED_PHOTOS) -> np.ndarray:
+    """Which of `photos` training photos (indices, ascending) give a nudged view for the calibration."""
+    return np.sort(np.random.default_rng(seed).permutation(photos)[:count])
 
 
 def describe(info: NoveltyInfo, labels: Sequence[str]) -> str:

@@ -23,7 +23,7 @@ from edge.core import onnx_edit
 from edge.core.datasets import Unreadable
 from edge.core.metadata import FEATURES_NAME, OUTPUT_NAME, PREFIX, DatasetInfo, FeaturesInfo, ModelInfo
 from edge.core.model import Model, no_features_message
-from edge.core.novelty import DEFAULT_K, DEFAULT_TARGET_KEPT, NoveltyInfo, build_novelty
+from edge.core.novelty import DEFAULT_K, DEFAULT_TARGET_KEPT, NoveltyInfo, build_novelty, nudged, nudged_choice
 from edge.core.preprocess import fit
 from edge.errors import EdgerecError
 from edge.files import write_bytes_atomic
@@ -98,7 +98,8 @@ def teach(options: TeachOptions) -> TeachReport:
     clock.lap("load")
     steps = len(folders.train) + len(folders.val)
     progress = options.on_progress or (lambda done, total: None)
-    decoded, features = _features(base, folders.train, options, lambda done: progress(done, steps))
+    computed = _features(base, folders.train, options, lambda done: progress(done, steps))
+    decoded, features = computed.decoded, computed.photos
     clock.lap("features")
     labels = np.array([d.file.label for d in decoded if d.readable])
     rows, views = features.reshape(-1, features.shape[-1]), features.shape[1]
@@ -106,7 +107,8 @@ def teach(options: TeachOptions) -> TeachReport:
     clock.lap("fit")
     novelty = None
     if options.unknown.enabled:  # the photos themselves: views as references add nothing (docs/unknown.md)
-        novelty = build_novelty(features[:, 0], labels, options.unknown.k, options.unknown.kept)
+        novelty = build_novelty(features[:, 0], labels, options.unknown.k, options.unknown.kept,
+                                nudged=computed.nudged, nudged_photos=computed.nudged_photos)
         clock.lap("novelty")
     with tempfile.TemporaryDirectory(dir=options.out.parent) as tmp:
         staged = Path(tmp) / options.out.name
@@ -156,24 +158,48 @@ def _check(options: TeachOptions) -> None:
         raise EdgerecError(f"--out {options.out}: folder {options.out.parent} does not exist")
 
 
+@dataclass
+class _Features:
+    decoded: list[Decoded]
+    """Every training file decoded (image None if unreadable)."""
+    photos: np.ndarray
+    """float32 [readable photos, 1 + views, D], the photo itself first."""
+    nudged: np.ndarray
+    """float32 [M, D]: the nudged view (edge.core.novelty.nudged) of the photos `nudged_choice` picks, for the
+    novelty threshold (empty when unknown detection is off)."""
+    nudged_photos: np.ndarray
+    """[M]: the row of `photos` each nudged view comes from."""
+
+
 def _features(base: Model, files: Sequence[File], options: TeachOptions, progress: Callable[[int], None]
-              ) -> tuple[list[Decoded], np.ndarray]:
-    """Every training file decoded (image None if unreadable) and the features of the readable ones:
-    float32 [photos, 1 + views, D], the photo itself first."""
-    decoded: list[Decoded] = []
-    rows: list[np.ndarray] = []
-    per_photo = 1 + len(options.views)
+              ) -> _Features:
+    """Decode every training file and compute the features of the readable ones, with their views and, for a
+    few, their nudged view, in the same batches."""
+    out = _Features([], np.empty(0), np.empty((0, base.info.features.dim), np.float32), np.empty(0, np.int64))
+    rows, moved, owners = [], [], []
+    per_photo, dim = 1 + len(options.views), base.info.features.dim
+    nudge = set(nudged_choice(len(files), options.seed).tolist()) if options.unknown.enabled else set()
     for start in range(0, len(files), options.batch):
         chunk = [decode(f) for f in files[start:start + options.batch]]
-        decoded += [d for d, _ in chunk]
-        images = [view for _, image in chunk if image is not None
-                  for view in fitted_views(image, base.geometry, options.views)]
+        out.decoded += [d for d, _ in chunk]
+        images, extra = [], []
+        for index, (_, image) in enumerate(chunk, start):
+            if image is None:
+                continue
+            images += fitted_views(image, base.geometry, options.views)
+            if index in nudge:
+                extra.append(fit(nudged(image, index), base.geometry))
+                owners.append(sum(len(r) for r in rows) + len(images) // per_photo - 1)
         if images:
-            rows.append(base.features(np.stack(images))[1].reshape(-1, per_photo, base.info.features.dim))
-        progress(len(decoded))
+            batch = base.features(np.stack(images + extra))[1]
+            rows.append(batch[:len(images)].reshape(-1, per_photo, dim))
+            moved.append(batch[len(images):])
+        progress(len(out.decoded))
     if not rows:
         raise EdgerecError(f"{options.data_dir}: none of its {len(files)} training images could be read")
-    return decoded, np.concatenate(rows)
+    out.photos = np.concatenate(rows)
+    out.nudged, out.nudged_photos = np.concatenate(moved), np.array(owners, np.int64)
+    return out
 
 
 def _validate(path: Path, files: Sequence[File], options: TeachOptions, progress: Callable[[int], None]

@@ -35,7 +35,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edge.core.model import Model  # noqa: E402
-from edge.core.novelty import DEFAULT_K, DEFAULT_TARGET_KEPT, NoveltyScorer, build_novelty  # noqa: E402
+from edge.core.novelty import (  # noqa: E402
+    DEFAULT_K,
+    DEFAULT_TARGET_KEPT,
+    NoveltyInfo,
+    NoveltyScorer,
+    build_novelty,
+    nudged,
+    nudged_choice,
+)
 from edge.core.preprocess import fit  # noqa: E402
 from edge.errors import EdgerecError  # noqa: E402
 from edge.learn.data import decode, find_files, stratified_split  # noqa: E402
@@ -46,6 +54,7 @@ from edge.tools.unknown import auroc  # noqa: E402
 @dataclass(frozen=True)
 class Photos:
     features: np.ndarray  # [N, D] of the embedded INT8 model
+    nudged: np.ndarray  # [N, D]: each photo's nudged view (edge.core.novelty.nudged), for the threshold
     labels: np.ndarray  # [N]
     classes: tuple[str, ...]
     files: list  # edge.learn.data.File of each row, for the splits
@@ -57,16 +66,26 @@ def load(data: Path, val_dir: Path | None) -> Photos:
     folders = find_files(data, val_dir, 0.2, 0)
     files = list(folders.train) + list(folders.val) if val_dir else sorted(
         [*folders.train, *folders.val], key=lambda f: f.relpath)
-    rows, kept = [], []
+    rows, moved, kept = [], [], []
     for start in range(0, len(files), 16):
         chunk = [(f, decode(f)[1]) for f in files[start:start + 16]]
         chunk = [(f, image) for f, image in chunk if image is not None]
         if chunk:
             batch = np.stack([fit(image, model.geometry) for _, image in chunk])
             rows.append(model.features(batch)[1])
+            batch = np.stack([fit(nudged(image, len(kept) + i), model.geometry) for i, (_, image) in enumerate(chunk)])
+            moved.append(model.features(batch)[1])
             kept += [f for f, _ in chunk]
     in_val = np.array([i >= len(folders.train) for i in range(len(files))])[:len(kept)] if val_dir else None
-    return Photos(np.concatenate(rows), np.array([f.label for f in kept]), folders.classes, kept, in_val)
+    return Photos(np.concatenate(rows), np.concatenate(moved), np.array([f.label for f in kept]), folders.classes,
+                  kept, in_val)
+
+
+def novelty_of(photos: Photos, train: np.ndarray, labels: np.ndarray, kept: float, k: int) -> NoveltyInfo:
+    """build_novelty as teach calls it: the photos, and the nudged views of `nudged_choice`'s few of them."""
+    chosen = nudged_choice(int(np.sum(train)))
+    return build_novelty(photos.features[train], labels, k, kept, nudged=photos.nudged[train][chosen],
+                         nudged_photos=chosen)
 
 
 def split(photos: Photos, seed: int) -> np.ndarray:
@@ -89,7 +108,7 @@ def held_out(photos: Photos, val: np.ndarray, c: int, kept: float, k: int) -> di
     remap = {old: new for new, old in enumerate(classes)}
     y = np.array([remap[v] for v in photos.labels[train]])
     head = fit_softmax_regression(photos.features[train], y, len(classes), FitOptions())
-    info = build_novelty(photos.features[train], y, k, kept)
+    info = novelty_of(photos, train, y, kept, k)
     scorer = NoveltyScorer(info)
     s_known, s_unknown = scorer.score(photos.features[test]), scorer.score(photos.features[~known])
     logits = photos.features @ head.weight + head.bias
@@ -106,7 +125,7 @@ def held_out(photos: Photos, val: np.ndarray, c: int, kept: float, k: int) -> di
 
 def one_class(photos: Photos, val: np.ndarray, c: int, kept: float, k: int) -> dict[str, float]:
     mine = photos.labels == c
-    info = build_novelty(photos.features[mine & ~val], np.zeros(int(np.sum(mine & ~val)), np.int64), k, kept)
+    info = novelty_of(photos, mine & ~val, np.zeros(int(np.sum(mine & ~val)), np.int64), kept, k)
     scorer = NoveltyScorer(info)
     s_own, s_other = scorer.score(photos.features[mine & val]), scorer.score(photos.features[~mine])
     return {"flagged": float(np.mean(s_other > info.threshold)), "kept": float(np.mean(s_own <= info.threshold)),
