@@ -126,9 +126,10 @@ class MqttSink:
         self._states: dict[str, bytes] = {}  # the newest state published on each state topic
         self._cameras: dict[str, bytes] = {}  # the newest availability of each camera
         self._last_mid = -1  # paho's message id of the newest state publish
+        self._writing: set[str] = set()  # state topics `write` is publishing a change on (under the lock)
         self._unacked: dict[str, int] = {}  # state topics whose newest publish is not acknowledged: its message id
         self._state_acked = threading.Event()  # set when the broker acknowledges _last_mid
-        self._lock = threading.Lock()  # "closing" against "connected": see close()
+        self._lock = threading.Lock()  # "closing" against "connected" (see close()); `write` against _announce
         self._acked_mid = -2  # the newest message id a broker acknowledged (set on paho's thread)
         self._closing = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
@@ -152,8 +153,12 @@ class MqttSink:
         for region in result.regions:
             if region.changed:
                 topic = self.topic_of(region)
-                self._states[topic] = json.dumps(event(region)).encode()
-                self._publish_state(topic)
+                with self._lock:  # a connection coming up now (_announce) leaves this change to this thread
+                    self._states[topic] = json.dumps(event(region)).encode()
+                    self._writing.add(topic)
+                self._publish_state(topic)  # outside the lock: paho's thread may hold its own while it waits
+                with self._lock:
+                    self._writing.discard(topic)
                 self.events += 1
 
     def source_state(self, camera: str, status: SourceStatus) -> None:
@@ -259,8 +264,8 @@ class MqttSink:
         for camera, payload in list(self._cameras.items()):
             self._client.publish(self.camera_topic(camera), payload, qos=QOS, retain=True)
         for topic in list(self._states):
-            if topic not in self._unacked:  # a change still in paho's queue goes out after this
-                self._publish_state(topic)
+            if topic not in self._unacked and topic not in self._writing:  # a change in paho's queue, or being
+                self._publish_state(topic)  # put there by `write` right now, goes out after this
 
     def _publish_state(self, topic: str) -> None:
         self._state_acked.clear()
