@@ -221,6 +221,20 @@ def test_the_session_computes_the_score_as_numpy_does_and_the_file_is_left_as_it
     assert out.read_bytes() == before
 
 
+def test_a_device_that_cannot_run_the_appended_nodes_scores_in_numpy_and_says_so(one_label, monkeypatch,
+                                                                                  caplog) -> None:
+    import edge.core.model as model_module
+
+    out, root = one_label
+    monkeypatch.setattr(model_module, "append_novelty", lambda data, info: b"not a graph")
+    with caplog.at_level("WARNING", logger="edgerec.model"):
+        model = Model.load(out, "cpu")
+    assert not model.novelty_in_graph and "runs in NumPy" in caplog.text and str(out) in caplog.text
+    batch = np.stack([fit(cv2.imread(str(p)), model.geometry) for p in sorted((root / "other").iterdir())[:2]])
+    _, features, novelty = model.infer_novelty(batch)
+    assert np.allclose(novelty, model.novelty.score(features))
+
+
 def test_bench_times_the_score_inside_the_run(one_label) -> None:
     out, _ = one_label
     timing = bench_novelty(out, "cpu", False, runs=5)

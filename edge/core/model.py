@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer
 from edge.core.novelty_graph import NOVELTY_OUTPUT, append_novelty
 from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
+
+log = logging.getLogger("edgerec.model")
 
 DEFAULT_MODEL = "efficientnet_lite0_imagenet_int8.onnx"
 MAX_THREADS = 1024
@@ -203,8 +206,9 @@ def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0
 
 def _with_novelty(path: Path, novelty: NoveltyInfo, session: ort.InferenceSession, providers: list[Provider],
                   threads: int | None, spinning: bool) -> ort.InferenceSession:
-    """A session of the file's graph with the novelty score appended (edge.core.novelty_graph); `session` as
-    it is when the graph's operator set is too old for it."""
+    """A session of the file's graph with the novelty score appended (edge.core.novelty_graph). `session` as it
+    is when the graph's operator set is too old for it, or when the device cannot run the appended nodes: the
+    score is then computed in NumPy after each run (slower, the same values), and the log says why, once."""
     try:
         graph = append_novelty(path.read_bytes(), novelty)
         if graph is None:
@@ -212,8 +216,9 @@ def _with_novelty(path: Path, novelty: NoveltyInfo, session: ort.InferenceSessio
         return ort.InferenceSession(graph, _session_options(threads, spinning), providers=providers,
                                     enable_fallback=0)
     except Exception as exc:  # protobuf's DecodeError, onnxruntime's own exception types
-        raise EdgerecError(f"{path}: its novelty data does not fit its graph ({str(exc).splitlines()[0][:160]})"
-                           ) from None
+        log.warning("%s: the novelty score runs in NumPy after each run: %s could not run it in the graph (%s)",
+                    path, providers[0][0], str(exc).splitlines()[0][:160])
+        return session
 
 
 def _session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
