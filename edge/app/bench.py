@@ -104,7 +104,13 @@ def time_interleaved(calls: list[Callable[[], object]], runs: int,
     With ``clock=time.thread_time`` and single-threaded sessions (which run in the calling thread) this is
     CPU time, which other processes on a busy machine barely disturb.
     """
-    samples = [[] for _ in calls]
+    return [summary(s) for s in samples_interleaved(calls, runs, clock)]
+
+
+def samples_interleaved(calls: list[Callable[[], object]], runs: int,
+                        clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
+    """Each call's milliseconds in each of ``runs`` rounds (one call of each per round), after a warm-up."""
+    samples: list[list[float]] = [[] for _ in calls]
     for call in calls:  # warm-up
         for _ in range(5):
             call()
@@ -113,7 +119,18 @@ def time_interleaved(calls: list[Callable[[], object]], runs: int,
             start = clock()
             call()
             sample.append((clock() - start) * 1000)
-    return [Timing(float(np.median(s)), float(np.percentile(s, 95))) for s in samples]
+    return samples
+
+
+def summary(samples: list[float]) -> Timing:
+    return Timing(float(np.median(samples)), float(np.percentile(samples, 95)))
+
+
+def median_interval(values: np.ndarray) -> tuple[float, float]:
+    """A distribution-free 95% interval of the median: the order statistics n/2 -+ 0.98 sqrt(n)."""
+    ordered, n = np.sort(values), len(values)
+    half = 0.98 * np.sqrt(n)
+    return float(ordered[max(0, int(np.floor(n / 2 - half)))]), float(ordered[min(n - 1, int(np.ceil(n / 2 + half)))])
 
 
 # --- edgerec bench --pipeline: the whole per-frame path against session.run alone ---------------------
@@ -183,11 +200,11 @@ class NoveltyTiming:
     """session.run asked for probs and features, in the same rounds."""
     novelty_ms: Timing
     """Model.infer_novelty: probs, features and the novelty score, in the same rounds."""
-
-    @property
-    def added_ms(self) -> float:
-        """What saying `unknown` adds per region to a run that asks for probs alone."""
-        return self.novelty_ms.median_ms - self.probs_ms.median_ms
+    added_ms: float
+    """What saying `unknown` adds per region to a run that asks for probs alone: the median over rounds of
+    (infer_novelty - infer) in the same round."""
+    added_interval: tuple[float, float]
+    """95% interval of that median (order statistics)."""
 
 
 class PixelSink:
@@ -250,10 +267,12 @@ def bench_novelty(path: Path, device: str, spinning: bool, runs: int) -> Novelty
     assert model.novelty is not None
     batch = np.empty((1, *model.info.input_size, 3), np.uint8)
     fit(sample_frame(480, 640), model.geometry, out=batch[0])
-    timings = time_interleaved([lambda: model.infer(batch), lambda: model.features(batch),
-                                lambda: model.infer_novelty(batch)], runs, time.thread_time)
+    probs, features, novelty = samples_interleaved([lambda: model.infer(batch), lambda: model.features(batch),
+                                                    lambda: model.infer_novelty(batch)], runs, time.thread_time)
+    added = np.array(novelty) - np.array(probs)  # each round's pair: a machine's slow spells cancel out
     refs = model.novelty.info.references
-    return NoveltyTiming(len(refs), refs.shape[1], source, model.novelty_in_graph, *timings)
+    return NoveltyTiming(len(refs), refs.shape[1], source, model.novelty_in_graph, summary(probs), summary(features),
+                         summary(novelty), float(np.median(added)), median_interval(added))
 
 
 def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
@@ -331,7 +350,8 @@ def pipeline_table(result: PipelineBenchResult) -> list[str]:
         lines.append(f"unknown (cpu, 1 thr): session.run {novelty.probs_ms.median_ms:.3f} ms for probs, "
                      f"{novelty.features_ms.median_ms:.3f} with features, {novelty.novelty_ms.median_ms:.3f} with "
                      f"the novelty score {where} ({novelty.references} {novelty.source} references x "
-                     f"{novelty.dim}): {novelty.added_ms:+.3f} ms per region (target <= 0.2)")
+                     f"{novelty.dim}): {novelty.added_ms:+.3f} ms per region (95% {novelty.added_interval[0]:+.3f} to "
+                     f"{novelty.added_interval[1]:+.3f}; target <= 0.2)")
     lines.append("session = session.run alone (batch 1); frame = arrival to last sink (motion + preprocess + "
                  "session.run + smooth + overlay + sinks); beyond = frame - session.run in the path; beyond/session "
                  "and infer/session per region (several regions run as one batch); median ms; cpu = "
