@@ -226,7 +226,7 @@ def test_a_device_that_cannot_run_the_appended_nodes_scores_in_numpy_and_says_so
     import edge.core.model as model_module
 
     out, root = one_label
-    monkeypatch.setattr(model_module, "append_novelty", lambda data, info: b"not a graph")
+    monkeypatch.setattr(model_module, "append_novelty", lambda model, info: b"not a graph")
     with caplog.at_level("WARNING", logger="edgerec.model"):
         model = Model.load(out, "cpu")
     assert not model.novelty_in_graph and "runs in NumPy" in caplog.text and str(out) in caplog.text

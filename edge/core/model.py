@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edge.core import onnx_edit
 from edge.core.devices import CPU, Provider, physical_cores, resolve_providers
 from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer
-from edge.core.novelty_graph import NOVELTY_OUTPUT, append_novelty
+from edge.core.novelty_graph import NOVELTY_KEY, NOVELTY_OUTPUT, append_novelty
 from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
 
@@ -90,13 +91,7 @@ class Model:
         start = time.perf_counter()
         path = Path(path) if path is not None else default_model_path()
         providers = resolve_providers(device, ort.get_available_providers())
-        session = _open_session(path, providers, threads, spinning)
-        info = from_props(_metadata(session, path), str(path))
-        _check_io(session, info, str(path))
-        if novelty is not None:
-            info = dataclasses.replace(info, novelty=novelty)
-        if info.novelty is not None:
-            session = _with_novelty(path, info.novelty, session, providers, threads, spinning)
+        session, info = _open(path, providers, threads, spinning, novelty)
         model = cls(path, session, info, 0.0)
         model.infer(model._batch)  # warm-up: first run allocates and picks kernels
         model.load_ms = (time.perf_counter() - start) * 1000
@@ -204,21 +199,45 @@ def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0
     raise EdgerecError(f"{path}: loading it killed a test process ({how}); the file is damaged or not a model")
 
 
-def _with_novelty(path: Path, novelty: NoveltyInfo, session: ort.InferenceSession, providers: list[Provider],
-                  threads: int | None, spinning: bool) -> ort.InferenceSession:
-    """A session of the file's graph with the novelty score appended (edge.core.novelty_graph). `session` as it
-    is when the graph's operator set is too old for it, or when the device cannot run the appended nodes: the
-    score is then computed in NumPy after each run (slower, the same values), and the log says why, once."""
+def _open(path: Path, providers: list[Provider], threads: int | None, spinning: bool,
+          novelty: NoveltyInfo | None) -> tuple[ort.InferenceSession, ModelInfo]:
+    """The session and the file's validated metadata (`novelty` in place of the file's, when given). A file with
+    novelty data opens once, from its graph with the score appended (edge.core.novelty_graph); a device that
+    cannot run the appended nodes gets the file as it is, the score then computed in NumPy after each run
+    (slower, the same values), and the log says why, once."""
+    graph = _graph_with_novelty(path, novelty)
+    if graph is not None:
+        try:
+            session = ort.InferenceSession(graph, _session_options(threads, spinning), providers=providers,
+                                           enable_fallback=0)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            log.warning("%s: the novelty score runs in NumPy after each run: %s could not run it in the graph (%s)",
+                        path, providers[0][0], str(exc).splitlines()[0][:160])
+        else:
+            return session, _info(session, path, novelty)
+    session = _open_session(path, providers, threads, spinning)
+    return session, _info(session, path, novelty)
+
+
+def _info(session: ort.InferenceSession, path: Path, novelty: NoveltyInfo | None) -> ModelInfo:
+    info = from_props(_metadata(session, path), str(path))
+    _check_io(session, info, str(path))
+    return info if novelty is None else dataclasses.replace(info, novelty=novelty)
+
+
+def _graph_with_novelty(path: Path, novelty: NoveltyInfo | None) -> bytes | None:
+    """The file's graph with the novelty score appended, when its metadata (or `novelty`) carries novelty data;
+    None when it carries none, or when the file cannot be read this way (opening it as it is then says why)."""
     try:
-        graph = append_novelty(path.read_bytes(), novelty)
-        if graph is None:
-            return session
-        return ort.InferenceSession(graph, _session_options(threads, spinning), providers=providers,
-                                    enable_fallback=0)
-    except Exception as exc:  # protobuf's DecodeError, onnxruntime's own exception types
-        log.warning("%s: the novelty score runs in NumPy after each run: %s could not run it in the graph (%s)",
-                    path, providers[0][0], str(exc).splitlines()[0][:160])
-        return session
+        model = onnx_edit.parse(path.read_bytes())
+        if novelty is None:
+            props = {p.key: p.value for p in model.metadata_props}
+            if NOVELTY_KEY not in props:
+                return None
+            novelty = from_props(props, str(path)).novelty
+    except Exception:  # OSError, protobuf's DecodeError, EdgerecError: the plain open reports each one
+        return None
+    return append_novelty(model, novelty) if novelty is not None else None
 
 
 def _session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:

@@ -6,18 +6,22 @@ several times the arithmetic, because the references and NumPy's code are cold i
 arithmetic as ONNX nodes fed by the `features` output runs inside the same `session.run`, while the features
 are still in cache, for a few hundredths of a millisecond (docs/unknown.md, the bench row).
 
-The file is not changed: the nodes are added to the parsed graph (`append_novelty`), and the session opens
+The file is not changed: the nodes are added to the parsed graph (`append_novelty`), and the session opens once,
 from those bytes. A runtime that predates this reads the file as before.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edge.core import onnx_edit
-from edge.core.metadata import FEATURES_NAME
+from edge.core.metadata import FEATURES_NAME, PREFIX
 from edge.core.novelty import NoveltyInfo
 
+NOVELTY_KEY = f"{PREFIX}novelty"
+"""The metadata entry whose presence makes `Model.load` append the score."""
 NOVELTY_OUTPUT = "edgerec_novelty"
 """The appended graph output: float32 [N], one score per image, as `NoveltyScorer.score` gives."""
 _P = "edgerec_novelty/"
@@ -25,11 +29,10 @@ MIN_OPSET = 13
 """ReduceSum takes its axes as an input from opset 13; older graphs are scored in NumPy."""
 
 
-def append_novelty(model_bytes: bytes, info: NoveltyInfo) -> bytes | None:
-    """The model's bytes with `NOVELTY_OUTPUT` computed from `features`:
-    1 - mean of the k largest (features - mean) . reference / |features - mean|.
-    None when the graph's operator set predates `MIN_OPSET` (no edgerec file does)."""
-    model = onnx_edit.parse(model_bytes)
+def append_novelty(model: Any, info: NoveltyInfo) -> bytes | None:
+    """The bytes of `model` (a parsed ModelProto, edge.core.onnx_edit.parse; changed in place) with
+    `NOVELTY_OUTPUT` computed from `features`: 1 - mean of the k largest (features - mean) . reference /
+    |features - mean|. None when the graph's operator set predates `MIN_OPSET` (no edgerec file does)."""
     if onnx_edit.opset(model) < MIN_OPSET:
         return None
     references = np.ascontiguousarray(info.references.astype(np.float32).T)  # [D, R]
