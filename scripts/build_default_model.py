@@ -45,7 +45,7 @@ from edge.tools.robustness import stored_robustness
 from training.default_model import IMAGENET_DIR, DefaultModelOptions, build_default_model, store_robustness
 from training.export import add_features_to_file
 from training.qat import QatOptions
-from training.quantize import QuantOptions
+from training.quantize import FLOAT_PARTS, QuantOptions
 
 ASSETS = Path(__file__).resolve().parent.parent / "edge" / "assets"
 
@@ -64,7 +64,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
     parser.add_argument("--format", default="qdq", choices=["qdq", "qoperator"])
     parser.add_argument("--keep-float", nargs="*", default=list(QuantOptions().keep_float),
-                        choices=["preprocess", "softmax", "stem", "classifier"],
+                        choices=list(FLOAT_PARTS),
                         help="graph parts left in float (default: %(default)s)")
     parser.add_argument("--distill", type=Path, nargs="+",
                         help="unlabelled real photos/videos: fine-tune quantization-aware by distillation from FP32 "
