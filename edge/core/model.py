@@ -205,11 +205,10 @@ def _open(path: Path, providers: list[Provider], threads: int | None, spinning: 
     novelty data opens once, from its graph with the score appended (edge.core.novelty_graph); a device that
     cannot run the appended nodes gets the file as it is, the score then computed in NumPy after each run
     (slower, the same values), and the log says why, once."""
-    graph = _graph_with_novelty(path, novelty)
+    options, graph = _session_options(threads, spinning), _graph_with_novelty(path, novelty)
     if graph is not None:
         try:
-            session = ort.InferenceSession(graph, _session_options(threads, spinning), providers=providers,
-                                           enable_fallback=0)
+            session = ort.InferenceSession(graph, options, providers=providers, enable_fallback=0)
         except Exception as exc:  # onnxruntime raises its own exception types
             log.warning("%s: the novelty score runs in NumPy after each run: %s could not run it in the graph (%s)",
                         path, providers[0][0], str(exc).splitlines()[0][:160])
