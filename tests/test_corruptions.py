@@ -9,7 +9,20 @@ from conftest import PHOTOS
 
 from edge.core.preprocess import Geometry, fit
 from edge.errors import EdgerecError
-from edge.tools.corruptions import CORRUPTIONS, SEVERITIES, corrupt, low_light, plasma_fractal
+from edge.tools.corruptions import (
+    CORRUPTIONS,
+    NORMAL_FROM,
+    SEVERITIES,
+    _to_linear,
+    _to_srgb,
+    _to_uint8,
+    _unit,
+    corrupt,
+    low_light,
+    over_exposure,
+    photons,
+    plasma_fractal,
+)
 
 SQUIRREL = cv2.imread(str(PHOTOS / "squirrel_cls.jpg"), cv2.IMREAD_COLOR)
 BABOON = cv2.imread(str(PHOTOS / "baboon.jpg"), cv2.IMREAD_COLOR)
@@ -80,6 +93,26 @@ def test_low_light_is_darker_and_noisier():
         snr = out.mean() / out.std()
         assert out.mean() < previous_mean and snr < previous_snr, (severity, out.mean(), snr)
         previous_mean, previous_snr = out.mean(), snr
+
+
+@pytest.mark.parametrize("mean", [100.0, 150.0, 500.0, 2000.0])
+def test_photon_counts_from_normal_from_follow_the_poisson_they_stand_for(mean: float):
+    """docs/robustness.md: from NORMAL_FROM expected photons the counts are drawn as the Poisson's normal limit,
+    at most about one count from it at the 1% and 99% quantiles; below, they are Poisson draws (integers)."""
+    rng = np.random.default_rng(0)
+    drawn = photons(np.full(400_000, mean, np.float32), rng)
+    poisson = rng.poisson(mean, 400_000)
+    assert abs(drawn.mean() - mean) < 0.05 * np.sqrt(mean) and abs(drawn.std() / np.sqrt(mean) - 1) < 0.01
+    for q in (0.01, 0.99):
+        assert abs(np.quantile(drawn, q) - np.quantile(poisson, q)) <= 1.5
+    dim = photons(np.full(1000, NORMAL_FROM - 1, np.float32), rng)
+    assert np.array_equal(dim, np.round(dim))
+
+
+def test_over_exposure_by_table_gives_the_pixels_of_the_formula():
+    for severity in SEVERITIES:
+        formula = _to_uint8(_to_srgb(_to_linear(_unit(BABOON)) * 2.0 ** (0.5 * severity)))
+        assert np.array_equal(over_exposure(BABOON, severity, np.random.default_rng(0)), formula)
 
 
 def test_plasma_fractal_spans_zero_to_one_and_wants_a_power_of_two():

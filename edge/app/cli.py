@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gradient steps of the fit (default: %(default)s)")
     teach.add_argument("--unknown-kept", type=float, default=UnknownOptions().kept, metavar="SHARE",
                        help="the file says `unknown` for images unlike every training photo: its threshold keeps "
-                            "this share of the training photos (leave-one-out; default %(default)s). Lower flags "
+                            "this share of the training photos (leave-one-out) and of a few of them nudged as a camera "
+                            "moves (default %(default)s). Lower flags "
                             "more unknowns and keeps fewer known images (docs/unknown.md)")
     teach.add_argument("--no-unknown", action="store_true",
                        help="store no unknown detection: every image gets one of the labels (as before)")

@@ -156,8 +156,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     unknown.add_argument("--unknown-kept", type=float, default=UNKNOWN_KEPT, metavar="SHARE",
                          help="both files also answer `unknown` for images unlike every training photo (reference "
                               "features and a threshold, edge.core.novelty): the threshold keeps this share of the "
-                              "training photos, leave-one-out (default: %(default)s; docs/unknown.md). A few "
-                              "seconds: one features pass over the training photos per file")
+                              "training photos, leave-one-out, and of a few of them nudged as a camera moves "
+                              "(default: %(default)s; docs/unknown.md). A few seconds: one features pass over the "
+                              "training photos per file")
     unknown.add_argument("--no-unknown", dest="unknown_kept", action="store_const", const=None,
                          help="store no unknown detection: every image gets one of the labels")
     check = parser.add_argument_group("adversarial check")

@@ -22,6 +22,7 @@ per region for a few hundred references (docs/unknown.md).
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,15 +121,22 @@ def _unb64(text: object, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class NoveltyScorer:
-    """Scores features [B, D] -> novelty [B]; buffers are kept between calls of one batch size."""
+    """Scores features [B, D] -> novelty [B]; buffers are kept between calls of one batch size. The float32
+    references are made at the first `score`: a model whose graph computes the score never needs them."""
 
     def __init__(self, info: NoveltyInfo) -> None:
         self.info, self.k, self.threshold = info, info.k, float(info.threshold)
-        self._mean = info.mean.astype(np.float32)
-        self._refs_t = np.ascontiguousarray(info.references.astype(np.float32).T)  # [D, R]
-        self._k = min(self.k, self._refs_t.shape[1])
+        self._k = min(self.k, len(info.references))
         self._centred = np.empty((0, info.dim), np.float32)
-        self._sims = np.empty((0, self._refs_t.shape[1]), np.float32)
+        self._sims = np.empty((0, len(info.references)), np.float32)
+
+    @functools.cached_property
+    def _mean(self) -> np.ndarray:
+        return self.info.mean.astype(np.float32)
+
+    @functools.cached_property
+    def _refs_t(self) -> np.ndarray:
+        return np.ascontiguousarray(self.info.references.astype(np.float32).T)  # [D, R]
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """1 - mean cosine similarity of the k nearest references, one value per row of `features`."""

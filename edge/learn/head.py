@@ -158,7 +158,7 @@ def _check(options: TeachOptions) -> None:
         raise EdgerecError(f"--out {options.out}: folder {options.out.parent} does not exist")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Features:
     decoded: list[Decoded]
     """Every training file decoded (image None if unreadable)."""
@@ -175,13 +175,13 @@ def _features(base: Model, files: Sequence[File], options: TeachOptions, progres
               ) -> _Features:
     """Decode every training file and compute the features of the readable ones, with their views and, for a
     few, their nudged view, in the same batches."""
-    out = _Features([], np.empty(0), np.empty((0, base.info.features.dim), np.float32), np.empty(0, np.int64))
+    decoded: list[Decoded] = []
     rows, moved, owners = [], [], []
     per_photo, dim = 1 + len(options.views), base.info.features.dim
     nudge = set(nudged_choice(len(files), options.seed).tolist()) if options.unknown.enabled else set()
     for start in range(0, len(files), options.batch):
         chunk = [decode(f) for f in files[start:start + options.batch]]
-        out.decoded += [d for d, _ in chunk]
+        decoded += [d for d, _ in chunk]
         images, extra = [], []
         for index, (_, image) in enumerate(chunk, start):
             if image is None:
@@ -194,12 +194,10 @@ def _features(base: Model, files: Sequence[File], options: TeachOptions, progres
             batch = base.features(np.stack(images + extra))[1]
             rows.append(batch[:len(images)].reshape(-1, per_photo, dim))
             moved.append(batch[len(images):])
-        progress(len(out.decoded))
+        progress(len(decoded))
     if not rows:
         raise EdgerecError(f"{options.data_dir}: none of its {len(files)} training images could be read")
-    out.photos = np.concatenate(rows)
-    out.nudged, out.nudged_photos = np.concatenate(moved), np.array(owners, np.int64)
-    return out
+    return _Features(decoded, np.concatenate(rows), np.concatenate(moved), np.array(owners, np.int64))
 
 
 def _validate(path: Path, files: Sequence[File], options: TeachOptions, progress: Callable[[int], None]

@@ -58,8 +58,7 @@ def _to_linear(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
-_LINEAR_OF_UINT8 = np.where((v := np.arange(256, dtype=np.float32) / 255.0) <= 0.04045, v / 12.92,
-                            ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
+_LINEAR_OF_UINT8 = _to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float32)
 """`_to_linear(_unit(image))` for each uint8 value: one table lookup per pixel instead of a power."""
 
 

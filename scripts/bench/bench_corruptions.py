@@ -10,12 +10,12 @@ corruption at every severity to each of its `--robustness-images` photos.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_watch import cpu_model  # this folder is on the path when the script runs
 
 from edge.tools.corruptions import CORRUPTIONS, SEVERITIES
 
@@ -31,7 +31,7 @@ def main() -> None:
     if not photos:
         raise SystemExit(f"{args.folder}: no readable photos")
     megapixels = sum(p.shape[0] * p.shape[1] for p in photos) / 1e6
-    print(f"{len(photos)} photos, {megapixels:.2f} MP in all; {platform.processor() or platform.machine()}")
+    print(f"{len(photos)} photos, {megapixels:.2f} MP in all; {cpu_model()}")
     rng, total = np.random.default_rng(0), 0.0
     for name, corruption in CORRUPTIONS.items():
         start = time.perf_counter()
