@@ -15,12 +15,13 @@ Before, the gate refused INT8 when its validation top-1 was more than 0.5 points
 53-image validation set one image is 1.9 points, so a single flipped image threw away a faster file that
 agreed with FP32 everywhere else. Now one image is one disagreement out of hundreds or thousands.
 
-INT8 predictions are measured in **exact INT8 arithmetic**: ONNX Runtime with graph optimizations off
-runs the QDQ graph as written (dequantize, compute in float), which is what every non-saturating INT8
-kernel computes: ARM boards (Raspberry Pi, Jetson), x86 CPUs with VNNI, GPUs and NPUs. The validation
-top-1 with **this CPU**'s fused INT8 kernels is reported beside it: on x86 CPUs with AVX2 but no VNNI those
-add pairs of u8 x s8 products in a saturating 16-bit sum (docs/quantization.md), and a file that is exact
-elsewhere can lose points here.
+INT8 predictions are measured in **exact INT8 arithmetic**: ONNX Runtime's fused INT8 kernels with
+``UNSATURATED`` set, so that every product is summed in 32 bits, as ARM boards (Raspberry Pi, Jetson) and
+x86 CPUs with VNNI sum them. The validation top-1 with **this CPU**'s default kernels is reported beside it:
+on x86 CPUs with AVX2 but no VNNI those add pairs of u8 x s8 products in a saturating 16-bit sum
+(docs/quantization.md), and a file that is exact elsewhere can lose points here. (Before, "exact" was the
+QDQ graph run as written with graph optimizations off: the same agreement with FP32, 3.6x slower;
+docs/quantization.md.)
 
 When the default calibration is refused, better (slower to calibrate, or slower to run) recipes are tried
 in turn; if none is kept, the FP32 file is the deliverable and the report says why.
@@ -65,10 +66,17 @@ evidence at the usual 5% level that INT8 is less often right than FP32. Only ima
 gets right count; with no such evidence (3 images right only in FP32 and none only in INT8 give p = 0.125)
 the agreement decides."""
 
+UNSATURATED = "session.x64quantprecision"
+"""ONNX Runtime's session setting for x86 CPUs without VNNI: multiply INT8 tensors as u8 x u8 with 32-bit
+sums instead of the u8 x s8 pairs whose 16-bit sums saturate. Slower there (15.4 against 10.4 ms CPU for the
+default model, one thread, AMD Zen 3), so the runtime does not set it; where the kernels do not saturate
+(VNNI, ARM) it changes nothing."""
+
 PAIRED_PREDICTIONS = 2000
 """How many paired predictions the agreement is measured on (default of --int8-pairs). Each costs one FP32
 and, per recipe tried, one exact-INT8 inference: on Fashion-MNIST (160 px) one recipe (calibration, 2,000
-exact-INT8 and 1,000 fused-kernel predictions) took 225 s on 2 heavily shared cores (docs/training.md)."""
+exact-INT8 and 1,000 fused-kernel predictions) took 225 s on 2 heavily shared cores (docs/training.md), with
+the slower exact arithmetic of then."""
 
 VIEWS = ("image", "mirror", "crop-top-left", "crop-bottom-right")
 """Views of every image, in the order they are added to the paired predictions: the fitted image as the
@@ -262,12 +270,18 @@ def predict(path: Path, images: np.ndarray | Iterable[np.ndarray], batch: int = 
 
 
 def predict_exact(path: Path, images: np.ndarray | Iterable[np.ndarray], batch: int = 64) -> np.ndarray:
-    """Class index per image with the QDQ graph run as written (no fused INT8 kernels): exact arithmetic."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """Class index per image in exact INT8 arithmetic."""
+    session = exact_session(path)
     name = session.get_inputs()[0].name
     return _classes(lambda x: session.run(None, {name: x})[0], images, batch)
+
+
+def exact_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session of ``path`` whose INT8 kernels sum in 32 bits (``UNSATURATED``); 0 threads = all cores."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry(UNSATURATED, "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _classes(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray | Iterable[np.ndarray],
