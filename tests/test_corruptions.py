@@ -127,3 +127,13 @@ def test_unknown_corruption_or_severity_is_a_one_line_error():
         corrupt(SQUIRREL, "snow", 1)
     with pytest.raises(EdgerecError, match="severity must be one of"):
         corrupt(SQUIRREL, "jpeg", 6)
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_no_corruption_writes_into_the_photo_it_is_given(name: str):
+    """The robustness report decodes each photo once for its 55 corrupted passes (evaluate.DecodedPhotos)."""
+    photo = cv2.resize(SQUIRREL, (96, 64))
+    before = photo.copy()
+    for severity in (1, 5):
+        corrupt(photo, name, severity)
+    assert np.array_equal(photo, before)

@@ -182,3 +182,29 @@ def test_an_image_list_is_evaluated_as_a_folder_of_its_files(tiny_model: Path, c
     folder = robustness(model, copy, options)
     assert listed.n == folder.n == 4 and listed.clean.data_dir == "chosen"
     assert np.array_equal(listed.correct, folder.correct) and listed.clean.top1 == folder.clean.top1
+
+
+def test_each_photo_is_decoded_once_for_all_passes_and_a_bad_file_is_reported_in_each(
+        tiny_model: Path, colour_folder: Path, monkeypatch: pytest.MonkeyPatch):
+    import edge.tools.evaluate as evaluate_module
+
+    (colour_folder / "red" / "broken.png").write_bytes(b"not a png")
+    decoded: list[Path] = []
+    real = evaluate_module.decode_image
+
+    def counting(path: Path, unreadable: list) -> np.ndarray | None:
+        decoded.append(path)
+        return real(path, unreadable)
+
+    monkeypatch.setattr(evaluate_module, "decode_image", counting)
+    options = RobustnessOptions(corruptions=("gaussian_noise", "pixelate"))
+    report = robustness(Model.load(tiny_model, device="cpu"), colour_folder, options)
+    assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 8  # 7 photos and the broken file, once each
+    assert [u.path.name for u in report.clean.unreadable] == ["broken.png"]
+    assert report.accuracy.shape == (2, len(SEVERITIES))
+
+    cache, unreadable = evaluate_module.DecodedPhotos(limit=0), []  # nothing kept: decoded at each pass
+    decoded.clear()
+    for _ in range(3):
+        cache.get(colour_folder / "blue" / "0.png", unreadable)
+    assert len(decoded) == 3 and not unreadable

@@ -30,6 +30,33 @@ WARNING_LIST_LIMIT = 20  # unreadable files named in the warning; the report hol
 OTHER = "(other)"  # confusion-matrix column for predictions of labels that have no folder
 
 
+DECODED_BYTES = 256 * 2**20
+"""How many bytes of decoded photos `DecodedPhotos` keeps by default (about 20 12-megapixel photos)."""
+
+
+class DecodedPhotos:
+    """Decoded photos kept for repeated passes over the same files, up to `limit` bytes; a file beyond that
+    is decoded again at each pass. A transform must not write into the photo it is given."""
+
+    def __init__(self, limit: int = DECODED_BYTES):
+        self.limit, self.used = limit, 0
+        self.kept: dict[Path, tuple[np.ndarray | None, Unreadable | None]] = {}
+
+    def get(self, path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
+        if path in self.kept:
+            image, problem = self.kept[path]
+            if problem is not None:
+                unreadable.append(problem)
+            return image
+        noted = len(unreadable)
+        image = decode_image(path, unreadable)
+        size = 0 if image is None else image.nbytes
+        if self.used + size <= self.limit:
+            self.kept[path] = (image, unreadable[noted] if len(unreadable) > noted else None)
+            self.used += size
+        return image
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     batch: int = 1
@@ -41,6 +68,9 @@ class EvalOptions:
     transform: Callable[[np.ndarray, int], np.ndarray] | None = field(default=None, compare=False)
     """Applied to each decoded photo (and its index in the folder listing) before `fit`, as a camera
     would change it: the robustness report's corruptions. None = the photos as they are."""
+    decoded: DecodedPhotos | None = field(default=None, compare=False)
+    """Photos kept decoded for passes over the same files (the robustness report makes 56); None = decode
+    each file at each pass."""
 
 
 @dataclass(frozen=True)
@@ -214,8 +244,9 @@ def _run(models: Sequence[Model], paths: Sequence[Path], options: EvalOptions
     probs: list[list[np.ndarray | None]] = [[] for _ in models]
     times: list[list[float]] = [[] for _ in models]
     unreadable: list[Unreadable] = []
+    decode = decode_image if options.decoded is None else options.decoded.get
     for start in range(0, len(paths), options.batch):
-        images = [decode_image(path, unreadable) for path in paths[start:start + options.batch]]
+        images = [decode(path, unreadable) for path in paths[start:start + options.batch]]
         if options.transform is not None:
             images = [None if image is None else options.transform(image, start + i) for i, image in enumerate(images)]
         good = [image for image in images if image is not None]

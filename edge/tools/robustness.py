@@ -20,6 +20,7 @@ from edge.core.model import Model
 from edge.files import write_bytes_atomic
 from edge.tools.corruptions import CORRUPTIONS, SEVERITIES, check_names, corrupt
 from edge.tools.evaluate import (
+    DecodedPhotos,
     EvalOptions,
     EvalReport,
     ImageList,
@@ -118,9 +119,10 @@ def compare(models: Sequence[Model], data: str | Path | ImageList, options: Robu
     images = data if isinstance(data, ImageList) else list_folder(data, models[0].labels)
     conditions = [(name, severity) for name in options.corruptions for severity in SEVERITIES]
     runs = 1 + len(conditions)
-    clean = evaluate_models(models, images, _eval_options(options, 0, runs, None))
+    decoded = DecodedPhotos()  # each photo decoded once for all the passes (corruptions return new images)
+    clean = evaluate_models(models, images, _eval_options(options, 0, runs, None, decoded))
     correct = np.stack([[report.correct for report in evaluate_models(
-        models, images, _eval_options(options, k, runs, _corruption(name, severity, options.seed)))]
+        models, images, _eval_options(options, k, runs, _corruption(name, severity, options.seed), decoded))]
         for k, (name, severity) in enumerate(conditions, start=1)])  # [condition, model, image]
     shape = (len(options.corruptions), len(SEVERITIES), -1)
     return [RobustnessReport(report, list(options.corruptions), list(SEVERITIES), correct[:, k].reshape(shape),
@@ -132,11 +134,11 @@ def _corruption(name: str, severity: int, seed: int) -> Callable[[np.ndarray, in
 
 
 def _eval_options(options: RobustnessOptions, run: int, runs: int,
-                  transform: Callable[[np.ndarray, int], np.ndarray] | None) -> EvalOptions:
+                  transform: Callable[[np.ndarray, int], np.ndarray] | None, decoded: DecodedPhotos) -> EvalOptions:
     """EvalOptions for the `run`-th of `runs` passes, its progress counted into the whole."""
     report = options.on_progress
     on_progress = None if report is None else (lambda done, total: report(run * total + done, runs * total))
-    return EvalOptions(batch=options.batch, on_progress=on_progress, transform=transform)
+    return EvalOptions(batch=options.batch, on_progress=on_progress, transform=transform, decoded=decoded)
 
 
 def discordant(a: RobustnessReport, b: RobustnessReport) -> tuple[int, int]:
