@@ -95,3 +95,14 @@ def test_clopper_pearson_interval():
     assert (round(low, 4), round(high, 4)) == (0.9157, 0.965)
     assert fidelity.clopper_pearson(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))  # (alpha/2)^(1/n) rule
     assert fidelity.clopper_pearson(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
+
+
+def test_implementations_counts_differences_and_fp32_margins():
+    fp32 = np.array([[0.6, 0.4, 0.0], [0.1, 0.2, 0.7], [0.5, 0.45, 0.05], [0.9, 0.05, 0.05]])
+    top1 = {"int32": np.array([0, 2, 1, 0]), "exact": np.array([0, 2, 0, 1])}
+    line = fidelity.implementations("x", top1, fp32)
+    # int32 and exact differ on photos 2 and 3; int32 differs from FP32 on photo 2 only, whose margin is 0.05
+    assert line.startswith("x: int32 and exact differ in top-1 on 2/4 photos")
+    assert "where int32 differs from FP32: median 0.050, largest 0.050" in line
+    same = fidelity.implementations("y", {"int32": fp32.argmax(1), "exact": fp32.argmax(1)}, fp32)
+    assert "on 0/4 photos" in same and "from FP32: none" in same

@@ -299,14 +299,16 @@ def pasted_clip(tmp_path_factory):
                                drift=0.5, paste=msc.Paste(PHOTOS / "squirrel_cls.jpg", SHELF, 2.0))
 
 
-SHELF, CORNER = (0.55, 0.45, 0.4, 0.5), (0.02, 0.02, 0.3, 0.3)
+SHELF = (0.55, 0.45, 0.4, 0.5)
+NOSE = (0.25, 0.1, 0.5, 0.3)  # the mandrill's nose: a clear label (fur patches are near ties between
+# monkeys and textures that the clip's sensor noise flips from frame to frame)
 
 
 @pytest.mark.parametrize("trigger", ["frame", "motion"])
 def test_an_object_put_down_in_one_region_is_named_there_within_a_second(tmp_path, pasted_clip, trigger):
     events = tmp_path / "events.jsonl"
     places = tuple(RegionOptions(name, box, trigger=TriggerOptions(trigger, interval=60.0))
-                   for name, box in (("shelf", SHELF), ("corner", CORNER)))
+                   for name, box in (("shelf", SHELF), ("nose", NOSE)))
     summary = run(RunOptions(SourceOptions(str(pasted_clip.path), paced=False), threads=1, display=False,
                              events=str(events), regions=places))  # the embedded ImageNet model
     lines = [json.loads(line) for line in events.read_text().splitlines()]
@@ -314,9 +316,9 @@ def test_an_object_put_down_in_one_region_is_named_there_within_a_second(tmp_pat
     assert [(e["region"], e["label"]) for e in after] == [("shelf", "fox squirrel")], lines
     assert after[0]["frame"] - pasted_clip.paste_frame <= 15  # within 1 s at 15 fps
     regions_ = summary.cameras["camera"].regions
-    assert regions_["corner"].label_changes == 1  # its first label, never changed
-    if trigger == "motion":  # the corner saw no motion: it ran while the start was learnt; the shelf from the paste
-        assert regions_["corner"].inferences == START
+    assert regions_["nose"].label_changes == 1  # its first label, never changed
+    if trigger == "motion":  # the nose saw no motion: it ran while the start was learnt; the shelf from the paste
+        assert regions_["nose"].inferences == START
         assert regions_["shelf"].inferences <= summary.frames - pasted_clip.paste_frame + START
 
 

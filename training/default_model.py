@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +82,21 @@ def build_default_model(options: DefaultModelOptions) -> DefaultModelReport:
     tuned_path = options.out / f"{stem}_qat_fp32.onnx"
     torch.manual_seed(options.qat.seed)
     folded, qat = qat_finetune(net, distill, calibration, options.qat)
-    export_onnx(folded, info, tuned_path, check)
+    export_onnx(folded, _with_qat(info, qat, options.qat), tuned_path, check)
     quantize_model(tuned_path, int8_path, calibration, check, options.quant)
     # the figure that matters is INT8 against the ORIGINAL FP32 file, not against the fine-tuned one
     quant = compare(Model.load(fp32_path, device="cpu"), Model.load(int8_path, device="cpu"), check,
                     options.quant, len(calibration))
     return DefaultModelReport(fp32_path, int8_path, export, quant, _labels_side_by_side(fp32_path, int8_path, check),
                               qat, tuned_path)
+
+
+def _with_qat(info: ModelInfo, result: QatResult, options: QatOptions) -> ModelInfo:
+    """The file's training metadata says how its weights were fine-tuned (`edgerec info` shows it)."""
+    qat = (f"distilled from FP32, {result.steps} steps ({options.epochs:g} epochs, lr {options.lr:g}, seed "
+           f"{options.seed}) on {result.images} unlabelled photos and their mirror images, loss "
+           f"{result.first_loss:.4f} -> {result.last_loss:.4f}")
+    return replace(info, training={**info.training, "qat": qat})
 
 
 def _labels_side_by_side(fp32_path: Path, int8_path: Path, images: np.ndarray) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ INT8 predictions are measured in **exact INT8 arithmetic**: ONNX Runtime's fused
 x86 CPUs with VNNI sum them. The validation top-1 with **this CPU**'s default kernels is reported beside it:
 on x86 CPUs with AVX2 but no VNNI those add pairs of u8 x s8 products in a saturating 16-bit sum
 (docs/quantization.md), and a file that is exact elsewhere can lose points here. (Before, "exact" was the
-QDQ graph run as written with graph optimizations off: the same agreement with FP32, 3.6x slower;
+QDQ graph run as written with graph optimizations off: the same agreement with FP32, about 3x slower;
 docs/quantization.md.)
 
 When the default calibration is refused, better (slower to calibrate, or slower to run) recipes are tried
@@ -68,9 +68,9 @@ the agreement decides."""
 
 UNSATURATED = "session.x64quantprecision"
 """ONNX Runtime's session setting for x86 CPUs without VNNI: multiply INT8 tensors as u8 x u8 with 32-bit
-sums instead of the u8 x s8 pairs whose 16-bit sums saturate. Slower there (15.4 against 10.4 ms CPU for the
-default model, one thread, AMD Zen 3), so the runtime does not set it; where the kernels do not saturate
-(VNNI, ARM) it changes nothing."""
+sums instead of the u8 x s8 pairs whose 16-bit sums saturate. Slower there (10.8-15.5 against 7.4-8.1 ms
+CPU for the default model, one thread, AMD Zen 3; docs/quantization.md), so the runtime does not set it;
+where the kernels do not saturate (VNNI, ARM) it changes nothing."""
 
 PAIRED_PREDICTIONS = 2000
 """How many paired predictions the agreement is measured on (default of --int8-pairs). Each costs one FP32

@@ -128,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"FP32 CPU ms (one thread, one image): {cpu_ms(args.fp32, photos[0]):.2f}")
     print("| file | mode | MB | CPU ms | top-1 | agreement (labelled) | agreement (photos), 95% CI | clear agreement |")
     print("|---|---|---|---|---|---|---|---|")
+    notes = []
     for name, path in (a.split("=", 1) for a in args.int8):
+        top1 = {}
         for mode in MODES:
             q82, qx = probabilities(Path(path), images82, mode), probabilities(Path(path), photos, mode)
+            top1[mode] = qx.argmax(1)
             same = qx.argmax(1) == fpx.argmax(1)
             low, high = clopper_pearson(int(same.sum()), m)
             size = Path(path).stat().st_size / 1e6
@@ -138,7 +141,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {int((q82.argmax(1) == truth).sum())}/{n} "
                   f"| {int((q82.argmax(1) == fp82.argmax(1)).sum())}/{n} | {int(same.sum())}/{m}, "
                   f"{same.mean():.1%} ({low:.1%}-{high:.1%}) | {int(same[clear].sum())}/{int(clear.sum())} |")
+        notes.append(implementations(name, top1, fpx))
+    print("\n".join(notes))
     return 0
+
+
+def implementations(name: str, top1: dict[str, np.ndarray], fp32: np.ndarray) -> str:
+    """How often the two exact implementations (int32 kernels, QDQ graph in float) differ from each other, and
+    how close to a tie FP32 was where the int32 kernels differ from FP32."""
+    ranked = np.sort(fp32, 1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    off = top1["int32"] != fp32.argmax(1)
+    where = f"median {np.median(margin[off]):.3f}, largest {margin[off].max():.3f}" if off.any() else "none"
+    return (f"{name}: int32 and exact differ in top-1 on {int((top1['int32'] != top1['exact']).sum())}/{len(fp32)} "
+            f"photos; FP32's margin (top-1 minus top-2 probability) where int32 differs from FP32: {where} "
+            f"(on all photos: median {np.median(margin):.3f})")
 
 
 if __name__ == "__main__":
