@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from bench_watch import cpu_model  # this folder is on the path when the script runs
 
+from edge.core.datasets import IMAGE_EXTENSIONS
 from edge.tools.corruptions import CORRUPTIONS, SEVERITIES
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="a folder of photos (searched recursively)")
     parser.add_argument("--photos", type=int, default=8, help="photos taken evenly from the sorted listing")
     args = parser.parse_args()
-    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     chosen = files[:: max(1, len(files) // args.photos)][: args.photos]
     photos = [image for image in (cv2.imread(str(p)) for p in chosen) if image is not None]
     if not photos:
