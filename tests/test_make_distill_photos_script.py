@@ -71,6 +71,12 @@ def test_build_options_for_the_fidelity_step(tmp_path):
     args = bdm.parse(["--out", str(tmp_path), "--calibration", "a", "--check", "b", "--distill", "c"])
     assert (args.distill, args.qat_epochs, args.qat_lr, args.seed) == ([Path("c")], 2.0, 1e-5, 0)
     assert bdm.parse(["--out", str(tmp_path), "--calibration", "a", "--check", "b"]).distill is None
+    quant, qat = bdm.build_options(bdm.parse(["--out", "o", "--calibration", "a", "--check", "b", "--distill", "c"]))
+    assert not quant.reduce_range and qat.weight_max == 127
+    quant, qat = bdm.build_options(bdm.parse(["--out", "o", "--calibration", "a", "--check", "b", "--distill", "c",
+                                              "--reduce-range"]))
+    assert quant.reduce_range and qat.weight_max == 63  # the fine-tune rounds to the 7-bit weights it will get
+    assert bdm.build_options(bdm.parse(["--out", "o", "--calibration", "a", "--check", "b"]))[1] is None
     only = bdm.parse(["--add-robustness-to", "m.onnx", "--robustness", "photos"])
     assert (only.add_robustness_to, only.robustness) == (Path("m.onnx"), Path("photos"))
 

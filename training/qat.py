@@ -33,6 +33,7 @@ from torch import nn
 from training.models import EfficientNetLite, InGraphPreprocess, MBConv
 
 WEIGHT_MAX = 127  # symmetric signed 8-bit weights, as onnxruntime quantizes them
+REDUCED_WEIGHT_MAX = 63  # the 7-bit weights of QuantOptions(reduce_range=True)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class QatOptions:
     batch_size: int = 32
     temperature: float = 1.0
     seed: int = 0
+    weight_max: int = WEIGHT_MAX  # REDUCED_WEIGHT_MAX for a file quantized with reduce_range
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,12 @@ class QatResult:
     last_loss: float  # and of the last 10%
 
 
-def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric s8 rounding with a straight-through gradient."""
+def fake_quantize_weight(weight: torch.Tensor, limit: int = WEIGHT_MAX) -> torch.Tensor:
+    """Per-output-channel symmetric rounding to [-limit, limit] with a straight-through gradient."""
     flat = weight.detach().flatten(1).abs().amax(1).clamp_min(1e-12)
-    scale = (flat / WEIGHT_MAX).float()
+    scale = (flat / limit).float()
     zero = torch.zeros_like(scale, dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -WEIGHT_MAX, WEIGHT_MAX)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -limit, limit)
 
 
 class ActivationQuant(nn.Module):
@@ -99,11 +101,11 @@ class FoldedConv(nn.Module):
         self.bias = nn.Parameter((bn.bias - bn.running_mean * factor).detach().clone())
         self.stride, self.groups = conv.stride, conv.groups
         self.quantize_weights = quantize_weights
-        self.fake = False
+        self.fake, self.limit = False, WEIGHT_MAX
         self.out = ActivationQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = fake_quantize_weight(self.weight) if self.fake and self.quantize_weights else self.weight
+        weight = fake_quantize_weight(self.weight, self.limit) if self.fake and self.quantize_weights else self.weight
         y = F.conv2d(self.pad(x), weight, self.bias, self.stride, groups=self.groups)
         if self.relu6:
             y = F.hardtanh(y, 0.0, 6.0)
@@ -138,19 +140,20 @@ class FoldedNet(nn.Module):
         self.pool_out = ActivationQuant()
         self.classifier = copy.deepcopy(net.classifier)
         self.logits_out = ActivationQuant()
-        self.fake = False
+        self.fake, self.limit = False, WEIGHT_MAX
 
-    def set_mode(self, mode: str) -> None:
-        """observe (record activation ranges, float), quantize (fake INT8) or off (plain float)."""
+    def set_mode(self, mode: str, weight_max: int = WEIGHT_MAX) -> None:
+        """observe (record activation ranges, float), quantize (fake INT8, weights within +-weight_max) or off
+        (plain float)."""
         for module in self.modules():
             if isinstance(module, ActivationQuant):
                 module.mode = mode
             if isinstance(module, (FoldedConv, FoldedNet)):
-                module.fake = mode == "quantize"
+                module.fake, module.limit = mode == "quantize", weight_max
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool_out(self.pool(self.head(self.blocks(self.stem(x)))).flatten(1))
-        weight = fake_quantize_weight(self.classifier.weight) if self.fake else self.classifier.weight
+        weight = fake_quantize_weight(self.classifier.weight, self.limit) if self.fake else self.classifier.weight
         return self.logits_out(F.linear(x, weight, self.classifier.bias))
 
 
@@ -168,7 +171,7 @@ def qat_finetune(net: EfficientNetLite, images: np.ndarray, calibration: np.ndar
     with torch.no_grad():
         for i in range(0, len(calibration), options.batch_size):
             student(preprocess(torch.from_numpy(calibration[i:i + options.batch_size])))
-    student.set_mode("quantize")
+    student.set_mode("quantize", options.weight_max)
     optimizer = torch.optim.AdamW(student.parameters(), lr=options.lr, weight_decay=0.0)
     rng = np.random.default_rng(options.seed)
     views = len(images) * 2  # each image and its mirror image
