@@ -187,6 +187,7 @@ is a still picture under sensor noise, whose crops of one object are near-duplic
 def test_review_assign_train_and_accept_from_the_page(tmp_path, browser):
     """The review queue: crops the region met (the ImageNet model unsure of them), assigned from the page to two
     new labels, one discarded, then trained and accepted; the region's live label becomes a taught one."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     started = time.monotonic()
@@ -208,6 +209,17 @@ def test_review_assign_train_and_accept_from_the_page(tmp_path, browser):
         assert caption.startswith(names[0]) and ("low score" in caption or "label change" in caption), caption
         assert "waiting" in find("review-count").text
 
+        # the cards hold still under the pointer while new crops arrive (counted above), and move on when it leaves
+        shown = lambda: [figure.get_attribute("data-file")  # noqa: E731
+                         for figure in browser.find_elements(By.CSS_SELECTOR, "#review-items figure")]
+        waiting = lambda: int(find("review-count").text.split()[1])  # noqa: E731
+        ActionChains(browser).move_to_element(find("review-items")).perform()
+        still, count = shown(), waiting()
+        wait(lambda: waiting() >= count + 3, what="three more crops counted")
+        assert shown() == still
+        ActionChains(browser).move_to_element(find("review-new")).perform()
+        wait(lambda: shown()[:len(still)] != still, what="the new crops shown once the pointer left")
+
         # 2. assign four of each object to a new label, discard one
         assigned = {}
         for (label, _, imagenet) in OBJECTS:
@@ -215,12 +227,16 @@ def test_review_assign_train_and_accept_from_the_page(tmp_path, browser):
             for figure in chosen:
                 figure.click()
             assigned[label] = {figure.get_attribute("data-file") for figure in chosen}
+            # the list holds still under the pointer: the four clicked are the four selected
+            selected = browser.find_elements(By.CSS_SELECTOR, "#review-items figure.on")
+            assert {figure.get_attribute("data-file") for figure in selected} == assigned[label]
             find("review-new").clear()
             find("review-new").send_keys(label)
             if label == OBJECTS[-1][0]:
                 screenshot(browser, "review", tmp_path, element=find("teach"))
             find("review-assign").click()
-            wait(lambda label=label: f"4 assigned to {label}" in find("review-note").text, what=f"{label} assigned")
+            wait(lambda label=label: f"4 assigned to {label}" in find("review-note").text,
+                 what=lambda label=label: f"{label} assigned; the note said {find('review-note').text!r}")
         # the queue keeps filling while the page is open (new cards can push the list between a look and a
         # click), so the discarded crop is found as the one that left the queue
         before = {item["file"] for item in svc.request("GET", "/api/review/camera/shelf")[1]["items"]}
