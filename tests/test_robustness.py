@@ -151,6 +151,25 @@ def test_progress_counts_across_conditions_once_for_all_models(tiny_model: Path,
     assert all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
 
 
+def test_conditions_in_several_threads_give_the_same_numbers(tiny_model: Path, colour_folder: Path):
+    """workers=3: the conditions run at once, each in its own thread; every figure is as one at a time, and the
+    progress still counts up to photos x passes."""
+    from edge.tools.robustness import compare
+
+    model = Model.load(tiny_model, "cpu", threads=1)
+    names = ("gaussian_noise", "low_light", "jpeg", "motion_blur")
+    one = compare([model, model], colour_folder, RobustnessOptions(corruptions=names, seed=2))
+    calls = []
+    three = compare([model, model], colour_folder, RobustnessOptions(
+        corruptions=names, seed=2, workers=3, on_progress=lambda d, t: calls.append((d, t))))
+    for a, b in zip(one, three):
+        assert np.array_equal(a.correct, b.correct) and a.clean.top1 == b.clean.top1
+    per_model = 7 * (1 + len(names) * len(SEVERITIES))
+    assert calls[-1] == (per_model, per_model) and all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
+    with pytest.raises(EdgerecError, match="workers must be >= 1"):
+        compare([model], colour_folder, RobustnessOptions(corruptions=names, workers=0))
+
+
 def test_compare_equals_one_model_at_a_time(tiny_model: Path, colour_folder: Path, tmp_path: Path):
     """Corrupting each photo once for both models changes no number: each report is what the model alone gets."""
     from edge.tools.robustness import compare

@@ -255,11 +255,17 @@ def test_resume_continues_where_the_run_stopped(trained, dataset: Path, tmp_path
     out = tmp_path / "out"
     monkeypatch.setattr(train_module.Checkpoint, "save", save_then_stop)
     with pytest.raises(Interrupted):
-        train(options(dataset, out, min_int8_agreement=0.0))
+        train(options(dataset, out, min_int8_agreement=0.0, checkpoint_every=0))
     assert not (out / "model.onnx").exists()
-    monkeypatch.setattr(train_module.Checkpoint, "save", save)
+    written = []
 
+    def save_and_count(self, net, state):
+        written.append((state["stage"], state["epoch"]))
+        save(self, net, state)
+
+    monkeypatch.setattr(train_module.Checkpoint, "save", save_and_count)
     resumed = train(options(dataset, out, min_int8_agreement=0.0, resume=True))
+    assert written == [("done", 0)]  # epochs shorter than --checkpoint-every (30 s): written at the stage's end only
     assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(h["stage"], h["epoch"]) for h in trained.history]
     for got, want in zip(resumed.history, trained.history):
         assert got["val_top1"] == want["val_top1"] and got["train_loss"] == pytest.approx(want["train_loss"])

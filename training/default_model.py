@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.core.devices import physical_cores
 from edge.core.metadata import DatasetInfo, ModelInfo
 from edge.core.model import Model
 from edge.core.preprocess import Geometry
@@ -109,6 +110,7 @@ def store_robustness(path: Path, folder: Path, seed: int = 0) -> RobustnessRepor
     """Run the model file at ``path`` on ``folder`` (ImageNet-labelled photos, folder name = label) clean and
     under every camera corruption, as `edgerec evaluate --robustness` does, and store the figures in its
     metrics as `edgerec train` does; only the metadata changes, the graph is written back as it was."""
-    report = robustness_compare([Model.load(path, device="cpu")], folder, RobustnessOptions(seed=seed))[0]
+    options = RobustnessOptions(seed=seed, workers=physical_cores())  # as `edgerec evaluate --robustness`
+    report = robustness_compare([Model.load(path, device="cpu", threads=1)], folder, options)[0]
     add_metrics(path, robustness_metrics(report))
     return report

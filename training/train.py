@@ -22,7 +22,8 @@ What `edgerec train DATA --out OUT` runs, in the order it runs:
 
 Both stages use AdamW, linear warm-up then cosine decay, label smoothing, early stopping on validation
 top-1 (ties broken by validation loss); the best epoch's weights are kept. OUT/checkpoint.pt is rewritten
-after every epoch; `resume=True` continues from it.
+after an epoch when the last write is `checkpoint_every` seconds old, and at the end of each stage;
+`resume=True` continues from it.
 
 Started by torchrun, every process runs this same code (training.distributed): each caches its share of
 the images, DistributedDataParallel averages the gradients, and rank 0 alone writes files.
@@ -45,6 +46,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from edge.core.devices import physical_cores
 from edge.core.metadata import ModelInfo
 from edge.core.model import Model
 from edge.core.novelty import DEFAULT_TARGET_KEPT, build_novelty, nudged, nudged_choice
@@ -77,6 +79,11 @@ from training.qat import QatOptions, QatResult, qat_finetune
 from training.report import confusion_matrix, plot_adversarial, plot_confusion, plot_curves, write_metrics
 
 CHECKPOINT_VERSION = 1
+# Seconds between checkpoint writes within a stage (and one at each stage's end): a checkpoint holds the network
+# twice (now and best) and the optimizer's moments, about 50 MB for EfficientNet-Lite0, and writing it after
+# each of the 20 short epochs of ~200 photos took 1.9-4.1 s of a 90 s run here (docs/training.md); on a board's
+# SD card far more. An interrupted run loses at most this much training.
+CHECKPOINT_EVERY = 30.0
 # The trained blocks' batch norms learn the new data's statistics at PyTorch's default rate rather than the
 # network's own 0.01 (TensorFlow's 0.99), so the statistics used for evaluation catch up within an epoch:
 # on Fashion-MNIST (128 px, 6 epochs) validation top-1 after epoch 1 was 85.2% against 83.1% with 0.01 and
@@ -132,6 +139,7 @@ class TrainOptions:
     # None: no unknown detection stored (edge.core.novelty)
     time_limit: float | None = None  # minutes for data, caching and training; stage 2 epochs are cut to fit
     resume: bool = False  # continue from out_dir/checkpoint.pt
+    checkpoint_every: float = CHECKPOINT_EVERY  # seconds between checkpoint writes within a stage (0: every epoch)
     workers: int | None = None  # image decoding threads (default: one per core)
     progress: bool = False  # tqdm bars on stderr (rank 0 only)
 
@@ -213,6 +221,8 @@ def check_options(o: TrainOptions) -> None:
         raise EdgerecError(f"augment must be one of {', '.join(AUGMENTS)}, got {o.augment!r}")
     if not 0 <= o.label_smoothing < 1:
         raise EdgerecError(f"label_smoothing must be in [0, 1), got {o.label_smoothing}")
+    if not o.checkpoint_every >= 0:
+        raise EdgerecError(f"checkpoint_every must be 0 or more seconds, got {o.checkpoint_every}")
     if o.time_limit is not None and o.time_limit <= 0:
         raise EdgerecError(f"time_limit must be a positive number of minutes, got {o.time_limit}")
     if o.resume and not (Path(o.out_dir) / "checkpoint.pt").is_file():
@@ -380,6 +390,7 @@ class Run:
         stage_start = time.perf_counter() - state.get("stage_seconds", 0.0)
         stopped = "epochs"
         epoch = state["epoch"]
+        saved = time.perf_counter()
         while epoch < planned:
             epoch_start = time.perf_counter()
             torch.manual_seed(o.seed * 1000 + epoch)  # dropout and drop-path: the same again on resume
@@ -417,8 +428,9 @@ class Run:
             stopped = why or stopped
             state.update(epoch=epoch, planned_epochs=planned, optimizer=optimizer.state_dict(),
                          stage_seconds=time.perf_counter() - stage_start)
-            if world.is_main:
+            if world.is_main and epoch < planned and time.perf_counter() - saved >= o.checkpoint_every:
                 checkpoint.save(net, state)
+                saved = time.perf_counter()
         self.end_stage(stage.name, state, stopped, time.perf_counter() - stage_start)
         if world.is_main:
             checkpoint.save(net, state)
@@ -551,9 +563,11 @@ class Run:
         chosen = sorted(calibration_samples(data.val, o.robustness_images, o.seed), key=lambda s: s.relpath)
         images = ImageList(f"{len(chosen)} of {len(data.val)} validation images", list(data.classes),
                            [(s.path, s.label) for s in chosen])
-        models = [Model.load(path, device="cpu") for path in (gate.fp32_path, gate.int8_path)]
+        # one intra-op thread per file and one condition per core: the corruptions are single-threaded
+        models = [Model.load(path, device="cpu", threads=1) for path in (gate.fp32_path, gate.int8_path)]
+        options = RobustnessOptions(seed=o.seed, workers=o.workers or physical_cores())
         with progress("robustness") if self.bars else nullcontext() as show:
-            reports = tuple(compare(models, images, RobustnessOptions(seed=o.seed, on_progress=show)))
+            reports = tuple(compare(models, images, replace(options, on_progress=show)))
         for path, report in zip((gate.fp32_path, gate.int8_path), reports):
             add_metrics(path, robustness_metrics(report))
         deliver(gate)
@@ -729,7 +743,7 @@ def _copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 class Checkpoint:
     """OUT/checkpoint.pt: the network now and at its best epoch, the optimizer, and where training is.
-    Written atomically by rank 0 after every epoch; read by every rank to resume."""
+    Written atomically by rank 0 (``TrainOptions.checkpoint_every``); read by every rank to resume."""
 
     def __init__(self, path: Path, meta: dict[str, Any], world: World):
         self.path = path

@@ -227,6 +227,7 @@ def _unknown(args: argparse.Namespace, model_path: Path | None, data_dir: Path) 
 
 
 def _robustness(args: argparse.Namespace, model_path: Path | None, data_dir: Path) -> int:
+    from edge.core.devices import physical_cores
     from edge.core.model import Model
     from edge.progress import progress
     from edge.tools.corruptions import parse_names
@@ -234,9 +235,13 @@ def _robustness(args: argparse.Namespace, model_path: Path | None, data_dir: Pat
 
     names = parse_names(args.corruptions)
     paths = [model_path, *([args.compare] if args.compare else [])]
-    models = [Model.load(path, args.device, args.threads) for path in paths]
+    # without --threads: one inference thread per file and one condition per core (the corruptions are
+    # single-threaded, so one condition at a time would leave cores idle); with it, one condition at a time
+    workers = physical_cores() if args.threads is None else 1
+    models = [Model.load(path, args.device, 1 if args.threads is None else args.threads) for path in paths]
     with progress("robustness") as on_progress:
-        options = RobustnessOptions(corruptions=names, seed=args.seed, batch=args.batch, on_progress=on_progress)
+        options = RobustnessOptions(corruptions=names, seed=args.seed, batch=args.batch, workers=workers,
+                                    on_progress=on_progress)
         reports = compare(models, data_dir, options)
     if reports[0].clean.warning():
         print(f"edgerec: warning: {reports[0].clean.warning()}", file=sys.stderr)
@@ -451,7 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch", type=int, default=1,
                           help="images per inference call (default: %(default)s, the live per-frame latency)")
     evaluate.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
-    evaluate.add_argument("--threads", type=int, default=None, help="inference threads")
+    evaluate.add_argument("--threads", type=int, default=None,
+                          help="inference threads (default: one per physical core; with --robustness one per file, "
+                               "and one corruption condition per core at once: the corruptions are "
+                               "single-threaded. Given, one condition at a time with this many threads)")
     evaluate.add_argument("--json", action="store_true",
                           help="the report as one JSON object on the last line: top1, top5, precision, n, per_class, "
                                "confusion, latency_ms, misclassified, unreadable, files")

@@ -22,6 +22,7 @@ ADVERSARIAL_IMAGES = 8  # training.train.ADVERSARIAL_IMAGES (a test holds them e
 ROBUSTNESS_IMAGES = 8  # training.train.ROBUSTNESS_IMAGES (a test holds them equal)
 UNKNOWN_KEPT = 0.95  # edge.core.novelty.DEFAULT_TARGET_KEPT (a test holds them equal)
 AUGMENT = "camera"  # TrainOptions.augment's default (a test holds them equal)
+CHECKPOINT_EVERY = 30.0  # training.train.CHECKPOINT_EVERY (a test holds them equal)
 
 DESCRIPTION = """\
 Fine-tune EfficientNet-Lite on your own photos and write one self-describing ONNX model file.
@@ -36,7 +37,7 @@ cached activations. The best epoch on the validation images is kept.
 What it writes to OUT:
   model.onnx        the deliverable: INT8 when the gate keeps it (below), else FP32
   model-fp32.onnx   the float model;  model-int8.onnx  the best INT8 attempt
-  checkpoint.pt     weights and progress after every epoch (for --resume)
+  checkpoint.pt     weights and progress, every 30 s and after each stage (for --resume)
   report/           curves.png, confusion.png, robustness.png, adversarial.png, metrics.json
 Every file is written atomically: an interrupted run never leaves a half-written model.
 
@@ -121,6 +122,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           help="minutes for data, caching and training: stage 2 runs only the epochs that fit "
                                "(default: no limit)")
     schedule.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    schedule.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY, metavar="SECONDS",
+                          help="write OUT/checkpoint.pt after an epoch when the last write is this old, and at "
+                               "the end of each stage; an interrupted run loses at most this much training "
+                               f"(default: {CHECKPOINT_EVERY:g}; 0: after every epoch)")
 
     gate = parser.add_argument_group("INT8 export")
     gate.add_argument("--min-int8-agreement", type=float, default=MIN_INT8_AGREEMENT, metavar="SHARE",
@@ -150,8 +155,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "file's metadata, shown by `edgerec info` and the web page, and report/robustness.png. "
                              "Each image costs 55 corruptions of the full photo and 112 inferences: about 7 s "
                              "CPU for a 1920x1080 photo at 224 px on an AMD EPYC Zen 2, more for larger photos, "
-                             "about 1.4 s a photo on ~200 mixed photos on a Zen 5 (docs/training.md); the default "
-                             "keeps the run quick, 32 or more narrow the interval; 0 = skip (default: %(default)s)")
+                             "about 1.4 s a photo on ~200 mixed photos on a Zen 5; one condition runs per core at "
+                             "once, so the default 8 of ~200 mixed photos took 18 s wall on 2 Zen 3 cores "
+                             "(docs/training.md); the default keeps the run quick, 32 or more narrow the interval; "
+                             "0 = skip (default: %(default)s)")
     unknown = parser.add_argument_group("what the model was not taught")
     unknown.add_argument("--unknown-kept", type=float, default=UNKNOWN_KEPT, metavar="SHARE",
                          help="both files also answer `unknown` for images unlike every training photo (reference "
@@ -181,8 +188,8 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("data_dir", "out_dir", "val_dir", "val_fraction", "seed", "workers", "arch", "img_size", "crop",
              "finetune_blocks", "epochs", "head_epochs", "batch_size", "lr", "finetune_lr", "warmup_epochs",
              "weight_decay", "label_smoothing", "patience", "mirror", "augmented_views", "augment", "time_limit",
-             "resume", "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs", "calibration_images",
-             "adversarial_images", "robustness_images", "unknown_kept", "progress")
+             "resume", "checkpoint_every", "min_int8_agreement", "int8_pairs", "qat_images", "qat_epochs",
+             "calibration_images", "adversarial_images", "robustness_images", "unknown_kept", "progress")
     return {name: getattr(args, name) for name in names}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +37,13 @@ DECODED_BYTES = 256 * 2**20
 
 class DecodedPhotos:
     """Decoded photos kept for repeated passes over the same files, up to `limit` bytes; a file beyond that
-    is decoded again at each pass. A transform must not write into the photo it is given."""
+    is decoded again at each pass. A transform must not write into the photo it is given. Passes may run in
+    several threads at once."""
 
     def __init__(self, limit: int = DECODED_BYTES):
         self.limit, self.used = limit, 0
         self.kept: dict[Path, tuple[np.ndarray | None, Unreadable | None]] = {}
+        self.lock = threading.Lock()
 
     def get(self, path: Path, unreadable: list[Unreadable]) -> np.ndarray | None:
         if path in self.kept:
@@ -51,9 +54,10 @@ class DecodedPhotos:
         noted = len(unreadable)
         image = decode_image(path, unreadable)
         size = 0 if image is None else image.nbytes
-        if self.used + size <= self.limit:
-            self.kept[path] = (image, unreadable[noted] if len(unreadable) > noted else None)
-            self.used += size
+        with self.lock:
+            if path not in self.kept and self.used + size <= self.limit:
+                self.kept[path] = (image, unreadable[noted] if len(unreadable) > noted else None)
+                self.used += size
         return image
 
 

@@ -10,13 +10,16 @@ seed, corruption, severity and image), so their tables compare image for image.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge.core.model import Model
+from edge.errors import EdgerecError
 from edge.files import write_bytes_atomic
 from edge.tools.corruptions import CORRUPTIONS, SEVERITIES, check_names, corrupt
 from edge.tools.evaluate import (
@@ -52,6 +55,12 @@ class RobustnessOptions:
     """Seeds every corruption's randomness (with the corruption, severity and image index)."""
     batch: int = 1
     """Images per inference call, as `EvalOptions.batch`."""
+    workers: int = 1
+    """Conditions evaluated at once, each in its own thread. The corruptions are single-threaded NumPy, so one
+    condition at a time leaves all cores but one idle while they run; with models of one intra-op thread each
+    (`Model.load(..., threads=1)`), one worker per core keeps every core busy: `edgerec train`'s stage on 8
+    photos (two of them 1920x1080), two files, went from 27-30 s to 18 s on 2 cores with the same numbers
+    (AMD Zen 3; docs/training.md)."""
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
     """Called with (images done, images in all) across every condition."""
 
@@ -116,14 +125,22 @@ def compare(models: Sequence[Model], data: str | Path | ImageList, options: Robu
     through every model (the corruptions of a full photo cost more than the inferences)."""
     options = options or RobustnessOptions()
     check_names(options.corruptions)
+    if options.workers < 1:
+        raise EdgerecError(f"workers must be >= 1, got {options.workers}")
     images = data if isinstance(data, ImageList) else list_folder(data, models[0].labels)
     conditions = [(name, severity) for name in options.corruptions for severity in SEVERITIES]
-    runs = 1 + len(conditions)
+    progress = _Progress(options.on_progress, 1 + len(conditions))
     decoded = DecodedPhotos()  # each photo decoded once for all the passes (corruptions return new images)
-    clean = evaluate_models(models, images, _eval_options(options, 0, runs, None, decoded))
-    correct = np.stack([[report.correct for report in evaluate_models(
-        models, images, _eval_options(options, k, runs, _corruption(name, severity, options.seed), decoded))]
-        for k, (name, severity) in enumerate(conditions, start=1)])  # [condition, model, image]
+    clean = evaluate_models(models, images, _eval_options(options, progress.of(0), None, decoded))
+
+    def condition(k: int) -> list[np.ndarray]:
+        name, severity = conditions[k]
+        transform = _corruption(name, severity, options.seed)
+        return [report.correct for report in evaluate_models(
+            models, images, _eval_options(options, progress.of(k + 1), transform, decoded))]
+
+    with ThreadPoolExecutor(options.workers, thread_name_prefix="robustness") as pool:
+        correct = np.stack(list(pool.map(condition, range(len(conditions)))))  # [condition, model, image]
     shape = (len(options.corruptions), len(SEVERITIES), -1)
     return [RobustnessReport(report, list(options.corruptions), list(SEVERITIES), correct[:, k].reshape(shape),
                              options.seed) for k, report in enumerate(clean)]
@@ -133,12 +150,27 @@ def _corruption(name: str, severity: int, seed: int) -> Callable[[np.ndarray, in
     return lambda image, index: corrupt(image, name, severity, seed, index)
 
 
-def _eval_options(options: RobustnessOptions, run: int, runs: int,
+def _eval_options(options: RobustnessOptions, on_progress: Callable[[int, int], None] | None,
                   transform: Callable[[np.ndarray, int], np.ndarray] | None, decoded: DecodedPhotos) -> EvalOptions:
-    """EvalOptions for the `run`-th of `runs` passes, its progress counted into the whole."""
-    report = options.on_progress
-    on_progress = None if report is None else (lambda done, total: report(run * total + done, runs * total))
     return EvalOptions(batch=options.batch, on_progress=on_progress, transform=transform, decoded=decoded)
+
+
+class _Progress:
+    """Images done across all `runs` passes over the folder, from passes that may run at once."""
+
+    def __init__(self, report: Callable[[int, int], None] | None, runs: int):
+        self.report, self.runs = report, runs
+        self.done: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def of(self, run: int) -> Callable[[int, int], None] | None:
+        """The pass's own (done, total) callback, or None when nobody listens."""
+        return None if self.report is None else (lambda done, total: self._count(run, done, total))
+
+    def _count(self, run: int, done: int, total: int) -> None:
+        with self.lock:
+            self.done[run] = done
+            self.report(sum(self.done.values()), self.runs * total)
 
 
 def discordant(a: RobustnessReport, b: RobustnessReport) -> tuple[int, int]:
