@@ -274,6 +274,28 @@ def test_resume_continues_where_the_run_stopped(trained, dataset: Path, tmp_path
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in b)
 
 
+def test_the_stages_after_training_reuse_the_fitted_images_of_the_cache_stage(dataset: Path, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """What the cache stage kept is not decoded again, the rest is, and both are what `load_images` gives; past
+    the byte budget nothing more is kept."""
+    from edge.core.preprocess import Geometry
+    from training.data import load_images
+    from training.train import Run
+
+    data = load_image_folders(DataOptions(dataset, None, 0.2, 0))
+    geometry = Geometry(64, 64, 0.875)
+    run = Run(options(dataset, tmp_path), World())
+    samples = list(data.train)
+    run.keep(samples[:5], load_images(samples[:5], geometry))
+    decoded = []
+    monkeypatch.setattr(train_module, "load_images", lambda s, *a, **k: decoded.extend(s) or load_images(s, *a, **k))
+    got = run.fitted_images(samples, geometry)
+    assert np.array_equal(got, load_images(samples, geometry)) and decoded == samples[5:]
+    monkeypatch.setattr(train_module, "KEPT_FITTED_BYTES", sum(i.nbytes for i in run.kept.values()) + 1)
+    run.keep(samples[5:7], got[5:7])
+    assert len(run.kept) == 5
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(trained, dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     shutil.copytree(trained.out_dir, out)
