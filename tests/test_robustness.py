@@ -227,3 +227,13 @@ def test_each_photo_is_decoded_once_for_all_passes_and_a_bad_file_is_reported_in
     for _ in range(3):
         cache.get(colour_folder / "blue" / "0.png", unreadable)
     assert len(decoded) == 3 and not unreadable
+
+
+def test_load_models_one_thread_each_and_a_condition_per_core_unless_threads_are_asked(tiny_model: Path):
+    from edge.core.devices import physical_cores
+    from edge.tools.robustness import load_models
+
+    models, workers = load_models([tiny_model, tiny_model])
+    assert [m.threads for m in models] == [1, 1] and workers == physical_cores()
+    models, workers = load_models([tiny_model], threads=2)
+    assert models[0].threads == 2 and workers == 1

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.core.devices import physical_cores
 from edge.core.metadata import DatasetInfo, ModelInfo
 from edge.core.model import Model
 from edge.core.preprocess import Geometry
 from edge.tools.robustness import RobustnessOptions, RobustnessReport
 from edge.tools.robustness import compare as robustness_compare
+from edge.tools.robustness import load_models as load_robustness_models
 from edge.tools.robustness import metrics as robustness_metrics
 from training.calibration import load_images, media_files
 from training.export import ExportCheck, add_metrics, export_onnx
@@ -110,7 +110,7 @@ def store_robustness(path: Path, folder: Path, seed: int = 0) -> RobustnessRepor
     """Run the model file at ``path`` on ``folder`` (ImageNet-labelled photos, folder name = label) clean and
     under every camera corruption, as `edgerec evaluate --robustness` does, and store the figures in its
     metrics as `edgerec train` does; only the metadata changes, the graph is written back as it was."""
-    options = RobustnessOptions(seed=seed, workers=physical_cores())  # as `edgerec evaluate --robustness`
-    report = robustness_compare([Model.load(path, device="cpu", threads=1)], folder, options)[0]
+    models, workers = load_robustness_models([path])  # as `edgerec evaluate --robustness`
+    report = robustness_compare(models, folder, RobustnessOptions(seed=seed, workers=workers))[0]
     add_metrics(path, robustness_metrics(report))
     return report

@@ -86,9 +86,10 @@ size (a small zoom and shift, as a camera gives). Cheap and deterministic."""
 CROP_VIEW = 0.9  # side of the two crop views, as a share of the fitted image's side
 SPEED_RUNS = 12  # one-image runs per file for the speed figure, interleaved
 BATCH = 16
-"""Images per inference call of the paired predictions. Inside `edgerec train` (after the fine-tune) the 788
-FP32 predictions of ~200 photos took 8.5-9.1 s in batches of 64 and 6.0 s in batches of 16 on an AMD Zen 3,
-2 cores (the same call in a fresh process: 6.1 s either way); exact INT8 4.9-6.2 s either way."""
+"""Images per inference call of the paired predictions. Inside `edgerec train` on ~200 photos (AMD Zen 3, 2 cores,
+`scripts/bench/time_train.py [--gate-batch 64]`) the 788 FP32 predictions took 5.4 s in batches of 16 and
+5.7-5.9 s in batches of 64; 8.5-9.1 s at 64 while checkpoints were written after every epoch (docs/training.md);
+exact INT8 about 5 s either way."""
 
 
 def mcnemar_p(fp32_only: int, int8_only: int) -> float:

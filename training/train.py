@@ -47,7 +47,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from edge.core.devices import physical_cores
 from edge.core.metadata import ModelInfo
 from edge.core.model import Model
 from edge.core.novelty import DEFAULT_TARGET_KEPT, build_novelty, nudged, nudged_choice
@@ -57,6 +56,7 @@ from edge.files import atomic_path
 from edge.progress import progress
 from edge.tools.evaluate import ImageList, top1_interval
 from edge.tools.robustness import RobustnessOptions, RobustnessReport, compare, summaries
+from edge.tools.robustness import load_models as load_robustness_models
 from edge.tools.robustness import metrics as robustness_metrics
 from edge.tools.robustness import write_report as write_robustness
 from training import distributed
@@ -587,9 +587,8 @@ class Run:
         chosen = sorted(calibration_samples(data.val, o.robustness_images, o.seed), key=lambda s: s.relpath)
         images = ImageList(f"{len(chosen)} of {len(data.val)} validation images", list(data.classes),
                            [(s.path, s.label) for s in chosen])
-        # one intra-op thread per file and one condition per core: the corruptions are single-threaded
-        models = [Model.load(path, device="cpu", threads=1) for path in (gate.fp32_path, gate.int8_path)]
-        options = RobustnessOptions(seed=o.seed, workers=o.workers or physical_cores())
+        models, workers = load_robustness_models((gate.fp32_path, gate.int8_path))
+        options = RobustnessOptions(seed=o.seed, workers=o.workers or workers)
         with progress("robustness") if self.bars else nullcontext() as show:
             reports = tuple(compare(models, images, replace(options, on_progress=show)))
         for path, report in zip((gate.fp32_path, gate.int8_path), reports):

@@ -227,18 +227,13 @@ def _unknown(args: argparse.Namespace, model_path: Path | None, data_dir: Path) 
 
 
 def _robustness(args: argparse.Namespace, model_path: Path | None, data_dir: Path) -> int:
-    from edge.core.devices import physical_cores
-    from edge.core.model import Model
     from edge.progress import progress
     from edge.tools.corruptions import parse_names
-    from edge.tools.robustness import RobustnessOptions, compare, describe, summaries, write_report
+    from edge.tools.robustness import RobustnessOptions, compare, describe, load_models, summaries, write_report
 
     names = parse_names(args.corruptions)
     paths = [model_path, *([args.compare] if args.compare else [])]
-    # without --threads: one inference thread per file and one condition per core (the corruptions are
-    # single-threaded, so one condition at a time would leave cores idle); with it, one condition at a time
-    workers = physical_cores() if args.threads is None else 1
-    models = [Model.load(path, args.device, 1 if args.threads is None else args.threads) for path in paths]
+    models, workers = load_models(paths, args.device, args.threads)
     with progress("robustness") as on_progress:
         options = RobustnessOptions(corruptions=names, seed=args.seed, batch=args.batch, workers=workers,
                                     on_progress=on_progress)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.core.devices import physical_cores
 from edge.core.model import Model
 from edge.errors import EdgerecError
 from edge.files import write_bytes_atomic
@@ -58,7 +59,7 @@ class RobustnessOptions:
     workers: int = 1
     """Conditions evaluated at once, each in its own thread. The corruptions are single-threaded NumPy, so one
     condition at a time leaves all cores but one idle while they run; with models of one intra-op thread each
-    (`Model.load(..., threads=1)`), one worker per core keeps every core busy: `edgerec train`'s stage on 8
+    (`load_models`), one worker per core keeps every core busy: `edgerec train`'s stage on 8
     photos (two of them 1920x1080), two files, went from 27-30 s to 18 s on 2 cores with the same numbers
     (AMD Zen 3; docs/training.md)."""
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
@@ -144,6 +145,15 @@ def compare(models: Sequence[Model], data: str | Path | ImageList, options: Robu
     shape = (len(options.corruptions), len(SEVERITIES), -1)
     return [RobustnessReport(report, list(options.corruptions), list(SEVERITIES), correct[:, k].reshape(shape),
                              options.seed) for k, report in enumerate(clean)]
+
+
+def load_models(paths: Sequence[str | Path], device: str = "cpu", threads: int | None = None
+                ) -> tuple[list[Model], int]:
+    """The files for `compare`, and the workers to run them with: without `threads`, one inference thread per
+    file and one condition per physical core (the corruptions are single-threaded); with it, `threads` each
+    and one condition at a time."""
+    models = [Model.load(path, device, 1 if threads is None else threads) for path in paths]
+    return models, physical_cores() if threads is None else 1
 
 
 def _corruption(name: str, severity: int, seed: int) -> Callable[[np.ndarray, int], np.ndarray]:
