@@ -125,11 +125,31 @@ def test_downscales_under_two_are_a_plain_inter_linear():
     assert np.array_equal(fit(frame, NET), linear)
 
 
+@pytest.mark.parametrize("height, width", [(540, 960), (576, 1024), (620, 1100)])
+def test_scales_from_two_to_two_and_a_half_halve_with_a_box_then_resize_linearly(height, width):
+    """A quarter of a 1080p frame as a region (crop scale 2.1): one exact 2x2 box, then INTER_LINEAR < 1.25x."""
+    box = plan(height, width, NET)
+    assert box.halvings == 1 and not box.supersample
+    assert box.height % 2 == 0 and box.width % 2 == 0
+    frame = realish(height, width)
+    crop = crop_of(frame, NET)
+    halved = cv2.resize(crop, (box.width // 2, box.height // 2), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(fit(frame, NET), cv2.resize(halved, (224, 224), interpolation=cv2.INTER_LINEAR))
+    reference = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA)
+    assert mean_abs_diff(fit(frame, NET), reference) < 1.5
+
+
+def test_a_scale_of_exactly_two_gives_the_box_average():
+    frame = realish(512, 512)  # 448x448 crop -> 224: both two-stage orders are the one 2x2 box
+    expected = cv2.resize(crop_of(frame, NET), (224, 224), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(fit(frame, NET), expected)
+
+
 def test_large_sources_are_halved_first_on_an_even_crop():
     box = plan(2160, 3840, NET)
     assert box.halvings == 1
     assert box.height % 2 == 0 and box.width % 2 == 0
-    assert plan(1080, 1920, NET).halvings == 0
+    assert plan(1080, 1920, NET).halvings == 0 and plan(720, 1280, NET).halvings == 0
 
 
 def test_tiny_sources_are_upscaled():

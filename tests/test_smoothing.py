@@ -89,3 +89,29 @@ def test_wrong_number_of_classes_is_a_clear_error():
 def test_bad_options_are_refused(bad):
     with pytest.raises(EdgerecError):
         SmoothingOptions(**bad)
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 1.0])
+def test_settled_once_the_average_is_within_the_tolerance_of_the_newest_probabilities(alpha):
+    """`settled` is worked out only when asked; it must say what the full comparison says after every update,
+    asked after every update or only now and then."""
+    from edge.live.smoothing import SETTLE_TOLERANCE
+
+    rng = np.random.default_rng(1)
+    noise = [probs(*rng.dirichlet([1, 1, 1])[:2]) for _ in range(8)]
+    sequence = [probs(0.9, 0.05)] * 4 + [probs(0.1, 0.8)] * 12 + noise
+    options = SmoothingOptions(alpha=alpha)
+    asked_every_time, asked_at_odd_steps = Smoother(LABELS, options), Smoother(LABELS, options)
+    average = None
+    for step, p in enumerate(sequence):
+        average = p.astype(np.float64) if average is None else average + alpha * (p - average)
+        expected_gap = float(np.abs(p - average).max())
+        asked_every_time.update(p)
+        asked_at_odd_steps.update(p)
+        if abs(expected_gap - SETTLE_TOLERANCE) < 1e-4:
+            continue  # too close to the line for float32 to say
+        expected = asked_every_time._streak == 0 and expected_gap < SETTLE_TOLERANCE
+        assert asked_every_time.settled == expected, step
+        if step % 2:
+            assert asked_at_odd_steps.settled == expected, step
+    assert Smoother(LABELS).settled is False  # nothing seen yet: never settled

@@ -98,7 +98,7 @@ class RegionState:
                novelty: float = float("nan"), features: np.ndarray | None = None) -> Result:
         """Fold one run's probabilities [C] (and novelty score) into the smoother; the region's new result."""
         shown = self.smoother.update(probs, novelty if self.scores_novelty else float("nan"))
-        self.trigger.ran(frame.captured, self.smoother.settled)
+        self.trigger.ran(frame.captured, self.uses_motion and self.smoother.settled)  # only motion asks
         self.result = Result(frame.index, frame.captured, shown.label, shown.index, shown.score, shown.probs,
                              changed=shown.changed, inferred=True, latency_ms=latency_ms, fps=fps,
                              infer_ms=infer_ms, camera=self.camera, region=self.name, box=self.options.box,

@@ -89,6 +89,7 @@ class Smoother:
         self.novelty_threshold = novelty_threshold
         self._novelty = float("nan")
         self._ema = np.zeros(len(self.labels), np.float32)
+        self._step = np.zeros_like(self._ema)  # newest probabilities - moving average before the update
         self._scratch = np.empty_like(self._ema)
         self._view = self._ema.view()
         self._view.flags.writeable = False
@@ -97,7 +98,9 @@ class Smoother:
         self._challenger = -1  # class currently leading the held one by the margin
         self._streak = 0  # consecutive frames the challenger has led
         self._shown = -2  # index last shown (-1 unknown, -2 nothing yet)
-        self._gap = 1.0  # largest |newest probabilities - moving average| after the last update
+        self._gap: float | None = 1.0
+        """Largest |newest probabilities - moving average| after the last update; None: not asked for yet
+        (`settled` works it out from `_step` when asked: only motion-triggered regions ask)."""
 
     def update(self, probs: np.ndarray, novelty: float = float("nan")) -> Smoothed:
         """Fold one frame's probabilities [C] (and novelty score) into the running state; return what to show."""
@@ -117,7 +120,12 @@ class Smoother:
     def settled(self) -> bool:
         """True when the average has caught up with the newest probabilities and no new label is on its way:
         another inference on the same picture would not change what is shown."""
-        return self._streak == 0 and self._gap < SETTLE_TOLERANCE
+        if self._streak != 0:
+            return False
+        if self._gap is None:  # probs - new average = (1 - alpha) * (probs - old average)
+            step = float(np.abs(self._step, out=self._scratch).max())
+            self._gap = (1.0 - self.options.alpha) * step
+        return self._gap < SETTLE_TOLERANCE
 
     def _average(self, probs: np.ndarray) -> None:
         alpha = self.options.alpha
@@ -125,11 +133,12 @@ class Smoother:
             self._ema[:] = probs
             self._started, self._gap = True, 0.0
             return
-        np.multiply(probs, alpha, out=self._scratch)
-        self._ema *= 1.0 - alpha
+        # ema += alpha * (probs - ema): three passes over the classes, as few as right after session.run
+        # (whatever runs there pays for cold caches, docs/benchmarks.md); the gap only when asked
+        np.subtract(probs, self._ema, out=self._step)
+        np.multiply(self._step, alpha, out=self._scratch)
         self._ema += self._scratch
-        np.subtract(probs, self._ema, out=self._scratch)
-        self._gap = float(np.abs(self._scratch, out=self._scratch).max())
+        self._gap = None
 
     def _hold(self) -> None:
         best = int(self._ema.argmax())
