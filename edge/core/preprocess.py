@@ -10,8 +10,9 @@ at a fraction of its cost (docs/preprocess.md has the measurements):
   output, the cheapest; it aliases somewhat between 1.25 and 2, but changes the model's answers no more
   than moving the crop by one source pixel does, at less than half the cost of the stages below;
 * scale 2 .. 2.5 (a quarter of a 1080p frame as a region): one exact 2x2 box average of the crop first
-  (OpenCV's vectorised integer-scale INTER_AREA path), then `INTER_LINEAR` for the remaining < 1.25x,
-  where it is as close to INTER_AREA as the stages below, at a third of their cost;
+  (OpenCV's vectorised integer-scale INTER_AREA path), then `INTER_LINEAR` for the remaining < 1.25x:
+  a little blurrier than INTER_AREA, but it moves the model's answers no more than moving the crop by
+  one source pixel does, at under half the cost of the stages below;
 * scale 2.5 .. 5: `INTER_LINEAR` to twice the output size, then the exact 2x2 box, which together
   approximate INTER_AREA's box of `scale` source pixels without its slow general-scale code;
 * scale > 5: exact 2x2 box halvings of the crop first, until the scale is <= 5, then as above. The crop
