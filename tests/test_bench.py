@@ -6,6 +6,7 @@ from conftest import make_tiny_model
 
 from edge.app.bench import bench_pipeline, pipeline_table
 from edge.app.cli import main
+from edge.core.devices import cpu_description, cpu_info
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +39,47 @@ def test_pipeline_bench_times_the_path_against_session_run_on_both_clocks(tiny):
     assert cpu["1920x1080", "whole", "null"] > cpu["640x480", "whole", "null"]
     assert cpu["1920x1080", "3 quarters", "null"] > cpu["1920x1080", "1 quarter", "null"]
     table = pipeline_table(result)
-    assert len(table) == 2 + 16 + 1 and "tiny.onnx" in table[0] and "spinning off" in table[0]
+    assert len(table) == 3 + 16 + 1 and table[0] == f"CPU: {cpu_description()}"
+    assert "tiny.onnx" in table[1] and "spinning off" in table[1]
 
 
 def test_bench_pipeline_cli_json_and_one_model_only(tiny, capsys):
     assert main(["bench", "--pipeline", str(tiny), "--device", "cpu", "--runs", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["runs"] == 3 and len(result["wall"]) == len(result["cpu_1thread"]) == 8
-    assert result["spinning"] and result["opencv_threads"] == 1
+    assert result["spinning"] and result["opencv_threads"] == 1 and result["cpu"] == cpu_description()
 
     assert main(["bench", "--pipeline", str(tiny), str(tiny)]) == 2
     assert "at most one MODEL" in capsys.readouterr().err
+
+
+X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_vnni avx512_bf16
+
+processor\t: 1
+model name\t: AMD EPYC 9R14
+"""
+PI5 = """processor\t: 0
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+
+Model\t\t: Raspberry Pi 5 Model B Rev 1.0
+"""
+
+
+@pytest.mark.parametrize("text, name, features, family", [
+    (X86, "AMD EPYC 9R14", ("avx2", "avx512f", "avx512_vnni"), "family 25 model 17; "),
+    (PI5, "Raspberry Pi 5 Model B Rev 1.0", ("asimd", "asimddp"), ""),
+])
+def test_figures_name_the_cpu_and_the_extensions_int8_depends_on(text, name, features, family):
+    cpu = cpu_info(text)
+    assert (cpu.name, cpu.features) == (name, features)
+    assert cpu_description(text).startswith(f"{name} ({family}{' '.join(features)}), ")
+
+
+def test_an_unreadable_cpuinfo_still_describes_something():
+    assert cpu_description("").startswith("unknown CPU (none of the INT8 extensions listed), ")

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.core.devices import cpu_description
 from edge.core.model import Model, default_model_path
 from edge.core.novelty import DEFAULT_CAP, build_novelty
 from edge.core.preprocess import fit
@@ -49,6 +50,8 @@ class BenchResult:
     frame: dict[str, Timing] = field(default_factory=dict)  # preprocess + session from a camera-size frame
     preprocess: dict[str, Timing] = field(default_factory=dict)
     rss_mb: float = 0.0
+    cpu: str = field(default_factory=cpu_description)
+    """The CPU the figures were measured on (edge.core.devices.cpu_description): INT8 speed depends on it."""
 
 
 def sample_frame(height: int, width: int) -> np.ndarray:
@@ -184,6 +187,8 @@ class PipelineBenchResult:
     busy machine."""
     novelty: NoveltyTiming | None = None
     """What saying `unknown` adds per region (None: the model has no features output)."""
+    cpu: str = field(default_factory=cpu_description)
+    """The CPU the figures were measured on."""
 
 
 @dataclass
@@ -328,6 +333,7 @@ def _timing(samples: Sequence[float]) -> Timing:
 def pipeline_table(result: PipelineBenchResult) -> list[str]:
     """`edgerec bench --pipeline` as text: one row per clock, frame size, regions and sink, medians in ms."""
     lines = [
+        f"CPU: {result.cpu}",
         f"{Path(result.model).name} ({result.precision}, {result.provider}), {result.runs} interleaved rounds, "
         f"OpenCV {result.opencv_threads} thread(s), ORT spinning {'on' if result.spinning else 'off'}",
         f"{'clock':17s} {'frame':9s} {'regions':10s} {'sink':6s} {'session':>7s} {'preproc':>7s} {'smooth':>6s} "

@@ -290,6 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(json.dumps(asdict(result)))
         return 0
     base = results[0].session.median_ms
+    print(f"CPU: {results[0].cpu}")
     print(f"{'model':40s} {'prec':5s} {'provider':24s} thr {'load ms':>8s} {'session ms':>11s} {'p95':>6s} "
           f"{'vs first':>8s} {'640x480':>8s} {'1080p':>8s} {'cpu 1thr':>8s} {'vs first':>8s}")
     cpu_base = results[0].session_cpu_1thread.median_ms

@@ -123,3 +123,46 @@ def physical_cores(cpuinfo: str | None = None) -> int:
     if cores:
         return len(cores)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+"""The instruction sets INT8 speed and answers depend on: VNNI (x86) and the dot-product extensions (ARM) sum
+u8 x s8 products in 32 bits in one instruction; AVX2 alone needs two and saturates (docs/quantization.md)."""
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    name: str
+    family: str
+    """x86 only ("" elsewhere), as are `model`; with the name they tell a Zen 3 from a Zen 4."""
+    model: str
+    features: tuple[str, ...]
+    """Those of CPU_FEATURES this CPU has, in that order."""
+    cpus: int
+
+
+def cpu_info(cpuinfo: str | None = None) -> CpuInfo:
+    """The CPU a figure is measured on, from /proc/cpuinfo (x86 "flags", ARM "Features"; "unknown" where it
+    cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or "unknown CPU"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return CpuInfo(name, fields.get("cpu family", ""), fields.get("model", ""),
+                   tuple(f for f in CPU_FEATURES if f in flags), os.cpu_count() or 1)
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """'AMD EPYC (family 25 model 17; avx2 avx512f avx512_vnni), 2 CPUs': what every benchmark figure names."""
+    cpu = cpu_info(cpuinfo)
+    details = [f"family {cpu.family} model {cpu.model}"] if cpu.family else []
+    details.append(" ".join(cpu.features) or "none of the INT8 extensions listed")
+    return f"{cpu.name} ({'; '.join(details)}), {cpu.cpus} CPUs"

@@ -50,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from edge.core.devices import cpu_description  # noqa: E402
 from edge.live.motion import MotionDetector, MotionOptions  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("make_still_clip", REPO / "scripts" / "data" / "make_still_clip.py")
@@ -388,13 +389,8 @@ def write_picture(path: Path, frame_index: int = 200) -> None:
 
 
 def cpu_line() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
-    flags = set(fields.get("flags", "").split())
-    simd = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "neon", "asimd") if f in flags) or "none listed"
-    return (f"CPU: {fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')}), {os.cpu_count()} logical CPUs, {simd}; OpenCV {cv2.__version__}, "
-            f"cv2.setNumThreads(1); load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return (f"CPU: {cpu_description()}; OpenCV {cv2.__version__}, cv2.setNumThreads(1); "
+            f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -112,19 +111,11 @@ def measure(flags: list[str], mode: str = "child") -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    flags = fields.get("flags", "").split()
-    extras = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-    name, family, model = fields.get("model name", "?"), fields.get("cpu family", "?"), fields.get("model", "?")
-    return f"{name} (family {family} model {model}; {' '.join(extras)}), {os.cpu_count()} CPUs"
+    """The CPU every figure is measured on (edge.core.devices.cpu_description; scripts in this folder import it)."""
+    sys.path.insert(0, str(ROOT))
+    from edge.core.devices import cpu_description
+
+    return cpu_description()
 
 
 def stage(result: dict, name: str, key: str = "p50_ms") -> float:
