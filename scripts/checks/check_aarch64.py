@@ -24,6 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FP32_LIMIT = 1e-3  # largest |p(aarch64) - p(x86_64)| accepted for the FP32 model on the same pixels
+NEAR_TIE = 0.05
+"""A top-1 that differs end to end fails the check unless x86_64 itself put aarch64's top-1 within this of its
+own: OpenCV's resize rounds a few pixel values one level differently on each instruction set (x86_64's
+AVX2 and AVX-512 paths differ too), and a photo whose two best classes are that close can flip on it."""
 DEMO_FRAMES = 30
 MODELS = ("fp32", "int8")
 
@@ -156,14 +160,17 @@ def classify_table(x86: Side, arms: list[Side], model: str) -> Check:
         cells = [f"{rows[s.name][photo]['top'][0]['label']} {rows[s.name][photo]['top'][0]['score']:.3f}"
                  for s in sides]
         lines.append((f"  {photo:18s}" + "".join(c.ljust(width) for c in cells)).rstrip())
-    ok = True
+    ok, host = True, probabilities(rows[x86.name])
     for arm in arms:
-        same = sum(rows[arm.name][p]["top"][0]["index"] == rows[x86.name][p]["top"][0]["index"] for p in photos)
-        diff, where = max_diff(probabilities(rows[arm.name]), probabilities(rows[x86.name]))
-        lines.append(f"  {arm.name}: top-1 as on x86_64 on {same}/{len(photos)}"
-                     f"{'' if same == len(photos) else ' (DIFFERS)'}; "
+        top = {p: rows[arm.name][p]["top"][0]["index"] for p in photos}
+        differ = [p for p in photos if top[p] != rows[x86.name][p]["top"][0]["index"]]
+        margins = {p: max(host[p]) - host[p][top[p]] for p in differ}  # x86_64's own lead over aarch64's top-1
+        ties = [f"{p}: a near tie on x86_64 too, margin {margins[p]:.3f}" for p in differ if margins[p] < NEAR_TIE]
+        verdict = "" if not differ else f" ({'; '.join(ties)})" if len(ties) == len(differ) else " (DIFFERS)"
+        diff, where = max_diff(probabilities(rows[arm.name]), host)
+        lines.append(f"  {arm.name}: top-1 as on x86_64 on {len(photos) - len(differ)}/{len(photos)}{verdict}; "
                      f"max |p(aarch64) - p(x86_64)| end to end {diff:.1e} ({where})")
-        ok &= same == len(photos)
+        ok &= len(ties) == len(differ)
     return Check(ok, lines)
 
 
