@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FP32_LIMIT = 1e-3  # largest |p(aarch64) - p(x86_64)| accepted for the FP32 model on the same pixels
 NEAR_TIE = 0.05
 """A top-1 that differs end to end fails the check unless x86_64 itself put aarch64's top-1 within this of its
-own: OpenCV's resize rounds a few pixel values one level differently on each instruction set (x86_64's
-AVX2 and AVX-512 paths differ too), and a photo whose two best classes are that close can flip on it."""
+own: OpenCV's resize rounds some pixel values one level differently on aarch64 (docs/deployment.md), and a
+photo whose two best classes are that close can flip on it."""
 DEMO_FRAMES = 30
 MODELS = ("fp32", "int8")
 
