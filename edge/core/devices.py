@@ -139,6 +139,7 @@ class CpuInfo:
     features: tuple[str, ...]
     """Those of CPU_FEATURES this CPU has, in that order."""
     cpus: int
+    """Logical CPUs of the machine this runs on (os.cpu_count)."""
 
 
 def cpu_info(cpuinfo: str | None = None) -> CpuInfo:
