@@ -32,7 +32,9 @@ or bmp, any size, colour or grayscale. Unreadable files are skipped with one war
 
 How it trains (fast on a CPU): the frozen first blocks run once over every image (and its mirror image);
 stage 1 fits a new classifier on the network's features; stage 2 fine-tunes the last blocks on the
-cached activations. The best epoch on the validation images is kept.
+cached activations. The best epoch on the validation images is kept. On ~200 photos the whole run,
+both reports included, took 54-56 s on 2 cores of an AMD Zen 4 and 69-75 s on a Zen 3, as its summary
+counts them (docs/training.md).
 
 What it writes to OUT:
   model.onnx        the deliverable: INT8 when the gate keeps it (below), else FP32
@@ -156,8 +158,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "Each image costs 55 corruptions of the full photo and 112 inferences: about 7 s "
                              "CPU for a 1920x1080 photo at 224 px on an AMD EPYC Zen 2, more for larger photos, "
                              "about 1.4 s a photo on ~200 mixed photos on a Zen 5; one condition runs per core at "
-                             "once, so the default 8 of ~200 mixed photos took 18 s wall on 2 Zen 3 cores "
-                             "(docs/training.md); the default keeps the run quick, 32 or more narrow the interval; "
+                             "once, so the default 8 of ~200 mixed photos took 18 s wall on 2 Zen 3 cores, "
+                             "11 s on 2 Zen 4 (docs/training.md); the default keeps the run quick, 32 or more "
+                             "narrow the interval; "
                              "0 = skip (default: %(default)s)")
     unknown = parser.add_argument_group("what the model was not taught")
     unknown.add_argument("--unknown-kept", type=float, default=UNKNOWN_KEPT, metavar="SHARE",
@@ -173,7 +176,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="validation images on which the FP32 network is attacked with FGSM and PGD (changes of "
                             "at most 1, 2, 4 grey levels per pixel) to show how brittle it is: report/adversarial.png "
                             "and metrics.json; each image costs about 35 forward and backward passes of the FP32 "
-                            "network, about 0.8 s on a Zen 5 (2 cores): the default keeps the run quick, 64 give "
+                            "network, about 0.8 s on a Zen 5 (2 cores; the default 8 took 5 s on a Zen 4): the "
+                            "default keeps the run quick, 64 give "
                             "intervals half as wide; 0 = no attack (default: %(default)s; docs/robustness.md)")
     parser.add_argument("--quiet", "-q", dest="progress", action="store_false", help="no progress bars")
 
