@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What decoding an MJPEG camera's 1080p frame costs at full, half and quarter size, and what `fit` costs after.
 
-    python scripts/bench/bench_decode.py [PHOTO] [--size 1920x1080] [--quality 85] [--runs 100]
+    python scripts/bench/bench_decode.py [PHOTO ...] [--size 1920x1080] [--quality 85] [--runs 100] [--labels]
 
 A frame (PHOTO scaled to cover --size, else the bench's sample photo) is JPEG-encoded once, as a camera would
 send it; then, with OpenCV on one thread and time.thread_time (CPU time, steady on a busy machine), medians of
@@ -11,6 +11,10 @@ send it; then, with OpenCV on one thread and time.thread_time (CPU time, steady 
   IMREAD_REDUCED_COLOR_4 (libjpeg's DCT scaling: the decoder never makes the full-size pixels);
 - `Fitter.fit` of each decoded frame to the default model's input;
 - how far each fitted input is from INTER_AREA on the full-size decode's crop (mean abs difference, 0-255).
+
+Times and differences are on the first photo. With --labels, every photo's frame also goes through the embedded
+default model: its top-1 on each decode's fitted input against its top-1 on INTER_AREA's input from the full
+decode, beside the baseline of docs/preprocess.md (INTER_AREA on the crop moved by one pixel).
 
 Not used by `edgerec run` (its frames come from cv2.VideoCapture, decoded at full size): this prices the idea.
 """
@@ -34,7 +38,7 @@ from bench_watch import cpu_model  # noqa: E402
 
 from edge.app.bench import sample_frame  # noqa: E402
 from edge.core.model import Model  # noqa: E402
-from edge.core.preprocess import Fitter, Geometry, plan  # noqa: E402
+from edge.core.preprocess import Fitter, Geometry, fit, plan  # noqa: E402
 
 MODES = {"full (IMREAD_COLOR)": cv2.IMREAD_COLOR, "1/2 (IMREAD_REDUCED_COLOR_2)": cv2.IMREAD_REDUCED_COLOR_2,
          "1/4 (IMREAD_REDUCED_COLOR_4)": cv2.IMREAD_REDUCED_COLOR_4}
@@ -51,9 +55,11 @@ def medians(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, floa
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
-def area_reference(frame: np.ndarray, geometry: Geometry) -> np.ndarray:
+def area_reference(frame: np.ndarray, geometry: Geometry, shift: int = 0) -> np.ndarray:
+    """INTER_AREA on fit's crop of `frame`, moved `shift` pixels right and down."""
     box = plan(frame.shape[0], frame.shape[1], geometry)
-    crop = frame[box.top : box.top + box.height, box.left : box.left + box.width]
+    top, left = box.top + shift, box.left + shift
+    crop = frame[top : top + box.height, left : left + box.width]
     return cv2.resize(crop, (geometry.width, geometry.height), interpolation=cv2.INTER_AREA)
 
 
@@ -78,6 +84,34 @@ def report(frame: np.ndarray, quality: int, runs: int, geometry: Geometry) -> li
             f"input {geometry.width}x{geometry.height}, crop {geometry.crop}:", "", *lines]
 
 
+def label_table(frames: list[np.ndarray], quality: int, model: Model) -> list[str]:
+    """Top-1 on each decode's input against top-1 on INTER_AREA's input from the full decode, over the frames."""
+    geometry = model.geometry
+    inputs: dict[str, list[np.ndarray]] = {name: [] for name in MODES}
+    inputs["INTER_AREA, crop moved 1 px (baseline)"] = []
+    references = []
+    for frame in frames:
+        jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+        full = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        references.append(area_reference(full, geometry))
+        inputs["INTER_AREA, crop moved 1 px (baseline)"].append(area_reference(full, geometry, shift=1))
+        for name, flag in MODES.items():
+            inputs[name].append(fit(cv2.imdecode(jpeg, flag), geometry))
+    reference = model.infer(np.stack(references))
+    confident = reference.max(axis=1) >= 0.5
+    lines = ["", f"default model ({model.info.precision}) on {len(frames)} frames; confident = INTER_AREA's top-1 "
+             "probability >= 0.5", "",
+             "| input | top-1 same as INTER_AREA | of them confident | max abs prob diff: median, max |",
+             "|---|---|---|---|"]
+    for name, images in inputs.items():
+        probs = model.infer(np.stack(images))
+        same = probs.argmax(axis=1) == reference.argmax(axis=1)
+        change = np.abs(probs - reference).max(axis=1)
+        lines.append(f"| {name} | {same.sum()}/{len(frames)} | {same[confident].sum()}/{confident.sum()} "
+                     f"| {np.median(change):.3f}, {change.max():.3f} |")
+    return lines
+
+
 def parse_size(text: str) -> tuple[int, int]:
     width, height = (int(v) for v in text.split("x"))
     return width, height
@@ -85,17 +119,23 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("photo", nargs="?", type=Path, help="a photo to make the frame from (default: the sample)")
+    parser.add_argument("photos", nargs="*", type=Path,
+                        help="photos to make the frames from (default: the bench's sample photo)")
     parser.add_argument("--size", type=parse_size, default=(1920, 1080), help="frame WIDTHxHEIGHT")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality the camera uses (1-100)")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per variant")
+    parser.add_argument("--labels", action="store_true",
+                        help="also compare the default model's top-1 on each decode with INTER_AREA's, every photo")
     args = parser.parse_args()
     if not 1 <= args.quality <= 100:
         parser.error(f"--quality must be 1-100, got {args.quality}")
     cv2.setNumThreads(1)
     width, height = args.size
-    frame = cover(read_image(args.photo), width, height) if args.photo else sample_frame(height, width)
-    print("\n".join(report(frame, args.quality, args.runs, Model.load(None, "cpu", 1).geometry)))
+    frames = [cover(read_image(path), width, height) for path in args.photos] or [sample_frame(height, width)]
+    model = Model.load(None, "cpu", 1)
+    print("\n".join(report(frames[0], args.quality, args.runs, model.geometry)))
+    if args.labels:
+        print("\n".join(label_table(frames, args.quality, model)))
 
 
 if __name__ == "__main__":
