@@ -375,10 +375,13 @@ class Run:
         """uint8 [N, H, W, 3] fitted images of `samples`, as `load_images`: those the cache stage kept, the rest
         decoded again."""
         images = np.empty((len(samples), geometry.height, geometry.width, 3), np.uint8)
-        missing = [i for i, sample in enumerate(samples) if sample.path not in self.kept]
+        missing = []
         for i, sample in enumerate(samples):
-            if sample.path in self.kept:
-                images[i] = self.kept[sample.path]
+            kept = self.kept.get(sample.path)
+            if kept is None:
+                missing.append(i)
+            else:
+                images[i] = kept
         if missing:
             images[missing] = load_images([samples[i] for i in missing], geometry, workers=self.o.workers)
         return images

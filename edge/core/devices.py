@@ -110,10 +110,7 @@ def physical_cores(cpuinfo: str | None = None) -> int:
     ids, and have no hyper-threads) or cannot be read, the number of CPUs this process may run on.
     """
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+        cpuinfo = _read_cpuinfo()
     cores = set()
     for block in cpuinfo.split("\n\n"):
         fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
@@ -146,10 +143,7 @@ def cpu_info(cpuinfo: str | None = None) -> CpuInfo:
     """The CPU a figure is measured on, from /proc/cpuinfo (x86 "flags", ARM "Features"; "unknown" where it
     cannot be read)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+        cpuinfo = _read_cpuinfo()
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
@@ -167,3 +161,11 @@ def cpu_description(cpuinfo: str | None = None) -> str:
     details = [f"family {cpu.family} model {cpu.model}"] if cpu.family else []
     details.append(" ".join(cpu.features) or "none of the INT8 extensions listed")
     return f"{cpu.name} ({'; '.join(details)}), {cpu.cpus} CPUs"
+
+
+def _read_cpuinfo() -> str:
+    """/proc/cpuinfo, or "" where there is none (not Linux) or it cannot be read."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""

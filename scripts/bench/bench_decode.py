@@ -33,12 +33,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_preprocess import cover, read_image  # noqa: E402
+from bench_preprocess import area, cover, on_crop, parse_size, read_image  # noqa: E402
 from bench_watch import cpu_model  # noqa: E402
 
 from edge.app.bench import sample_frame  # noqa: E402
 from edge.core.model import Model  # noqa: E402
-from edge.core.preprocess import Fitter, Geometry, fit, plan  # noqa: E402
+from edge.core.preprocess import Fitter, Geometry, fit  # noqa: E402
 
 MODES = {"full (IMREAD_COLOR)": cv2.IMREAD_COLOR, "1/2 (IMREAD_REDUCED_COLOR_2)": cv2.IMREAD_REDUCED_COLOR_2,
          "1/4 (IMREAD_REDUCED_COLOR_4)": cv2.IMREAD_REDUCED_COLOR_4}
@@ -57,10 +57,7 @@ def medians(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, floa
 
 def area_reference(frame: np.ndarray, geometry: Geometry, shift: int = 0) -> np.ndarray:
     """INTER_AREA on fit's crop of `frame`, moved `shift` pixels right and down."""
-    box = plan(frame.shape[0], frame.shape[1], geometry)
-    top, left = box.top + shift, box.left + shift
-    crop = frame[top : top + box.height, left : left + box.width]
-    return cv2.resize(crop, (geometry.width, geometry.height), interpolation=cv2.INTER_AREA)
+    return on_crop(area, frame, geometry, shift)
 
 
 def report(frame: np.ndarray, quality: int, runs: int, geometry: Geometry) -> list[str]:
@@ -110,11 +107,6 @@ def label_table(frames: list[np.ndarray], quality: int, model: Model) -> list[st
         lines.append(f"| {name} | {same.sum()}/{len(frames)} | {same[confident].sum()}/{confident.sum()} "
                      f"| {np.median(change):.3f}, {change.max():.3f} |")
     return lines
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, height = (int(v) for v in text.split("x"))
-    return width, height
 
 
 def main() -> None:

@@ -228,10 +228,10 @@ def print_label_table(photos: list[Path], sizes: list[tuple[int, int]]) -> None:
     geometry = model.geometry
     candidates = [
         ("edge.core.preprocess.fit", lambda frame: fit(frame, geometry)),
-        ("cv2 INTER_LINEAR", lambda frame: _on_crop(linear, frame, geometry, shift=0)),
-        ("LINEAR to 2x + 2x2 box", lambda frame: _on_crop(linear_2x_then_box, frame, geometry, shift=0)),
-        ("2x2 box to nearest 2^k + LINEAR", lambda frame: _on_crop(box_then_linear, frame, geometry, shift=0)),
-        ("INTER_AREA, crop moved 1 px (baseline)", lambda frame: _on_crop(area, frame, geometry, shift=1)),
+        ("cv2 INTER_LINEAR", lambda frame: on_crop(linear, frame, geometry, shift=0)),
+        ("LINEAR to 2x + 2x2 box", lambda frame: on_crop(linear_2x_then_box, frame, geometry, shift=0)),
+        ("2x2 box to nearest 2^k + LINEAR", lambda frame: on_crop(box_then_linear, frame, geometry, shift=0)),
+        ("INTER_AREA, crop moved 1 px (baseline)", lambda frame: on_crop(area, frame, geometry, shift=1)),
     ]
     print(f"\ndefault model ({model.info.arch}, {model.info.precision}, {model.provider}), net {geometry}")
     print("confident = INTER_AREA's top-1 probability >= 0.5\n")
@@ -239,7 +239,7 @@ def print_label_table(photos: list[Path], sizes: list[tuple[int, int]]) -> None:
     print("|---|---|---|---|---|")
     for width, height in sizes:
         frames = source_frames(photos, width, height)
-        reference = model.infer(np.stack([_on_crop(area, frame, geometry, shift=0) for frame in frames]))
+        reference = model.infer(np.stack([on_crop(area, frame, geometry, shift=0) for frame in frames]))
         confident = reference.max(axis=1) >= 0.5
         for name, prepare in candidates:
             probs = model.infer(np.stack([prepare(frame) for frame in frames]))
@@ -251,7 +251,7 @@ def print_label_table(photos: list[Path], sizes: list[tuple[int, int]]) -> None:
             )
 
 
-def _on_crop(resize: Callable, frame: np.ndarray, geometry: Geometry, shift: int) -> np.ndarray:
+def on_crop(resize: Callable, frame: np.ndarray, geometry: Geometry, shift: int) -> np.ndarray:
     """`resize` on fit's crop of `frame`, moved `shift` pixels right and down."""
     box = plan(frame.shape[0], frame.shape[1], geometry)
     top, left = box.top + shift, box.left + shift
@@ -276,14 +276,22 @@ def main() -> None:
         print_label_table(args.photos, args.sizes)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """"1920x1080" -> (1920, 1080); the bench scripts' WIDTHxHEIGHT arguments."""
+    try:
+        width, height = (int(v) for v in text.split("x"))
+    except ValueError:
+        width = height = 0
+    if min(width, height) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
+    return width, height
+
+
 def _sizes(text: str) -> list[tuple[int, int]]:
     try:
-        sizes = [tuple(int(v) for v in size.split("x")) for size in text.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(len(size) != 2 or min(size) < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {text!r}")
-    return sizes  # type: ignore[return-value]
+        return [parse_size(size) for size in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {text!r}") from None
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_preprocess import parse_size  # noqa: E402
 from bench_watch import cpu_model  # noqa: E402
 
 from edge.app.bench import sample_frame  # noqa: E402
@@ -56,11 +57,6 @@ def timings(runs: int, frame: np.ndarray, model: Model) -> dict[str, float]:
             fitter.fit(frame, out)
             samples[name].append((time.perf_counter() - start) * 1000)
     return {name: float(np.median(values)) for name, values in samples.items()}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, height = (int(v) for v in text.split("x"))
-    return width, height
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
