@@ -90,3 +90,16 @@ def test_stats_change_at_most_twice_a_second_and_the_label_at_once():
     assert (first[:60] != soon[:60]).any()  # the new label shows on the next frame
     assert np.array_equal(first[-40:], soon[-40:])  # the figures hold still, so they can be read
     assert (soon[-40:] != later[-40:]).any()  # and are refreshed after STATS_REFRESH_S
+
+
+@pytest.mark.parametrize(("index", "level"), [(0, 255), (-1, 170)])
+def test_a_region_is_outlined_just_inside_its_box_white_or_grey_when_unknown(index, level):
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    region = Result(7, 0.0, "tabby cat", index, 0.62, PROBS, True, True, 23.4, 29.97, region="door",
+                    box=(0.25, 0.25, 0.5, 0.5))
+    Overlay(LABELS, OverlayOptions(stats=False)).draw(frame, FrameResult("camera", 7, 0.0, 29.97, (region,)))
+    thick = 3  # 2 x the 1080p scale of 1.5
+    assert (frame[400:810, 480:480 + thick] == level).all()  # left side below the tag, which darkens it
+    assert (frame[270:810, 1440 - thick:1440] == level).all() and (frame[810 - thick:810, 480:1440] == level).all()
+    assert not frame[269].any() and not frame[810].any() and not frame[:, 479].any() and not frame[:, 1440].any()
+    assert not frame[270 + thick:810 - thick, 480 + thick:1440 - thick][100:].any()  # the inside, under the tag

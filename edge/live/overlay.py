@@ -25,6 +25,7 @@ from edge.live.regions import pixel_rect
 from edge.live.result import FrameResult, Result
 
 WHITE, GREY, BAR, MOTION = (255, 255, 255), (170, 170, 170), (40, 125, 40), (0, 200, 255)
+KNOWN_LEVEL, UNKNOWN_LEVEL = 255, 170  # a region's outline: white, or grey where the label is unknown
 FONT, LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
 DARKEN = 0.3  # box pixels keep this fraction of their brightness
 STATS_REFRESH_S = 0.5  # the fps / latency figures change at most this often
@@ -83,9 +84,7 @@ class Overlay:
 
     def _draw_region(self, frame: np.ndarray, region: Result, height: int, width: int, scale: float) -> None:
         rows, cols = pixel_rect(region.box, height, width)
-        colour = WHITE if region.index >= 0 else GREY
-        thick = max(1, round(2 * scale))
-        cv2.rectangle(frame, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), colour, thick)
+        _outline(frame, rows, cols, KNOWN_LEVEL if region.index >= 0 else UNKNOWN_LEVEL, max(1, round(2 * scale)))
         tag = self._label_box(region, height, width, scale * 0.7, f"{region.region}: ")
         box = _Box(rows.start, tag.patch)
         _stamp(frame, box, cols.start)
@@ -168,6 +167,15 @@ def _stamp(frame: np.ndarray, box: _Box, x: int = 0) -> None:
     if roi.size:
         top = max(0, -box.y)  # rows of the patch above the frame
         cv2.addWeighted(roi, DARKEN, box.patch[top : top + roi.shape[0], : roi.shape[1]], 1.0, 0.0, dst=roi)
+
+
+def _outline(frame: np.ndarray, rows: slice, cols: slice, level: int, thick: int) -> None:
+    """A grey-level outline `thick` pixels wide just inside the box: four strips, each filled with one `fill`
+    (a third of what `cv2.rectangle` with a thickness takes: it fills rounded polygons)."""
+    top, bottom, left, right = rows.start, rows.stop, cols.start, cols.stop
+    for strip in (frame[top : top + thick, left:right], frame[max(top, bottom - thick) : bottom, left:right],
+                  frame[top:bottom, left : left + thick], frame[top:bottom, max(left, right - thick) : right]):
+        strip.fill(level)
 
 
 def _darken(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
