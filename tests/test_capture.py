@@ -1,3 +1,5 @@
+import functools
+import http.server
 import threading
 import time
 from pathlib import Path
@@ -289,3 +291,64 @@ def test_a_live_source_survives_whatever_its_driver_raises():
     assert all(f is not None for f in frames)
     assert [f.index for f in frames] == sorted({f.index for f in frames})
     assert camera.opens >= 3 and status.reconnects >= 2
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_decode_scale_hands_over_a_mjpeg_streams_frames_decoded_at_a_fraction_of_their_size(scale):
+    photo = cv2.resize(cv2.imread(str(Path(__file__).parent / "data" / "photos" / "chelsea.jpg")), (640, 480))
+    camera = MjpegServer(fps=30, images=[photo]).start()
+    source = open_source(stream_options(camera.url, decode_scale=scale))
+    try:
+        frame = source.read(timeout=5.0)
+    finally:
+        source.close()
+        camera.stop()
+    assert frame is not None and frame.image.shape == (480 // scale, 640 // scale, 3)
+    full = cv2.imdecode(np.frombuffer(cv2.imencode(".jpg", photo)[1], np.uint8), cv2.IMREAD_COLOR)
+    area = cv2.resize(full, (640 // scale, 480 // scale), interpolation=cv2.INTER_AREA)
+    assert np.abs(frame.image.astype(np.int16) - area).mean() < 4  # the same picture, smaller
+
+
+def test_decode_scale_skips_a_damaged_jpeg_and_keeps_streaming():
+    camera = MjpegServer(fps=50)
+    camera._jpegs[1] = b"\xff\xd8 not a picture \xff\xd9"  # every second frame of the rotation is damaged
+    camera._jpegs = camera._jpegs[:2]
+    camera.start()
+    source = open_source(stream_options(camera.url, decode_scale=2))
+    try:
+        frames = [source.read(timeout=5.0) for _ in range(10)]
+        status = source.status()
+    finally:
+        source.close()
+        camera.stop()
+    assert all(f is not None and f.image.shape == (60, 80, 3) for f in frames)
+    assert status.state == "streaming" and status.reconnects == 0
+
+
+def test_decode_scale_on_a_stream_that_is_not_mjpeg_is_a_clear_error_and_retried(tmp_path):
+    write_video(tmp_path / "clip.avi", LEVELS)  # MPEG-4 part 2, served over HTTP
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+    source = open_source(stream_options(url, decode_scale=2))
+    try:
+        wait_for(lambda: source.status().state == "reconnecting")
+        error = source.status().error
+    finally:
+        source.close()
+        server.shutdown()
+        server.server_close()
+    assert f"stream {url} sends " in error and "not MJPEG frames" in error and "set decode_scale = 1" in error
+
+
+@pytest.mark.parametrize(("uri", "kw", "message"), [
+    ("clip.mp4", {}, "must be 1 for source 'clip.mp4': above 1 it applies to V4L2 cameras and network streams"),
+    ("demo", {}, "must be 1 for source 'demo'"),
+    ("0", {"mjpg": False}, "must be 1 while mjpg is off"),
+    ("http://cam/video.mjpg", {"decode_scale": 3}, "decode_scale 3 is not one of 1, 2, 4, 8"),
+])  # fmt: skip
+def test_decode_scale_where_it_cannot_apply_is_a_clear_error(uri, kw, message):
+    with pytest.raises(EdgerecError, match=message.replace("(", r"\(")):
+        SourceOptions(uri, **{"decode_scale": 2, **kw})

@@ -50,8 +50,8 @@ def test_a_typo_is_one_line_naming_the_key_and_the_valid_keys(tmp_path):
 
 @pytest.mark.parametrize("text,message", [
     ("[source]\nfps = -3", "source.fps: must be > 0, got -3"),
-    ("[source]\nfsp = 3", "unknown key 'source.fsp' (valid keys in [source]: uri, width, height, fps, mjpg, paced, "
-                          "loop, read_timeout, open_timeout)"),
+    ("[source]\nfsp = 3", "unknown key 'source.fsp' (valid keys in [source]: uri, width, height, fps, mjpg, "
+                          "decode_scale, paced, loop, read_timeout, open_timeout)"),
     ("[source]\nread_timeout = inf", "source.read_timeout: must be a finite number, got inf"),
     ("[source]\nwidth = 1280.5", "source.width: must be an integer, got 1280.5"),
     ('[source]\nloop = "yes"', 'source.loop: must be true or false, got "yes"'),

@@ -24,14 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edge.core.devices import DEVICES, parse_device
 from edge.core.model import MAX_THREADS
 from edge.errors import EdgerecError
 from edge.learn.review import ReviewOptions
 from edge.live.camera import CameraOptions
-from edge.live.capture import SourceOptions
+from edge.live.capture import SourceOptions, decode_scale_problem
 from edge.live.motion import MotionOptions
 from edge.live.overlay import OverlayOptions
 from edge.live.regions import KEEPALIVE_S, TRIGGERS, RegionOptions, TriggerOptions, box_problem, name_problem
@@ -91,6 +91,9 @@ class SourceSection(Section):
                               "playback rate; unset: the source's own", examples=[15])
     mjpg: bool = Field(_SOURCE.mjpg, description="V4L2 camera: ask for MJPG, which gives USB cameras their "
                        "full frame rate at high resolutions")
+    decode_scale: typing.Literal[1, 2, 4, 8] = Field(_SOURCE.decode_scale, description="V4L2 camera (MJPG) or network "
+                                              "stream sending MJPEG: decode each frame at 1/2, 1/4 or 1/8 of its "
+                                              "width and height, for less CPU; every sink gets the smaller frames")
     paced: bool = Field(_SOURCE.paced, description="video file or folder: play at its frame rate; false: as "
                         "fast as possible (batch work)")
     loop: bool = Field(_SOURCE.loop, description="video file or folder: start again at the end")
@@ -103,6 +106,14 @@ class SourceSection(Section):
     @classmethod
     def _camera_number(cls, value: object) -> object:
         return str(value) if type(value) is int and value >= 0 else value  # uri = 0 means camera 0
+
+    @field_validator("decode_scale")
+    @classmethod
+    def _mjpeg_source(cls, value: int, info: ValidationInfo) -> int:
+        problem = decode_scale_problem(info.data.get("uri", "0"), info.data.get("mjpg", True), value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class ModelSection(Section):
@@ -583,8 +594,8 @@ def run_options(config: Config) -> RunOptions:
 
 def source_options(source: SourceSection) -> SourceOptions:
     return SourceOptions(source.uri, width=source.width, height=source.height, fps=source.fps, mjpg=source.mjpg,
-                         paced=source.paced, loop=source.loop, open_timeout=source.open_timeout,
-                         read_timeout=source.read_timeout)
+                         decode_scale=source.decode_scale, paced=source.paced, loop=source.loop,
+                         open_timeout=source.open_timeout, read_timeout=source.read_timeout)
 
 
 def region_options(region: RegionSection, config: Config) -> RegionOptions:

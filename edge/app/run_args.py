@@ -34,7 +34,7 @@ from edge.web.options import TOKEN_ENV
 LOG = logging.getLogger("edgerec.run")
 FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "source": "source.uri", "width": "source.width", "height": "source.height", "fps": "source.fps",
-    "mjpg": "source.mjpg", "paced": "source.paced", "loop": "source.loop",
+    "mjpg": "source.mjpg", "decode_scale": "source.decode_scale", "paced": "source.paced", "loop": "source.loop",
     "read_timeout": "source.read_timeout", "open_timeout": "source.open_timeout",
     "model": "model.path", "device": "model.device", "threads": "model.threads", "spinning": "model.spinning",
     "infer_fps": "recognition.infer_fps", "trigger": "recognition.trigger", "interval": "recognition.interval",
@@ -189,6 +189,12 @@ def add_source_arguments(parser: argparse.ArgumentParser, required: bool = False
                         help="camera: requested frame rate; video file or folder: playback rate")
     source.add_argument("--no-mjpg", dest="mjpg", action="store_false", default=None,
                         help="V4L2 camera: do not ask for MJPG (the default asks: full frame rate over USB 2)")
+    source.add_argument("--decode-scale", type=int, choices=(1, 2, 4, 8), metavar="N",
+                        help="V4L2 camera (MJPG) or network stream sending MJPEG: decode each frame at 1/N of its "
+                             "width and height (1, 2, 4 or 8; default 1), for a camera with more pixels than the "
+                             "model needs: a 1080p stream at N=2 took 14-22%% less CPU on a Zen 4 "
+                             "(docs/benchmarks.md); windows, recordings and the web page get the smaller frames "
+                             "too")
     source.add_argument("--loop", action="store_true", default=None,
                         help="video file or folder: start again at the end")
     source.add_argument("--as-fast-as-possible", dest="paced", action="store_false", default=None,

@@ -32,6 +32,10 @@ IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .png .bmp .webp .tif .tiff .ppm .pgm .pbm .pnm .jp2 .avif .gif".split()
 )
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+DECODE_SCALES = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}  # fmt: skip
+"""decode_scale -> the cv2.imdecode flag: libjpeg decodes 1/2, 1/4 or 1/8 of each side, skipping the work."""
+BAD_PACKETS = 3  # MJPEG packets in a row that do not decode before the stream counts as failed
 
 SOURCE_HELP = """\
 sources (--source):
@@ -77,8 +81,17 @@ class SourceOptions:
     """Live source: first wait before reconnecting, doubled after each failure."""
     backoff_max: float = 30.0
     """Live source: longest wait between reconnect attempts."""
+    decode_scale: int = 1
+    """V4L2 camera or network stream sending MJPEG: decode each JPEG at 1/2, 1/4 or 1/8 of its width and height
+    (libjpeg's reduced decoding: less CPU for a camera with more pixels than the model needs). Every sink gets
+    the smaller frames too. 1: full size, through OpenCV's own decoding."""
 
     def __post_init__(self) -> None:
+        if self.decode_scale not in DECODE_SCALES:
+            raise EdgerecError(f"source decode_scale {self.decode_scale} is not one of 1, 2, 4, 8")
+        problem = decode_scale_problem(self.uri, self.mjpg, self.decode_scale)
+        if problem:
+            raise EdgerecError(f"source decode_scale {self.decode_scale}: {problem}")
         for name in ("width", "height", "fps"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -167,6 +180,20 @@ def open_source(options: SourceOptions, on_state: StateCallback | None = None) -
         f"source {uri!r} is neither a camera index, /dev/videoN, an existing video file, image or folder, "
         "rtsp://, rtmp://, http(s)://, gst:PIPELINE, picamera2 nor demo"
     )
+
+
+def decode_scale_problem(uri: str, mjpg: bool, scale: int) -> str | None:
+    """What is wrong with decode_scale `scale` for source `uri` (None: nothing), said after the key: above 1 it
+    needs MJPEG frames, from a V4L2 camera asked for MJPG or from a network stream."""
+    if scale == 1:
+        return None
+    camera = uri.isdigit() or uri.startswith("/dev/video")
+    if not camera and not uri.lower().startswith(STREAM_SCHEMES):
+        return (f"must be 1 for source {uri!r}: above 1 it applies to V4L2 cameras and network streams sending "
+                "MJPEG only")
+    if camera and not mjpg:
+        return "must be 1 while mjpg is off: above 1 it scales the camera's MJPG frames"
+    return None
 
 
 def demo_clip() -> Path:
@@ -329,6 +356,43 @@ class _CvReader:
         self.capture.release()
 
 
+class _JpegReader(_CvReader):
+    """A capture that hands over each frame's JPEG bytes (raw mode), decoded here at a reduced size."""
+
+    def __init__(self, capture: cv2.VideoCapture, what: str, scale: int) -> None:
+        super().__init__(capture, what)
+        self.flags = DECODE_SCALES[scale]
+
+    def read(self, out: np.ndarray | None) -> np.ndarray | None:
+        """The next frame that decodes (cv2.imdecode cannot write into `out`: a new array each frame); None when
+        the capture fails or BAD_PACKETS packets in a row do not decode."""
+        for _ in range(BAD_PACKETS):
+            ok, packet = self.capture.read()
+            if not ok:
+                return None
+            image = cv2.imdecode(packet, self.flags) if packet.size else None
+            if image is not None:
+                return image
+        return None
+
+
+def _fourcc(capture: cv2.VideoCapture) -> str:
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    return "".join(chr((code >> shift) & 0xFF) for shift in (0, 8, 16, 24)).strip("\x00 ") or "unknown"
+
+
+def _jpeg_reader(capture: cv2.VideoCapture, what: str, options: SourceOptions, raw: tuple[int, float]) -> Reader:
+    """`capture` switched to raw frames (`raw`: the property and value that do it for its backend) and decoded
+    at `options.decode_scale`; an EdgerecError when it did not open or does not send MJPEG."""
+    if capture.isOpened():
+        fourcc = _fourcc(capture)
+        if fourcc != "MJPG" or not capture.set(*raw):
+            capture.release()
+            raise EdgerecError(f"{what} sends {fourcc}, not MJPEG frames OpenCV can hand over undecoded; "
+                               f"decode_scale {options.decode_scale} needs them (set decode_scale = 1)")
+    return _JpegReader(capture, what, options.decode_scale)
+
+
 def _open_camera(uri: str, options: SourceOptions) -> Reader:
     target: int | str = int(uri) if uri.isdigit() else uri
     api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
@@ -344,6 +408,8 @@ def _open_camera(uri: str, options: SourceOptions) -> Reader:
         ):
             if value:
                 capture.set(prop, value)
+    if options.decode_scale > 1:  # V4L2 hands over the JPEG bytes when it does not convert to BGR
+        return _jpeg_reader(capture, f"camera {uri}", options, (cv2.CAP_PROP_CONVERT_RGB, 0))
     return _CvReader(capture, f"camera {uri}")
 
 
@@ -352,7 +418,10 @@ def _open_stream(uri: str, options: SourceOptions) -> Reader:
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(options.open_timeout * 1000),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(options.read_timeout * 1000),
     ]  # fmt: skip
-    return _CvReader(cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params), f"stream {uri}")
+    capture = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+    if options.decode_scale > 1:  # FFmpeg hands over the packets undecoded in its raw mode
+        return _jpeg_reader(capture, f"stream {uri}", options, (cv2.CAP_PROP_FORMAT, -1))
+    return _CvReader(capture, f"stream {uri}")
 
 
 def _open_gstreamer(pipeline: str) -> Reader:
