@@ -112,3 +112,13 @@ def test_implementations_counts_differences_and_fp32_margins():
     assert "where int32 differs from FP32: median 0.050, largest 0.050" in line
     same = fidelity.implementations("y", {"int32": fp32.argmax(1), "exact": fp32.argmax(1)}, fp32)
     assert "on 0/4 photos" in same and "from FP32: none" in same
+
+
+def test_by_margin_counts_agreement_in_bands_of_fp32s_lead():
+    fp32 = np.array([[0.65, 0.35, 0.0], [0.1, 0.2, 0.7], [0.5, 0.47, 0.03], [0.9, 0.05, 0.05], [0.38, 0.3, 0.32]])
+    # margins 0.3, 0.5, 0.03, 0.85, 0.06; INT8 differs on the near tie (0.03) and on the 0.06 one
+    line = fidelity.by_margin("agreement", np.array([0, 2, 1, 0, 2]), fp32)
+    assert line == ("agreement by FP32's margin: 0-0.05 0/1, 0.05-0.1 0/1, 0.1-0.2 0/0, >= 0.2 3/3; "
+                    "FP32's top-1 probability where they differ: at most 0.500")
+    assert fidelity.by_margin("", fp32.argmax(1), fp32).startswith("by FP32's margin: 0-0.05 1/1")
+    assert fidelity.by_margin("", fp32.argmax(1), fp32).endswith(">= 0.2 3/3")

@@ -5,7 +5,8 @@ Each INT8 file is run three ways: *fused*, this CPU's ONNX Runtime kernels (defa
 x86 without VNNI their u8*s8 sums saturate); *int32*, the same kernels summing in 32 bits
 (training.gate.exact_session, what the training gate measures); and *exact*, graph optimisations off, so
 every QDQ pair runs as written in float. On VNNI x86 and ARM, fused is int32. Agreement comes with a
-Clopper-Pearson 95% interval.
+Clopper-Pearson 95% interval, and for the fused kernels also by how far FP32's top-1 led its second
+(MARGIN_BANDS): a near tie flips under any small change, a clear lead should not.
 
     python scripts/bench/int8_fidelity.py --fp32 build/qat/efficientnet_lite0_imagenet_fp32.onnx \\
         --labelled /tmp/imagenet-photos --photos /tmp/distill-photos/eval \\
@@ -31,6 +32,8 @@ from training.calibration import load_images, media_files
 from training.gate import exact_session
 
 MODES = ("fused", "int32", "exact")
+MARGIN_BANDS = (0.0, 0.05, 0.1, 0.2)
+"""Lower edges of the bands of FP32's margin (top-1 minus top-2 probability) agreement is also counted in."""
 
 
 SPEED_RUNS = 30  # one-image runs for the CPU-time column
@@ -123,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"FP32 {args.fp32}: top-1 {int((fp82.argmax(1) == truth).sum())}/{n} on {args.labelled}; "
           f"{m} unlabelled photos, {int(clear.sum())} of them clear (FP32 p >= 0.5)")
     for change, changed in nudged(photos).items():
-        same = int((probabilities(args.fp32, changed).argmax(1) == fpx.argmax(1)).sum())
-        print(f"FP32's own top-1 on the photos {change}: the same on {same}/{m} ({same / m:.1%})")
+        moved = probabilities(args.fp32, changed).argmax(1)
+        same = int((moved == fpx.argmax(1)).sum())
+        print(f"FP32's own top-1 on the photos {change}: the same on {same}/{m} ({same / m:.1%}); "
+              + by_margin("", moved, fpx))
     print(f"FP32 CPU ms (one thread, one image): {cpu_ms(args.fp32, photos[0]):.2f}")
     print("| file | mode | MB | CPU ms | top-1 | agreement (labelled) | agreement (photos), 95% CI | clear agreement |")
     print("|---|---|---|---|---|---|---|---|")
@@ -141,9 +146,26 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {int((q82.argmax(1) == truth).sum())}/{n} "
                   f"| {int((q82.argmax(1) == fp82.argmax(1)).sum())}/{n} | {int(same.sum())}/{m}, "
                   f"{same.mean():.1%} ({low:.1%}-{high:.1%}) | {int(same[clear].sum())}/{int(clear.sum())} |")
+        notes.append(f"{name} (fused) {by_margin('agreement', top1['fused'], fpx)}")
         notes.append(implementations(name, top1, fpx))
     print("\n".join(notes))
     return 0
+
+
+def by_margin(what: str, top1: np.ndarray, fp32: np.ndarray) -> str:
+    """`what` (agreement) of `top1` with FP32's in bands of FP32's margin, and FP32's top-1 probability where they
+    differ."""
+    ranked = np.sort(fp32, 1)
+    margin, same = ranked[:, -1] - ranked[:, -2], top1 == fp32.argmax(1)
+    edges = (*MARGIN_BANDS, math.inf)
+    bands = []
+    for low, high in zip(edges, edges[1:]):
+        inside = (margin >= low) & (margin < high)
+        where = f">= {low:g}" if high == math.inf else f"{low:g}-{high:g}"
+        bands.append(f"{where} {int(same[inside].sum())}/{int(inside.sum())}")
+    off = f"FP32's top-1 probability where they differ: at most {ranked[~same, -1].max():.3f}" if (~same).any() else ""
+    said = f"{what} by FP32's margin: {', '.join(bands)}".lstrip()
+    return said + (f"; {off}" if off else "")
 
 
 def implementations(name: str, top1: dict[str, np.ndarray], fp32: np.ndarray) -> str:
