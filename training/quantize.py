@@ -32,7 +32,8 @@ from training.export import write_with_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
            "entropy": CalibrationMethod.Entropy}
-FLOAT_PARTS = ("preprocess", "softmax", "stem", "classifier", "depthwise")
+FLOAT_PARTS = ("preprocess", "softmax", "stem", "classifier", "depthwise", "tail")
+TAIL_CONVS = 4  # "tail": the last four convolutions (EfficientNet-Lite's last block and its 1x1 head)
 CLEAR = 0.5  # an image is "clear" when FP32's top-1 probability is at least this
 
 WEIGHT_TYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
@@ -50,7 +51,7 @@ class QuantOptions:
     weights: str = "s8"  # s8 | u8 (u8 avoids the u8s8 saturation of AVX2-only x86 kernels, but is slow there)
     activations: str = "u8"  # u8 | s8 (s8 ran at FP32's speed on AVX2 x86: docs/quantization.md)
     reduce_range: bool = False  # 7-bit weights: less u8s8 saturation on AVX2 x86 (docs/quantization.md)
-    keep_float: tuple[str, ...] = ("preprocess", "softmax", "stem")  # also: classifier, depthwise
+    keep_float: tuple[str, ...] = ("preprocess", "softmax", "stem")  # also: classifier, depthwise, tail
     percentile: float = 99.999
 
 
@@ -128,6 +129,8 @@ def float_nodes(proto: onnx.ModelProto, parts: tuple[str, ...]) -> list[str]:
         chosen.add(convs[0].name)
     if "depthwise" in parts:
         chosen |= {n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)}
+    if "tail" in parts:
+        chosen |= {n.name for n in convs[-TAIL_CONVS:]}
     if "classifier" in parts:
         chosen |= {n.name for n in nodes if n.op_type in ("Gemm", "MatMul")}
     return sorted(chosen)
