@@ -68,6 +68,12 @@ def test_a_typo_is_one_line_naming_the_key_and_the_valid_keys(tmp_path):
                                   '"127.0.0.1:8080", got "0.0.0.0"'),
     ('[mqtt]\nport = "1883"', 'mqtt.port: must be an integer, got "1883"'),
     ("[mqtt]\npassword = 12345", "mqtt.password: must be a string in quotes, got (hidden)"),
+    ("[source]\ndecode_scale = 3", "source.decode_scale: must be one of 1, 2, 4, 8, got 3"),
+    ('[source]\nuri = "clip.mp4"\ndecode_scale = 2', "source.decode_scale: must be 1 for source 'clip.mp4': above 1 "
+                                                    "it applies to V4L2 cameras and network streams sending MJPEG "
+                                                    "only, got 2"),
+    ("[source]\nmjpg = false\ndecode_scale = 4", "source.decode_scale: must be 1 while mjpg is off: above 1 it "
+                                                  "scales the camera's MJPG frames, got 4"),
 ])  # fmt: skip
 def test_bad_values_name_the_key_path_and_what_is_valid(tmp_path, text, message):
     path = write(tmp_path, text + "\n")
@@ -166,6 +172,7 @@ def test_run_options_carry_every_setting(tmp_path):
     source = options.source
     assert (source.uri, source.width, source.height, source.fps, source.mjpg) == ("/dev/video2", 1280, 720, 30, False)
     assert source.read_timeout == 2.5 and source.open_timeout == 10.0 and source.paced and not source.loop
+    assert source.decode_scale == 1
     assert (options.model, options.device, options.threads, options.infer_fps) == ("m.onnx", "cpu", 2, 5)
     smoothing = options.smoothing
     assert (smoothing.alpha, smoothing.margin, smoothing.frames, smoothing.min_score) == (0.3, 0.2, 4, 0.4)
@@ -245,3 +252,13 @@ def test_run_with_a_config_plays_the_file_writes_events_and_tells_systemd(tmp_pa
             break
     assert messages[0] == "READY=1" and "WATCHDOG=1" in messages and messages[-1] == "STOPPING=1"
     assert config.read_text() == text  # read, never rewritten
+
+
+def test_a_reduced_decode_is_carried_and_said_by_check_config(tmp_path):
+    path = write(tmp_path, '[source]\nuri = "http://cam.local/video.mjpg"\nfps = 15\ndecode_scale = 2\n')
+    assert run_options(load_config(path)).source.decode_scale == 2
+    done = check(path)
+    assert done.returncode == 0
+    assert "source       http://cam.local/video.mjpg (15 fps, decoded at 1/2 size)" in done.stdout
+    cameras = write(tmp_path, '[[cameras]]\nname = "gate"\nsource = { uri = "0", decode_scale = 4 }\n', "cams.toml")
+    assert "camera       gate: 0 (decoded at 1/4 size); regions: whole frame" in check(cameras).stdout

@@ -651,7 +651,8 @@ def describe_config(config: Config) -> list[str]:
     source, model, recognition = config.source, config.model, config.recognition
     camera = ", ".join(part for part in (
         f"{source.width or '?'}x{source.height or '?'}" if source.width or source.height else "",
-        f"{source.fps:g} fps" if source.fps else "", "loop" if source.loop else "") if part)  # fmt: skip
+        f"{source.fps:g} fps" if source.fps else "", "loop" if source.loop else "",
+        decoded_at(source)) if part)  # fmt: skip
     outputs = [f"display {str(config.display.window).lower()}"]
     outputs += [f"{name} {value}" for name, value in (
         ("events", config.events.path), ("snapshots", config.snapshots.dir),
@@ -675,6 +676,10 @@ def describe_config(config: Config) -> list[str]:
     ]
 
 
+def decoded_at(source: SourceSection) -> str:
+    return f"decoded at 1/{source.decode_scale} size" if source.decode_scale > 1 else ""
+
+
 def describe_places(config: Config) -> list[str]:
     """One line per camera of [[cameras]] and per region: name, box, trigger."""
     recognition = config.recognition
@@ -685,8 +690,9 @@ def describe_places(config: Config) -> list[str]:
         when = trigger + (f" every {every:g} s" if every and trigger != "frame" else "")
         return f"{r.name} [{', '.join(f'{v:g}' for v in r.box)}] on {when}" + (f", model {r.model}" if r.model else "")
 
-    lines = [f"camera       {c.name}: {c.source.uri}; regions: {', '.join(map(region, c.regions)) or 'whole frame'}"
-             for c in config.cameras]  # fmt: skip
+    lines = [f"camera       {c.name}: {c.source.uri}" + (f" ({decoded_at(c.source)})" if c.source.decode_scale > 1
+                                                          else "")
+             + f"; regions: {', '.join(map(region, c.regions)) or 'whole frame'}" for c in config.cameras]
     lines += [f"region       {region(r)}" for r in config.regions]
     return lines
 
