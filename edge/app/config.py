@@ -677,6 +677,7 @@ def describe_config(config: Config) -> list[str]:
 
 
 def decoded_at(source: SourceSection) -> str:
+    """"decoded at 1/N size" for a source with decode_scale N > 1, else ""."""
     return f"decoded at 1/{source.decode_scale} size" if source.decode_scale > 1 else ""
 
 
@@ -690,9 +691,12 @@ def describe_places(config: Config) -> list[str]:
         when = trigger + (f" every {every:g} s" if every and trigger != "frame" else "")
         return f"{r.name} [{', '.join(f'{v:g}' for v in r.box)}] on {when}" + (f", model {r.model}" if r.model else "")
 
-    lines = [f"camera       {c.name}: {c.source.uri}" + (f" ({decoded_at(c.source)})" if c.source.decode_scale > 1
-                                                          else "")
-             + f"; regions: {', '.join(map(region, c.regions)) or 'whole frame'}" for c in config.cameras]
+    def camera(c: CameraSection) -> str:
+        decoded = decoded_at(c.source)
+        return (f"{c.name}: {c.source.uri}" + (f" ({decoded})" if decoded else "")
+                + f"; regions: {', '.join(map(region, c.regions)) or 'whole frame'}")
+
+    lines = [f"camera       {camera(c)}" for c in config.cameras]
     lines += [f"region       {region(r)}" for r in config.regions]
     return lines
 
