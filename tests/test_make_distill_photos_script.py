@@ -122,3 +122,13 @@ def test_by_margin_counts_agreement_in_bands_of_fp32s_lead():
                     "FP32's top-1 probability where they differ: at most 0.500")
     assert fidelity.by_margin("", fp32.argmax(1), fp32).startswith("by FP32's margin: 0-0.05 1/1")
     assert fidelity.by_margin("", fp32.argmax(1), fp32).endswith(">= 0.2 3/3")
+
+
+def test_margin_figure_draws_one_row_per_file_and_a_column_per_band():
+    fp32 = np.array([[0.65, 0.35, 0.0], [0.1, 0.2, 0.7], [0.5, 0.47, 0.03], [0.9, 0.05, 0.05]])
+    rows = {"int8": np.array([0, 2, 1, 0]), "FP32 moved": fp32.argmax(1)}
+    assert [same for _, same, _ in fidelity.margin_bands(rows["int8"], fp32)] == [0, 0, 0, 3]
+    image = fidelity.margin_figure(rows, fp32, ["title", "subtitle"])
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[1] > 5 * 96  # 4 bands + all
+    one = fidelity.margin_figure({"int8": rows["int8"]}, fp32, ["title", "subtitle"])
+    assert image.shape[0] - one.shape[0] == 30  # one more row of cells

@@ -25,9 +25,12 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from edge.core.devices import cpu_description
 from edge.core.metadata import INPUT_NAME, OUTPUT_NAME
 from edge.core.model import Model
 from edge.errors import EdgerecError
+from edge.tools.evaluate import write_png
+from edge.tools.figures import render_heatmap
 from training.calibration import load_images, media_files
 from training.gate import exact_session
 
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labelled", type=Path, required=True, help="photos in folders named after labels")
     parser.add_argument("--photos", type=Path, action="append", required=True,
                         help="unlabelled real photos (a folder or file; repeat for more)")
+    parser.add_argument("--figure", type=Path, metavar="PNG",
+                        help="also draw agreement by FP32's margin (each file's fused kernels, FP32's own nudges)")
     parser.add_argument("int8", nargs="+", metavar="NAME=FILE")
     args = parser.parse_args(argv)
     if any("=" not in a for a in args.int8):
@@ -125,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     n, m = len(truth), len(photos)
     print(f"FP32 {args.fp32}: top-1 {int((fp82.argmax(1) == truth).sum())}/{n} on {args.labelled}; "
           f"{m} unlabelled photos, {int(clear.sum())} of them clear (FP32 p >= 0.5)")
+    figure_rows = {}
     for change, changed in nudged(photos).items():
-        moved = probabilities(args.fp32, changed).argmax(1)
+        moved = figure_rows[f"FP32 {change}"] = probabilities(args.fp32, changed).argmax(1)
         same = int((moved == fpx.argmax(1)).sum())
         print(f"FP32's own top-1 on the photos {change}: the same on {same}/{m} ({same / m:.1%}); "
               + by_margin("", moved, fpx))
@@ -147,25 +153,49 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {int((q82.argmax(1) == fp82.argmax(1)).sum())}/{n} | {int(same.sum())}/{m}, "
                   f"{same.mean():.1%} ({low:.1%}-{high:.1%}) | {int(same[clear].sum())}/{int(clear.sum())} |")
         notes.append(f"{name} (fused) {by_margin('agreement', top1['fused'], fpx)}")
+        figure_rows[f"{name} (INT8, fused)"] = top1["fused"]
         notes.append(implementations(name, top1, fpx))
     print("\n".join(notes))
+    if args.figure:
+        title = [f"Top-1 agreement with FP32 ({args.fp32.name}) by FP32's margin (top-1 minus top-2)",
+                 f"{m} photos of {', '.join(str(p) for p in args.photos)}; CPU: {cpu_description()}"]
+        rows = {**{k: v for k, v in figure_rows.items() if not k.startswith("FP32")},
+                **{k: v for k, v in figure_rows.items() if k.startswith("FP32")}}
+        write_png(args.figure, margin_figure(rows, fpx, title))
+        print(f"figure: {args.figure}")
     return 0
 
 
-def by_margin(what: str, top1: np.ndarray, fp32: np.ndarray) -> str:
-    """`what` (agreement) of `top1` with FP32's in bands of FP32's margin, and FP32's top-1 probability where they
-    differ."""
+def margin_bands(top1: np.ndarray, fp32: np.ndarray) -> list[tuple[str, int, int]]:
+    """(band, photos where `top1` is FP32's top-1, photos) in bands of FP32's margin (MARGIN_BANDS)."""
     ranked = np.sort(fp32, 1)
     margin, same = ranked[:, -1] - ranked[:, -2], top1 == fp32.argmax(1)
     edges = (*MARGIN_BANDS, math.inf)
     bands = []
     for low, high in zip(edges, edges[1:]):
         inside = (margin >= low) & (margin < high)
-        where = f">= {low:g}" if high == math.inf else f"{low:g}-{high:g}"
-        bands.append(f"{where} {int(same[inside].sum())}/{int(inside.sum())}")
-    off = f"FP32's top-1 probability where they differ: at most {ranked[~same, -1].max():.3f}" if (~same).any() else ""
-    said = f"{what} by FP32's margin: {', '.join(bands)}".lstrip()
-    return said + (f"; {off}" if off else "")
+        bands.append((f">= {low:g}" if high == math.inf else f"{low:g}-{high:g}", int(same[inside].sum()),
+                      int(inside.sum())))
+    return bands
+
+
+def by_margin(what: str, top1: np.ndarray, fp32: np.ndarray) -> str:
+    """`what` (agreement) of `top1` with FP32's in bands of FP32's margin, and FP32's top-1 probability where they
+    differ."""
+    bands = ", ".join(f"{band} {same}/{n}" for band, same, n in margin_bands(top1, fp32))
+    off = top1 != fp32.argmax(1)
+    said = f"{what} by FP32's margin: {bands}".lstrip()
+    return said + (f"; FP32's top-1 probability where they differ: at most {fp32.max(1)[off].max():.3f}"
+                   if off.any() else "")
+
+
+def margin_figure(rows: dict[str, np.ndarray], fp32: np.ndarray, title: list[str]) -> np.ndarray:
+    """A heatmap: per row (a name and its top-1s), agreement with FP32 in each band of FP32's margin."""
+    bands = margin_bands(fp32.argmax(1), fp32)
+    columns = [f"{band} ({n})" for band, _, n in bands] + [f"all ({len(fp32)})"]
+    shares = [[same / n if n else 0.0 for _, same, n in margin_bands(top1, fp32)]
+              + [float((top1 == fp32.argmax(1)).mean())] for top1 in rows.values()]
+    return render_heatmap(np.array(shares), list(rows), columns, title, cell=(96, 30))
 
 
 def implementations(name: str, top1: dict[str, np.ndarray], fp32: np.ndarray) -> str:
