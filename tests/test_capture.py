@@ -165,14 +165,15 @@ def wait_for(condition, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_http_mjpeg_stream_reconnects_after_the_camera_restarts():
+@pytest.mark.parametrize("scale", [1, 2])
+def test_http_mjpeg_stream_reconnects_after_the_camera_restarts(scale):
     camera = MjpegServer().start()
     states = []
-    source = open_source(stream_options(camera.url), on_state=lambda s: states.append(s.state))
+    source = open_source(stream_options(camera.url, decode_scale=scale), on_state=lambda s: states.append(s.state))
     try:
         assert isinstance(source, LiveSource) and source.live
         before = [source.read(timeout=5.0) for _ in range(5)]
-        assert all(f is not None for f in before) and before[0].image.shape == (120, 160, 3)
+        assert all(f is not None for f in before) and before[0].image.shape == (120 // scale, 160 // scale, 3)
         camera.stop()
         wait_for(lambda: source.status().state == "reconnecting")
         assert source.read(timeout=0.3) is None  # nothing stale comes back while the camera is down
@@ -191,9 +192,10 @@ def test_http_mjpeg_stream_reconnects_after_the_camera_restarts():
     assert changes == ["streaming", "reconnecting", "streaming", "closed"]
 
 
-def test_http_mjpeg_stall_is_detected_by_the_read_timeout_and_recovered():
+@pytest.mark.parametrize("scale", [1, 2])
+def test_http_mjpeg_stall_is_detected_by_the_read_timeout_and_recovered(scale):
     camera = MjpegServer().start()
-    source = open_source(stream_options(camera.url))
+    source = open_source(stream_options(camera.url, decode_scale=scale))
     try:
         assert source.read(timeout=5.0) is not None
         camera.paused.set()  # the connection stays open, no frames come
