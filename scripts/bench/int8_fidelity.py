@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     n, m = len(truth), len(photos)
     print(f"FP32 {args.fp32}: top-1 {int((fp82.argmax(1) == truth).sum())}/{n} on {args.labelled}; "
           f"{m} unlabelled photos, {int(clear.sum())} of them clear (FP32 p >= 0.5)")
-    figure_rows = {}
+    nudge_rows, int8_rows = {}, {}  # the figure's rows: top-1s by name
     for change, changed in nudged(photos).items():
-        moved = figure_rows[f"FP32 {change}"] = probabilities(args.fp32, changed).argmax(1)
+        moved = nudge_rows[f"FP32 {change}"] = probabilities(args.fp32, changed).argmax(1)
         same = int((moved == fpx.argmax(1)).sum())
         print(f"FP32's own top-1 on the photos {change}: the same on {same}/{m} ({same / m:.1%}); "
               + by_margin("", moved, fpx))
@@ -153,15 +153,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {int((q82.argmax(1) == fp82.argmax(1)).sum())}/{n} | {int(same.sum())}/{m}, "
                   f"{same.mean():.1%} ({low:.1%}-{high:.1%}) | {int(same[clear].sum())}/{int(clear.sum())} |")
         notes.append(f"{name} (fused) {by_margin('agreement', top1['fused'], fpx)}")
-        figure_rows[f"{name} (INT8, fused)"] = top1["fused"]
+        int8_rows[f"{name} (INT8, fused)"] = top1["fused"]
         notes.append(implementations(name, top1, fpx))
     print("\n".join(notes))
     if args.figure:
         title = [f"Top-1 agreement with FP32 ({args.fp32.name}) by FP32's margin (top-1 minus top-2)",
                  f"{m} photos of {', '.join(str(p) for p in args.photos)}; CPU: {cpu_description()}"]
-        rows = {**{k: v for k, v in figure_rows.items() if not k.startswith("FP32")},
-                **{k: v for k, v in figure_rows.items() if k.startswith("FP32")}}
-        write_png(args.figure, margin_figure(rows, fpx, title))
+        write_png(args.figure, margin_figure({**int8_rows, **nudge_rows}, fpx, title))
         print(f"figure: {args.figure}")
     return 0
 
