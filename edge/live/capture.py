@@ -40,13 +40,14 @@ BAD_PACKETS = 3  # MJPEG packets in a row that do not decode before the stream c
 SOURCE_HELP = """\
 sources (--source):
   0, 1, ...                 camera by index (V4L2 on Linux); --width/--height/--fps are requests, MJPG is
-                            asked for unless --no-mjpg
+                            asked for unless --no-mjpg; --decode-scale 2 decodes its MJPG at half size
   /dev/video0               camera by device path
   clip.mp4                  a video file, paced at its own frame rate (--as-fast-as-possible for batch work)
   photos/                   a folder of images in name order, at --fps if given, else as fast as possible
   photo.jpg                 one image: a single frame, or repeated with --loop (at --fps if given)
   rtsp://cam.local:554/s1   an RTSP stream (also rtsps://, rtmp://)
   http://cam.local/mjpg     an HTTP(S) MJPEG stream, e.g. an IP camera's multipart/x-mixed-replace URL
+                            (--decode-scale 2, 4 or 8 decodes it at a fraction of its size)
   'gst:v4l2src ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'
                             a GStreamer pipeline ending in appsink (OpenCV built with GStreamer), quoted;
                             Jetson CSI camera: 'gst:nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,
