@@ -4,7 +4,7 @@ import cv2
 import pytest
 from conftest import make_tiny_model
 
-from edge.app.bench import bench_pipeline, pipeline_table
+from edge.app.bench import bench_pipeline, decoded_frame, pipeline_table
 from edge.app.cli import main
 from edge.core.devices import cpu_description, cpu_info
 
@@ -83,3 +83,13 @@ def test_figures_name_the_cpu_and_the_extensions_int8_depends_on(text, name, fea
 
 def test_an_unreadable_cpuinfo_still_describes_something():
     assert cpu_description("").startswith("unknown CPU (none of the INT8 extensions listed), ")
+
+
+def test_pipeline_bench_can_take_the_camera_frames_as_mjpeg_decoded_at_a_fraction(tiny, capsys):
+    result = bench_pipeline(tiny, "cpu", threads=1, runs=3, decode_scale=2)
+    assert result.decode_scale == 2 and len(result.wall) == len(result.cpu_1thread) == 8
+    assert "camera frames JPEG-decoded at 1/2 size (--decode-scale): the path sees 320x240, 960x540" in \
+        pipeline_table(result)[1]
+    assert decoded_frame(1080, 1920, 2).shape == (540, 960, 3) and decoded_frame(480, 640, 1).shape == (480, 640, 3)
+    assert main(["bench", str(tiny), "--decode-scale", "2"]) == 2
+    assert "--decode-scale applies to --pipeline" in capsys.readouterr().err

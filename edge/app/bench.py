@@ -23,13 +23,14 @@ from edge.core.devices import cpu_description
 from edge.core.model import Model, default_model_path
 from edge.core.novelty import DEFAULT_CAP, build_novelty
 from edge.core.preprocess import fit
-from edge.live.capture import SourceOptions, StillSource
+from edge.live.capture import DECODE_SCALES, SourceOptions, StillSource
 from edge.live.regions import RegionOptions
 from edge.live.result import FrameResult
 from edge.loop.pipeline import RUN_MODEL, RunOptions, build_loop, one_blas_thread, using_opencv_threads
 from edge.sinks import NullSink
 
 FRAME_SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}
+CAMERA_JPEG_QUALITY = 85  # an MJPEG camera's frames, for --decode-scale (bench_decode.py uses the same)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,16 @@ def sample_frame(height: int, width: int) -> np.ndarray:
     if photo is None:  # package installed without samples: a textured synthetic frame
         photo = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
     return cv2.resize(photo, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def decoded_frame(height: int, width: int, decode_scale: int) -> np.ndarray:
+    """sample_frame as an MJPEG camera's frame (JPEG quality CAMERA_JPEG_QUALITY) decoded at 1/`decode_scale` of
+    its size, as `SourceOptions.decode_scale` has the grabber do; the frame itself for 1."""
+    frame = sample_frame(height, width)
+    if decode_scale == 1:
+        return frame
+    jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, CAMERA_JPEG_QUALITY])[1]
+    return cv2.imdecode(jpeg, DECODE_SCALES[decode_scale])
 
 
 def bench(paths: Sequence[str | Path | None], device: str = "auto", threads: int | None = None,
@@ -187,6 +198,9 @@ class PipelineBenchResult:
     busy machine."""
     novelty: NoveltyTiming | None = None
     """What saying `unknown` adds per region (None: the model has no features output)."""
+    decode_scale: int = 1
+    """The camera frames were JPEG decoded at 1/decode_scale of their size (SourceOptions.decode_scale); the frame
+    size of each row is the camera's, the targets too."""
     cpu: str = field(default_factory=cpu_description)
     """The CPU the figures were measured on."""
 
@@ -225,7 +239,8 @@ class PixelSink:
 
 
 def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads: int | None = None,
-                   runs: int = 200, opencv_threads: int = 1, spinning: bool = True) -> PipelineBenchResult:
+                   runs: int = 200, opencv_threads: int = 1, spinning: bool = True,
+                   decode_scale: int = 1) -> PipelineBenchResult:
     """Time session.run alone and the whole per-frame path side by side, in interleaved rounds.
 
     The camera is a still of a real photo scaled to each frame size, looping as fast as possible. Two
@@ -235,9 +250,9 @@ def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads
     wall_model = load_model(path, device, threads, spinning)
     cpu_model = load_model(path, device, 1, spinning)
     result = PipelineBenchResult(str(wall_model.path), wall_model.info.precision, wall_model.provider, runs,
-                                 opencv_threads, spinning, wall_model.threads)
+                                 opencv_threads, spinning, wall_model.threads, decode_scale=decode_scale)
     with using_opencv_threads(opencv_threads):
-        benches = [PathBench(model, size, sink, clock, places)
+        benches = [PathBench(model, size, sink, clock, places, decode_scale)
                    for model, clock in ((wall_model, time.perf_counter), (cpu_model, time.thread_time))
                    for size in FRAME_SIZES for places in (PLACES if size == "1920x1080" else ("whole",))
                    for sink in SINKS]  # fmt: skip
@@ -290,9 +305,10 @@ class PathBench:
 
     Each `round()` times session.run alone, then one frame through the loop; `timing()` summarises."""
 
-    def __init__(self, model: Model, size: str, sink: str, clock: Callable[[], float], places: str = "whole") -> None:
+    def __init__(self, model: Model, size: str, sink: str, clock: Callable[[], float], places: str = "whole",
+                 decode_scale: int = 1) -> None:
         self.model, self.size, self.sink, self.clock, self.places = model, size, sink, clock, places
-        image = sample_frame(*FRAME_SIZES[size])
+        image = decoded_frame(*FRAME_SIZES[size], decode_scale)
         source_options = SourceOptions(f"still {size}", paced=False, loop=True)
         source = StillSource(image, source_options)
         regions = tuple(RegionOptions(f"q{i}", box) for i, box in enumerate(PLACES[places]))
@@ -335,7 +351,10 @@ def pipeline_table(result: PipelineBenchResult) -> list[str]:
     lines = [
         f"CPU: {result.cpu}",
         f"{Path(result.model).name} ({result.precision}, {result.provider}), {result.runs} interleaved rounds, "
-        f"OpenCV {result.opencv_threads} thread(s), ORT spinning {'on' if result.spinning else 'off'}",
+        f"OpenCV {result.opencv_threads} thread(s), ORT spinning {'on' if result.spinning else 'off'}"
+        + (f"; camera frames JPEG-decoded at 1/{result.decode_scale} size (--decode-scale): the path sees "
+           + ", ".join(f"{w // result.decode_scale}x{h // result.decode_scale}" for h, w in FRAME_SIZES.values())
+           if result.decode_scale > 1 else ""),
         f"{'clock':17s} {'frame':9s} {'regions':10s} {'sink':6s} {'session':>7s} {'preproc':>7s} {'smooth':>6s} "
         f"{'overlay':>7s} {'sinks':>5s} {'frame':>6s} {'beyond':>6s} {'beyond/session':>14s} {'target':>6s} "
         f"{'infer/session':>13s}",

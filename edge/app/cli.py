@@ -281,9 +281,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if len(args.models) > 1:
             raise EdgerecError("--pipeline times one model; name at most one MODEL")
         result = bench_pipeline(args.models[0] if args.models else None, args.device, args.threads, args.runs,
-                                args.opencv_threads, args.spinning)
+                                args.opencv_threads, args.spinning, args.decode_scale)
         print(json.dumps(asdict(result)) if args.json else "\n".join(pipeline_table(result)))
         return 0
+    if args.decode_scale != 1:
+        raise EdgerecError("--decode-scale applies to --pipeline (the per-frame path); add --pipeline")
     results = bench(args.models or [None], args.device, args.threads, args.runs)
     if args.json:
         for result in results:
@@ -525,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="OpenCV threads for preprocessing and overlay (default: %(default)s, as edgerec run)")
     pipeline.add_argument("--no-spinning", dest="spinning", action="store_false",
                           help="ONNX Runtime pool threads sleep between runs (session.intra_op.allow_spinning=0)")
+    pipeline.add_argument("--decode-scale", type=int, choices=(1, 2, 4, 8), default=1, metavar="N",
+                          help="the camera frames as MJPEG decoded at 1/N of their size, as `edgerec run "
+                               "--decode-scale N` has it done (default: %(default)s: full size)")
     bench.set_defaults(func=cmd_bench)
 
     from edge.learn.data import VIEWS
