@@ -221,11 +221,13 @@ class MotionDetector:
         t = float(self.options.threshold)
         cv2.subtract(self._gray_f, self._avg, dst=self._diff)
         cv2.inRange(self._diff, -t, t, dst=self._calm)
-        if cv2.countNonZero(self._calm) == 0:
+        calm = cv2.countNonZero(self._calm)
+        if calm == 0:
             return 1.0
-        level = cv2.mean(self._avg, mask=self._calm)[0]
+        mask = None if calm == self._pixels else self._calm  # all calm (a still scene): unmasked means, 8x cheaper
+        level = cv2.mean(self._avg, mask=mask)[0]
         if level >= 1.0:
-            gain = 1.0 + cv2.mean(self._diff, mask=self._calm)[0] / level
+            gain = 1.0 + cv2.mean(self._diff, mask=mask)[0] / level
             np.multiply(self._avg, gain, out=self._avg)
         cv2.absdiff(self._gray_f, self._avg, dst=self._diff)
         cv2.compare(self._diff, t, cv2.CMP_GT, dst=self._changed)
