@@ -274,3 +274,19 @@ def test_opencv_runs_on_one_thread_during_a_run_and_is_restored(tmp_path, model)
         assert seen[3:] == [2, 2, 2]
     finally:
         cv2.setNumThreads(before)
+
+
+def test_a_reduced_decode_is_said_once_and_every_sink_gets_the_smaller_frames(tmp_path, model, caplog):
+    camera = MjpegServer(fps=30, size=(320, 240)).start()
+    out = tmp_path / "out.mp4"
+    try:
+        with caplog.at_level("INFO", logger="edgerec.pipeline"):
+            summary = run(options(camera.url, source={"decode_scale": 2, "read_timeout": 2.0}, max_frames=10,
+                                  out=str(out)), model=model)
+    finally:
+        camera.stop()
+    assert summary.frames == 10
+    said = [r.getMessage() for r in caplog.records if "decode_scale" in r.getMessage()]
+    assert said == ["source: MJPEG decoded at 1/2 of its width and height (decode_scale)"]
+    recording = cv2.VideoCapture(str(out))
+    assert (recording.get(cv2.CAP_PROP_FRAME_WIDTH), recording.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)

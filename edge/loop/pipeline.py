@@ -114,6 +114,9 @@ def open_camera(camera: CameraOptions, on_source_state: StateCallback | None, si
     """Open a camera's source, its state changes going to the caller (with the camera's name when `named`) and
     to the sinks that follow cameras."""
     relay = functools.partial(relay_source_state, camera.name, on_source_state, sinks, named)
+    if camera.source.decode_scale > 1:  # every sink gets the smaller frames: say so once
+        LOG.info("%s: MJPEG decoded at 1/%d of its width and height (decode_scale)",
+                 camera.name if named else "source", camera.source.decode_scale)
     return open_source(camera.source, relay)
 
 
