@@ -85,8 +85,9 @@ def measure(fps: float, seconds: float, size: tuple[int, int], model: Model,
             decode_scale: int = 1) -> tuple[RunSummary, Watched, float]:
     """Run the pipeline for `seconds` on a loopback MJPEG camera sending a real photo at `fps`; the summary, the
     stale-frame counts and this process's CPU seconds per second of the run."""
-    ready, stop = multiprocessing.Queue(), multiprocessing.Event()
-    camera = multiprocessing.get_context("fork").Process(target=serve, args=(fps, size, ready, stop), daemon=True)
+    context = multiprocessing.get_context("fork")
+    ready, stop = context.Queue(), context.Event()
+    camera = context.Process(target=serve, args=(fps, size, ready, stop), daemon=True)
     camera.start()
     try:
         options = RunOptions(SourceOptions(ready.get(timeout=30), read_timeout=2.0, decode_scale=decode_scale),
