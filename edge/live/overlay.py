@@ -25,7 +25,7 @@ from edge.live.regions import pixel_rect
 from edge.live.result import FrameResult, Result
 
 WHITE, GREY, BAR, MOTION = (255, 255, 255), (170, 170, 170), (40, 125, 40), (0, 200, 255)
-KNOWN_LEVEL, UNKNOWN_LEVEL = 255, 170  # a region's outline: white, or grey where the label is unknown
+KNOWN_LEVEL, UNKNOWN_LEVEL = WHITE[0], GREY[0]  # a region's outline: white, or grey where the label is unknown
 FONT, LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
 DARKEN = 0.3  # box pixels keep this fraction of their brightness
 STATS_REFRESH_S = 0.5  # the fps / latency figures change at most this often
