@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -144,6 +145,12 @@ def make(path: Path, size: int, age_s: float) -> Path:
     return path
 
 
+def wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def recording_family(folder: Path) -> FileFamily:
     return VideoFileSink(folder / "rec.mp4", fps=lambda: 10, segment_s=10).files()
 
@@ -198,15 +205,17 @@ def test_retention_by_age_and_across_families_oldest_first(tmp_path):
 
 
 def test_the_sweeper_thread_sweeps_when_poked_and_stops(tmp_path):
+    # budget 2500 bytes: one 1000-byte segment plus the room kept for the next (1000) fits; two do not
     make(tmp_path / "rec-20261207-010000.mp4", 1000, 10)
-    retention = Retention(RetentionOptions(max_mb=0.0015, every_s=3600), [recording_family(tmp_path)]).start()
+    retention = Retention(RetentionOptions(max_mb=0.0025, every_s=3600), [recording_family(tmp_path)]).start()
     try:
+        wait_for(lambda: retention.stats().sweeps >= 1)  # the sweep at start: nothing over the budget yet
+        assert retention.stats().deleted_files == 0
         make(tmp_path / "rec-20261207-010010.mp4", 1000, 0)
         retention.poke(tmp_path / "rec-20261207-010010.mp4")
-        deadline = time.monotonic() + 5
-        while retention.stats().deleted_files < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: retention.stats().deleted_files >= 1)
         assert not (tmp_path / "rec-20261207-010000.mp4").exists()
+        assert (tmp_path / "rec-20261207-010010.mp4").exists()
     finally:
         retention.close()
     assert retention._thread is None
