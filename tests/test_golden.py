@@ -58,11 +58,12 @@ def test_golden_photos_int8_embedded_default() -> None:
 
 def test_embedded_default_stores_its_robustness_figures() -> None:
     # scripts/build_default_model.py --add-robustness-to ... --robustness <the 82 ImageNet photos>
-    # (docs/robustness.md); `edgerec info` shows them as one line
+    # (docs/robustness.md), INT8 summed in 32 bits whatever CPU stored them; `edgerec info` shows them as one line
     result = run_cli("info", str(default_model_path()))
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("robustness"))
-    assert "clean top-1 85.4%, mean corruption accuracy 63.1%" in row and "on 82 images, seed 0" in row
+    assert "clean top-1 89.0%, mean corruption accuracy 66.3%" in row and "on 82 images, seed 0" in row
+    assert row.endswith("INT8 summed in 32 bits (as on ARM and VNNI x86)")
 
 
 def test_embedded_default_says_how_its_weights_were_fine_tuned() -> None:

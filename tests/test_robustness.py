@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,10 @@ def test_info_shows_stored_robustness(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "clean top-1 90.0%, mean corruption accuracy 72.0% (relative drop 20.0%)" in result.stdout
     assert "metric val_top1_int8" in result.stdout and "metric robust_mca" not in result.stdout
+    exact = make_tiny_model(tmp_path / "exact.onnx", metadata=replace(
+        info, metrics={**info.metrics, "robust_int32_sums": 1.0}).to_props())
+    assert run_cli("info", str(exact)).stdout.count(
+        "mean corruption accuracy 72.0% (relative drop 20.0%), INT8 summed in 32 bits (as on ARM and VNNI x86)") == 1
     plain = run_cli("info", str(make_tiny_model(tmp_path / "plain.onnx")))
     assert plain.returncode == 0 and "robustness" not in plain.stdout
 

@@ -110,7 +110,7 @@ def store_robustness(path: Path, folder: Path, seed: int = 0) -> RobustnessRepor
     """Run the model file at ``path`` on ``folder`` (ImageNet-labelled photos, folder name = label) clean and
     under every camera corruption, as `edgerec evaluate --robustness` does, and store the figures in its
     metrics as `edgerec train` does; only the metadata changes, the graph is written back as it was."""
-    models, workers = load_robustness_models([path])  # as `edgerec evaluate --robustness`
+    models, workers = load_robustness_models([path], int32_sums=True)  # as ARM and VNNI x86 compute it
     report = robustness_compare(models, folder, RobustnessOptions(seed=seed, workers=workers))[0]
-    add_metrics(path, robustness_metrics(report))
+    add_metrics(path, robustness_metrics(report, int32_sums=models[0].info.precision == "int8"))
     return report

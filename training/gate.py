@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edge.core.devices import INT8_UNSATURATED, int8_sums_saturate
 from edge.core.model import Model
 from edge.files import atomic_path
 from edge.tools.evaluate import top1_interval
@@ -66,11 +67,9 @@ evidence at the usual 5% level that INT8 is less often right than FP32. Only ima
 gets right count; with no such evidence (3 images right only in FP32 and none only in INT8 give p = 0.125)
 the agreement decides."""
 
-UNSATURATED = "session.x64quantprecision"
-"""ONNX Runtime's session setting for x86 CPUs without VNNI: multiply INT8 tensors as u8 x u8 with 32-bit
-sums instead of the u8 x s8 pairs whose 16-bit sums saturate. Slower there (10.8-15.5 against 7.4-8.1 ms
-CPU for the default model, one thread, AMD Zen 3; docs/quantization.md), so the runtime does not set it;
-where the kernels do not saturate (VNNI, ARM) it changes nothing."""
+UNSATURATED = INT8_UNSATURATED
+"""ONNX Runtime's session setting that makes x86 CPUs without VNNI sum INT8 products in 32 bits
+(edge.core.devices.INT8_UNSATURATED); ``exact_session`` sets it only where the kernels saturate."""
 
 PAIRED_PREDICTIONS = 2000
 """How many paired predictions the agreement is measured on (default of --int8-pairs). Each costs one FP32
@@ -282,10 +281,13 @@ def predict_exact(path: Path, images: np.ndarray | Iterable[np.ndarray], batch: 
 
 
 def exact_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """A CPU session of ``path`` whose INT8 kernels sum in 32 bits (``UNSATURATED``); 0 threads = all cores."""
+    """A CPU session of ``path`` whose INT8 kernels sum in 32 bits; 0 threads = all cores. ``UNSATURATED`` is
+    set only on a CPU whose kernels saturate: elsewhere (VNNI, ARM) they already sum in 32 bits, and the
+    setting gives the same numbers at about twice the time (docs/quantization.md)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.add_session_config_entry(UNSATURATED, "1")
+    if int8_sums_saturate():
+        options.add_session_config_entry(UNSATURATED, "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -590,12 +590,12 @@ class Run:
         chosen = sorted(calibration_samples(data.val, o.robustness_images, o.seed), key=lambda s: s.relpath)
         images = ImageList(f"{len(chosen)} of {len(data.val)} validation images", list(data.classes),
                            [(s.path, s.label) for s in chosen])
-        models, workers = load_robustness_models((gate.fp32_path, gate.int8_path))
+        models, workers = load_robustness_models((gate.fp32_path, gate.int8_path), int32_sums=True)
         options = RobustnessOptions(seed=o.seed, workers=o.workers or workers)
         with progress("robustness") if self.bars else nullcontext() as show:
             reports = tuple(compare(models, images, replace(options, on_progress=show)))
-        for path, report in zip((gate.fp32_path, gate.int8_path), reports):
-            add_metrics(path, robustness_metrics(report))
+        add_metrics(gate.fp32_path, robustness_metrics(reports[0]))
+        add_metrics(gate.int8_path, robustness_metrics(reports[1], int32_sums=True))
         deliver(gate)
         return reports
 

@@ -127,6 +127,25 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd
 u8 x s8 products in 32 bits in one instruction; AVX2 alone needs two and saturates (docs/quantization.md)."""
 
 
+INT8_UNSATURATED = "session.x64quantprecision"
+"""ONNX Runtime's session setting for x86 CPUs without VNNI: multiply INT8 tensors as u8 x u8 with 32-bit sums
+instead of the u8 x s8 pairs whose 16-bit sums saturate. It costs CPU there (10.8-15.5 against 7.4-8.1 ms for
+the default model, one thread, AMD Zen 3), so the runtime does not set it; with VNNI it gives the same numbers
+1.9x slower (4.8 against 2.5 ms an image, AMD Zen 4; docs/quantization.md), so it is set only where
+`int8_sums_saturate`."""
+SUMMING_IN_32_BITS = ("avx512_vnni", "avx_vnni", "asimd")
+"""Instruction sets with which ONNX Runtime's INT8 kernels sum every product in 32 bits: VNNI (x86) and ARM's
+NEON (its kernels widen to 16-bit products and add them in 32 bits)."""
+
+
+def int8_sums_saturate(cpu: CpuInfo | None = None) -> bool:
+    """Whether this CPU's INT8 kernels add pairs of u8 x s8 products in a saturating 16-bit sum (x86 with AVX2
+    and no VNNI, and any CPU whose flags cannot be read: counted as saturating, so an exact figure stays exact
+    there, only slower)."""
+    cpu = cpu_info() if cpu is None else cpu
+    return not any(feature in cpu.features for feature in SUMMING_IN_32_BITS)
+
+
 @dataclass(frozen=True)
 class CpuInfo:
     name: str

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.core import onnx_edit
-from edge.core.devices import CPU, Provider, physical_cores, resolve_providers
+from edge.core.devices import CPU, INT8_UNSATURATED, Provider, int8_sums_saturate, physical_cores, resolve_providers
 from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer
 from edge.core.novelty_graph import NOVELTY_KEY, NOVELTY_OUTPUT, append_novelty
@@ -81,17 +81,21 @@ class Model:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None,
-             spinning: bool = True, novelty: NoveltyInfo | None = None) -> Model:
+             spinning: bool = True, novelty: NoveltyInfo | None = None, int32_sums: bool = False) -> Model:
         """Open and validate a model file (None = the embedded default) and warm its session up.
 
         `spinning`: ONNX Runtime's pool threads spin between runs (its default: a little lower latency when
         runs follow each other at once); False lets them sleep, for frames that arrive at a camera's pace.
         `novelty`: novelty data to use instead of the file's (`edgerec bench` on a file without any).
+        `int32_sums`: an INT8 file's products summed in 32 bits on every CPU, so its answers are those of ARM
+        and VNNI x86 (what a figure stored in the file should be); costs CPU only on x86 without VNNI, where
+        the kernels otherwise saturate (edge.core.devices.INT8_UNSATURATED).
         """
         start = time.perf_counter()
         path = Path(path) if path is not None else default_model_path()
         providers = resolve_providers(device, ort.get_available_providers())
-        session, info = _open(path, providers, threads, spinning, novelty)
+        options = _session_options(threads, spinning, int32_sums and int8_sums_saturate())
+        session, info = _open(path, providers, options, novelty)
         model = cls(path, session, info, 0.0)
         model.infer(model._batch)  # warm-up: first run allocates and picks kernels
         model.load_ms = (time.perf_counter() - start) * 1000
@@ -199,13 +203,13 @@ def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0
     raise EdgerecError(f"{path}: loading it killed a test process ({how}); the file is damaged or not a model")
 
 
-def _open(path: Path, providers: list[Provider], threads: int | None, spinning: bool,
+def _open(path: Path, providers: list[Provider], options: ort.SessionOptions,
           novelty: NoveltyInfo | None) -> tuple[ort.InferenceSession, ModelInfo]:
     """The session and the file's validated metadata (`novelty` in place of the file's, when given). A file with
     novelty data opens once, from its graph with the score appended (edge.core.novelty_graph); a device that
     cannot run the appended nodes gets the file as it is, the score then computed in NumPy after each run
     (slower, the same values), and the log says why, once."""
-    options, graph = _session_options(threads, spinning), _graph_with_novelty(path, novelty)
+    graph = _graph_with_novelty(path, novelty)
     if graph is not None:
         try:
             session = ort.InferenceSession(graph, options, providers=providers, enable_fallback=0)
@@ -214,7 +218,7 @@ def _open(path: Path, providers: list[Provider], threads: int | None, spinning: 
                         path, providers[0][0], str(exc).splitlines()[0][:160])
         else:
             return session, _info(session, path, novelty)
-    session = _open_session(path, providers, threads, spinning)
+    session = _open_session(path, providers, options)
     return session, _info(session, path, novelty)
 
 
@@ -239,10 +243,12 @@ def _graph_with_novelty(path: Path, novelty: NoveltyInfo | None) -> bytes | None
     return append_novelty(model, novelty) if novelty is not None else None
 
 
-def _session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
+def _session_options(threads: int | None, spinning: bool, unsaturated: bool = False) -> ort.SessionOptions:
     options = ort.SessionOptions()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if unsaturated:
+        options.add_session_config_entry(INT8_UNSATURATED, "1")
     if threads is not None:
         if not 1 <= threads <= MAX_THREADS:
             raise EdgerecError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
@@ -251,11 +257,9 @@ def _session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
     return options
 
 
-def _open_session(path: Path, providers: list[Provider], threads: int | None,
-                  spinning: bool = True) -> ort.InferenceSession:
+def _open_session(path: Path, providers: list[Provider], options: ort.SessionOptions) -> ort.InferenceSession:
     if not path.is_file():
         raise EdgerecError(f"{path}: no such model file")
-    options = _session_options(threads, spinning)
     try:
         return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file

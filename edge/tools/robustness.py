@@ -44,7 +44,11 @@ METRIC_IMAGES = "robust_images"
 """Metrics key for the number of images the run measured (`edgerec train` stores it; optional)."""
 METRIC_SEED = "robust_seed"
 """Metrics key for the seed of the run's corruptions (`edgerec train` stores it; optional)."""
-ROBUST_METRICS = (METRIC_CLEAN, METRIC_MCA, METRIC_IMAGES, METRIC_SEED)
+METRIC_INT32 = "robust_int32_sums"
+"""Metrics key, 1.0 when an INT8 file's figures were measured with every product summed in 32 bits (what ARM
+and VNNI x86 compute, whichever CPU measured them; `load_models(int32_sums=True)`); absent in files stored
+before, whose INT8 figures are those of the CPU that measured them."""
+ROBUST_METRICS = (METRIC_CLEAN, METRIC_MCA, METRIC_IMAGES, METRIC_SEED, METRIC_INT32)
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -147,12 +151,13 @@ def compare(models: Sequence[Model], data: str | Path | ImageList, options: Robu
                              options.seed) for k, report in enumerate(clean)]
 
 
-def load_models(paths: Sequence[str | Path], device: str = "cpu", threads: int | None = None
-                ) -> tuple[list[Model], int]:
+def load_models(paths: Sequence[str | Path], device: str = "cpu", threads: int | None = None,
+                int32_sums: bool = False) -> tuple[list[Model], int]:
     """The files for `compare`, and the workers to run them with: without `threads`, one inference thread per
     file and one condition per physical core (the corruptions are single-threaded); with it, `threads` each
-    and one condition at a time."""
-    models = [Model.load(path, device, 1 if threads is None else threads) for path in paths]
+    and one condition at a time. `int32_sums`: INT8 files as ARM and VNNI x86 compute them, on any CPU
+    (`Model.load`): for figures stored in a file."""
+    models = [Model.load(path, device, 1 if threads is None else threads, int32_sums=int32_sums) for path in paths]
     return models, physical_cores() if threads is None else 1
 
 
@@ -256,10 +261,12 @@ def summaries(reports: Sequence[RobustnessReport]) -> dict[str, object]:
     return out
 
 
-def metrics(report: RobustnessReport) -> dict[str, float]:
-    """The numbers a model file can carry in its metrics (`edgerec info` shows them)."""
-    return {METRIC_CLEAN: report.clean.top1, METRIC_MCA: report.mca, METRIC_IMAGES: float(report.n),
-            METRIC_SEED: float(report.seed)}
+def metrics(report: RobustnessReport, int32_sums: bool = False) -> dict[str, float]:
+    """The numbers a model file can carry in its metrics (`edgerec info` shows them); `int32_sums` when an INT8
+    file was measured so (`load_models`)."""
+    stored = {METRIC_CLEAN: report.clean.top1, METRIC_MCA: report.mca, METRIC_IMAGES: float(report.n),
+              METRIC_SEED: float(report.seed)}
+    return {**stored, METRIC_INT32: 1.0} if int32_sums else stored
 
 
 def stored_robustness(metrics: dict[str, float]) -> str | None:
@@ -271,4 +278,5 @@ def stored_robustness(metrics: dict[str, float]) -> str | None:
     drop = f" (relative drop {(clean - mca) / clean:.1%})" if clean > 0 else ""
     images = f" on {metrics[METRIC_IMAGES]:.0f} images" if METRIC_IMAGES in metrics else ""
     seed = f", seed {metrics[METRIC_SEED]:.0f}" if METRIC_SEED in metrics else ""
-    return f"clean top-1 {clean:.1%}, mean corruption accuracy {mca:.1%}{drop}{images}{seed}"
+    sums = ", INT8 summed in 32 bits (as on ARM and VNNI x86)" if metrics.get(METRIC_INT32) else ""
+    return f"clean top-1 {clean:.1%}, mean corruption accuracy {mca:.1%}{drop}{images}{seed}{sums}"
