@@ -6,8 +6,7 @@ from conftest import make_tiny_model
 
 from edge.app.bench import bench_pipeline, decoded_frame, pipeline_table
 from edge.app.cli import main
-from edge.core.devices import INT8_UNSATURATED, cpu_description, cpu_info, int8_sums_saturate
-from edge.core.model import Model
+from edge.core.devices import cpu_description, cpu_info
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def test_pipeline_bench_times_the_path_against_session_run_on_both_clocks(tiny):
     assert cpu["1920x1080", "whole", "null"] > cpu["640x480", "whole", "null"]
     assert cpu["1920x1080", "3 quarters", "null"] > cpu["1920x1080", "1 quarter", "null"]
     table = pipeline_table(result)
-    assert len(table) == 3 + 16 + 1 and table[0] == f"CPU: {cpu_description()}"
+    assert len(table) == 3 + 16 + 1 and table[0].startswith(f"CPU: {cpu_description()}")
     assert "tiny.onnx" in table[1] and "spinning off" in table[1]
 
 
@@ -80,32 +79,6 @@ def test_figures_name_the_cpu_and_the_extensions_int8_depends_on(text, name, fea
     cpu = cpu_info(text)
     assert (cpu.name, cpu.features) == (name, features)
     assert cpu_description(text).startswith(f"{name} ({family}{' '.join(features)}), ")
-
-
-ZEN3 = "model name\t: AMD EPYC 7R13\ncpu family\t: 25\nmodel\t\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
-ALDER_LAKE = "model name\t: 12th Gen Intel(R) Core(TM) i5-1235U\nflags\t\t: sse2 avx avx2 avx_vnni\n"
-
-
-@pytest.mark.parametrize("text, saturates", [(X86, False), (PI5, False), (ALDER_LAKE, False), (ZEN3, True),
-                                             ("", True)])
-def test_int8_sums_saturate_only_on_x86_without_vnni_or_where_unknown(text, saturates):
-    assert int8_sums_saturate(cpu_info(text)) is saturates
-
-
-@pytest.mark.parametrize("saturates", [True, False])
-def test_int32_sums_set_onnx_runtimes_setting_only_where_the_kernels_saturate(monkeypatch, saturates):
-    import edge.core.model as model_module
-
-    monkeypatch.setattr(model_module, "int8_sums_saturate", lambda: saturates)
-    options = Model.load(None, "cpu", threads=1, int32_sums=True).session.get_session_options()
-    if saturates:
-        assert options.get_session_config_entry(INT8_UNSATURATED) == "1"
-    else:
-        with pytest.raises(Exception, match="does not have configuration"):
-            options.get_session_config_entry(INT8_UNSATURATED)
-    plain = Model.load(None, "cpu", threads=1).session.get_session_options()
-    with pytest.raises(Exception, match="does not have configuration"):
-        plain.get_session_config_entry(INT8_UNSATURATED)
 
 
 def test_an_unreadable_cpuinfo_still_describes_something():

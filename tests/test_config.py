@@ -56,7 +56,8 @@ def test_a_typo_is_one_line_naming_the_key_and_the_valid_keys(tmp_path):
     ("[source]\nwidth = 1280.5", "source.width: must be an integer, got 1280.5"),
     ('[source]\nloop = "yes"', 'source.loop: must be true or false, got "yes"'),
     ("[source]\nuri = -1", "source.uri: must be a string in quotes, got -1"),
-    ('model = "m.onnx"', 'model: must be a table ([model] with keys path, device, threads, spinning), got "m.onnx"'),
+    ('model = "m.onnx"', 'model: must be a table ([model] with keys path, device, threads, fast_int8, spinning), '
+                         'got "m.onnx"'),
     ('[model]\ndevice = "gpu"', "model.device: unknown device 'gpu'; valid: auto, cpu, cuda, tensorrt, openvino, "
                                 "coreml, directml, qnn, xnnpack (cuda:N / tensorrt:N pick a GPU, openvino:CPU|GPU|NPU "
                                 'an OpenVINO device), got "gpu"'),
@@ -208,6 +209,17 @@ def test_flags_the_user_gave_override_the_file_and_only_those(tmp_path):
     assert overridden.source.fps == 5 and overridden.device == "auto" and overridden.smoothing.alpha == 0.5
     assert overridden.display is False and overridden.source.uri == "clip.mp4" and not overridden.source.paced
     assert not overridden.source.mjpg  # not given: the file's value stands
+
+
+def test_fast_int8_is_off_unless_the_file_or_the_flag_says_so(tmp_path):
+    plain = write(tmp_path, '[source]\nuri = "demo"\n')
+    assert not options_from_args(run_parser().parse_args(["--config", str(plain)])).fast_int8
+    assert options_from_args(run_parser().parse_args(["--config", str(plain), "--fast-int8"])).fast_int8
+    fast = write(tmp_path, '[source]\nuri = "demo"\n[model]\nfast_int8 = true\n')
+    assert options_from_args(run_parser().parse_args(["--config", str(fast)])).fast_int8
+    bad = write(tmp_path, '[source]\nuri = "demo"\n[model]\nfast_int8 = "yes"\n')
+    done = check(bad)
+    assert done.returncode != 0 and 'model.fast_int8: must be true or false, got "yes"' in done.stderr
 
 
 def test_every_config_backed_flag_names_a_real_key_and_a_real_flag():

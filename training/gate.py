@@ -17,9 +17,10 @@ agreed with FP32 everywhere else. Now one image is one disagreement out of hundr
 
 INT8 predictions are measured in **exact INT8 arithmetic**: ONNX Runtime's fused INT8 kernels with
 ``UNSATURATED`` set, so that every product is summed in 32 bits, as ARM boards (Raspberry Pi, Jetson) and
-x86 CPUs with VNNI sum them. The validation top-1 with **this CPU**'s default kernels is reported beside it:
-on x86 CPUs with AVX2 but no VNNI those add pairs of u8 x s8 products in a saturating 16-bit sum
-(docs/quantization.md), and a file that is exact elsewhere can lose points here. (Before, "exact" was the
+x86 CPUs with VNNI sum them; since 2026-12-07 that is also what `edgerec run` computes on every CPU unless
+told `--fast-int8` (on x86 CPUs with AVX2 but no VNNI the faster kernels add pairs of u8 x s8 products in a
+saturating 16-bit sum, docs/quantization.md). The validation top-1 of the file as **this CPU** runs it by
+default is reported beside it. (Before, "exact" was the
 QDQ graph run as written with graph optimizations off: the same agreement with FP32, about 3x slower;
 docs/quantization.md.)
 

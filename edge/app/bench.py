@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.core.devices import cpu_description
+from edge.core.devices import cpu_description, int8_sums, int8_sums_saturate
 from edge.core.model import Model, default_model_path
 from edge.core.novelty import DEFAULT_CAP, build_novelty
 from edge.core.preprocess import fit
@@ -53,6 +53,8 @@ class BenchResult:
     rss_mb: float = 0.0
     cpu: str = field(default_factory=cpu_description)
     """The CPU the figures were measured on (edge.core.devices.cpu_description): INT8 speed depends on it."""
+    int8_sums: str = "32-bit"
+    """How INT8 products were summed: "32-bit", or "16-bit saturating" (--fast-int8 on x86 without VNNI)."""
 
 
 def sample_frame(height: int, width: int) -> np.ndarray:
@@ -74,9 +76,10 @@ def decoded_frame(height: int, width: int, decode_scale: int) -> np.ndarray:
 
 
 def bench(paths: Sequence[str | Path | None], device: str = "auto", threads: int | None = None,
-          runs: int = 200) -> list[BenchResult]:
-    models = [Model.load(p, device, threads) for p in paths]
-    results = [BenchResult(str(m.path), m.info.precision, m.provider, m.threads, m.load_ms) for m in models]
+          runs: int = 200, fast_int8: bool = False) -> list[BenchResult]:
+    models = [Model.load(p, device, threads, int32_sums=not fast_int8) for p in paths]
+    results = [BenchResult(str(m.path), m.info.precision, m.provider, m.threads, m.load_ms,
+                           int8_sums=int8_sums(not fast_int8)) for m in models]
     frames = {name: sample_frame(*hw) for name, hw in FRAME_SIZES.items()}
     inputs = [np.ascontiguousarray(fit(frames["640x480"], m.geometry)[None]) for m in models]
     stages: dict[str, list[Callable[[], object]]] = {"session": [
@@ -85,7 +88,7 @@ def bench(paths: Sequence[str | Path | None], device: str = "auto", threads: int
         stages[f"frame {name}"] = [_frame_path(m, frame) for m in models]
         stages[f"preprocess {name}"] = [_preprocess(m, frame) for m in models]
     timings = {stage: time_interleaved(calls, runs) for stage, calls in stages.items()}
-    single = [Model.load(p, device, 1) for p in paths]
+    single = [Model.load(p, device, 1, int32_sums=not fast_int8) for p in paths]
     cpu = time_interleaved([(lambda m=m, x=x: m.infer(x)) for m, x in zip(single, inputs)], runs, time.thread_time)
     for i, result in enumerate(results):
         result.session = timings["session"][i]
@@ -203,6 +206,8 @@ class PipelineBenchResult:
     size of each row is the camera's, the targets too."""
     cpu: str = field(default_factory=cpu_description)
     """The CPU the figures were measured on."""
+    int8_sums: str = "32-bit"
+    """How INT8 products were summed (BenchResult.int8_sums)."""
 
 
 @dataclass
@@ -240,17 +245,18 @@ class PixelSink:
 
 def bench_pipeline(path: str | Path | None = None, device: str = "auto", threads: int | None = None,
                    runs: int = 200, opencv_threads: int = 1, spinning: bool = True,
-                   decode_scale: int = 1) -> PipelineBenchResult:
+                   decode_scale: int = 1, fast_int8: bool = False) -> PipelineBenchResult:
     """Time session.run alone and the whole per-frame path side by side, in interleaved rounds.
 
     The camera is a still of a real photo scaled to each frame size, looping as fast as possible. Two
     clocks in the same rounds: wall time with a `threads`-thread session (None: ONNX Runtime's choice)
     and CPU time with a one-thread session.
     """
-    wall_model = load_model(path, device, threads, spinning)
-    cpu_model = load_model(path, device, 1, spinning)
+    wall_model = load_model(path, device, threads, spinning, fast_int8)
+    cpu_model = load_model(path, device, 1, spinning, fast_int8)
     result = PipelineBenchResult(str(wall_model.path), wall_model.info.precision, wall_model.provider, runs,
-                                 opencv_threads, spinning, wall_model.threads, decode_scale=decode_scale)
+                                 opencv_threads, spinning, wall_model.threads, decode_scale=decode_scale,
+                                 int8_sums=int8_sums(not fast_int8))
     with using_opencv_threads(opencv_threads):
         benches = [PathBench(model, size, sink, clock, places, decode_scale)
                    for model, clock in ((wall_model, time.perf_counter), (cpu_model, time.thread_time))
@@ -295,9 +301,10 @@ def bench_novelty(path: Path, device: str, spinning: bool, runs: int) -> Novelty
                          summary(novelty), float(np.median(added)), median_interval(added))
 
 
-def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool) -> Model:
+def load_model(path: str | Path | None, device: str, threads: int | None, spinning: bool,
+               fast_int8: bool = False) -> Model:
     """Model.load, with ONNX Runtime's pool threads sleeping between runs when not `spinning`."""
-    return Model.load(path, device, threads, spinning=spinning)
+    return Model.load(path, device, threads, spinning=spinning, int32_sums=not fast_int8)
 
 
 class PathBench:
@@ -346,10 +353,18 @@ def _timing(samples: Sequence[float]) -> Timing:
     return Timing(float(np.median(samples)), float(np.percentile(samples, 95)))
 
 
+def cpu_note(sums: str) -> str:
+    """What the CPU line adds where the INT8 arithmetic is a choice (x86 without VNNI), else nothing."""
+    if not int8_sums_saturate():
+        return ""
+    return f"; INT8 in {sums} sums" + (" (--fast-int8)" if sums != "32-bit" else " (--fast-int8: the faster "
+                                                                               "saturating kernels)")
+
+
 def pipeline_table(result: PipelineBenchResult) -> list[str]:
     """`edgerec bench --pipeline` as text: one row per clock, frame size, regions and sink, medians in ms."""
     lines = [
-        f"CPU: {result.cpu}",
+        f"CPU: {result.cpu}{cpu_note(result.int8_sums)}",
         f"{Path(result.model).name} ({result.precision}, {result.provider}), {result.runs} interleaved rounds, "
         f"OpenCV {result.opencv_threads} thread(s), ORT spinning {'on' if result.spinning else 'off'}"
         + (f"; camera frames JPEG-decoded at 1/{result.decode_scale} size (--decode-scale): the path sees "

@@ -21,11 +21,17 @@ DEVICE_HELP = (f"execution device: auto (best available: TensorRT, CUDA, else CP
 MODEL_HELP = "model file (.onnx written by edgerec); default: the embedded ImageNet EfficientNet-Lite0 INT8"
 
 
+FAST_INT8_HELP = ("INT8 model on an x86 CPU without VNNI: use its faster kernels, whose saturating 16-bit sums "
+                  "change labels against FP32's (default: 32-bit sums, the same answers on every CPU; nothing "
+                  "changes on ARM or VNNI x86)")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", type=Path, default=None, help=MODEL_HELP)
     parser.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, default=None,
                         help="inference threads (default: onnxruntime's choice, one per physical core)")
+    parser.add_argument("--fast-int8", action="store_true", default=None, help=FAST_INT8_HELP)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -36,7 +42,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     paths = [*args.paths, *([sample_photos_dir()] if args.samples else [])]
     if not paths:
         raise EdgerecError("nothing to classify: name image files or folders, or add --samples")
-    model = Model.load(args.model, args.device, args.threads)
+    model = Model.load(args.model, args.device, args.threads, int32_sums=not args.fast_int8)
     skipped = 0
     for result in classify_files(model, paths, args.top_k, args.unknown_threshold, args.unknown):
         if isinstance(result, Unreadable):
@@ -275,24 +281,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge.app.bench import bench, bench_pipeline, pipeline_table
+    from edge.app.bench import bench, bench_pipeline, cpu_note, pipeline_table
 
     if args.pipeline:
         if len(args.models) > 1:
             raise EdgerecError("--pipeline times one model; name at most one MODEL")
         result = bench_pipeline(args.models[0] if args.models else None, args.device, args.threads, args.runs,
-                                args.opencv_threads, args.spinning, args.decode_scale)
+                                args.opencv_threads, args.spinning, args.decode_scale, args.fast_int8)
         print(json.dumps(asdict(result)) if args.json else "\n".join(pipeline_table(result)))
         return 0
     if args.decode_scale != 1:
         raise EdgerecError("--decode-scale applies to --pipeline (the per-frame path); add --pipeline")
-    results = bench(args.models or [None], args.device, args.threads, args.runs)
+    results = bench(args.models or [None], args.device, args.threads, args.runs, args.fast_int8)
     if args.json:
         for result in results:
             print(json.dumps(asdict(result)))
         return 0
     base = results[0].session.median_ms
-    print(f"CPU: {results[0].cpu}")
+    print(f"CPU: {results[0].cpu}{cpu_note(results[0].int8_sums)}")
     print(f"{'model':40s} {'prec':5s} {'provider':24s} thr {'load ms':>8s} {'session ms':>11s} {'p95':>6s} "
           f"{'vs first':>8s} {'640x480':>8s} {'1080p':>8s} {'cpu 1thr':>8s} {'vs first':>8s}")
     cpu_base = results[0].session_cpu_1thread.median_ms
@@ -517,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", "-d", default="auto", help=DEVICE_HELP)
     bench.add_argument("--threads", type=int, default=None, help="inference threads")
     bench.add_argument("--runs", type=int, default=200, help="timed runs per stage (default: %(default)s)")
+    bench.add_argument("--fast-int8", action="store_true", help=FAST_INT8_HELP)
     bench.add_argument("--json", action="store_true", help="one JSON object per model")
     pipeline = bench.add_argument_group("the whole per-frame path (--pipeline)")
     pipeline.add_argument("--pipeline", action="store_true",

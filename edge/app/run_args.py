@@ -37,6 +37,7 @@ FLAG_KEYS = {  # flag (argparse dest) -> the config key it overrides
     "mjpg": "source.mjpg", "decode_scale": "source.decode_scale", "paced": "source.paced", "loop": "source.loop",
     "read_timeout": "source.read_timeout", "open_timeout": "source.open_timeout",
     "model": "model.path", "device": "model.device", "threads": "model.threads", "spinning": "model.spinning",
+    "fast_int8": "model.fast_int8",
     "infer_fps": "recognition.infer_fps", "trigger": "recognition.trigger", "interval": "recognition.interval",
     "ema": "recognition.ema", "switch_margin": "recognition.switch_margin",
     "switch_frames": "recognition.switch_frames", "min_score": "recognition.min_score",
@@ -67,7 +68,7 @@ examples:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every `edgerec run` flag except --model/--device/--threads (the CLI's add_model_arguments)."""
+    """Every `edgerec run` flag except --model/--device/--threads/--fast-int8 (the CLI's add_model_arguments)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = f"{SOURCE_HELP}\n\n{EXAMPLES}"
     defaults = Config()

@@ -146,6 +146,11 @@ def int8_sums_saturate(cpu: CpuInfo | None = None) -> bool:
     return not any(feature in cpu.features for feature in SUMMING_IN_32_BITS)
 
 
+def int8_sums(int32_sums: bool = True) -> str:
+    """How this CPU sums INT8 products in a session opened with `int32_sums`: "32-bit" or "16-bit saturating"."""
+    return "16-bit saturating" if int8_sums_saturate() and not int32_sums else "32-bit"
+
+
 @dataclass(frozen=True)
 class CpuInfo:
     name: str

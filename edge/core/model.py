@@ -81,15 +81,16 @@ class Model:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None,
-             spinning: bool = True, novelty: NoveltyInfo | None = None, int32_sums: bool = False) -> Model:
+             spinning: bool = True, novelty: NoveltyInfo | None = None, int32_sums: bool = True) -> Model:
         """Open and validate a model file (None = the embedded default) and warm its session up.
 
         `spinning`: ONNX Runtime's pool threads spin between runs (its default: a little lower latency when
         runs follow each other at once); False lets them sleep, for frames that arrive at a camera's pace.
         `novelty`: novelty data to use instead of the file's (`edgerec bench` on a file without any).
-        `int32_sums`: an INT8 file's products summed in 32 bits on every CPU, so its answers are those of ARM
-        and VNNI x86 (what a figure stored in the file should be); costs CPU only on x86 without VNNI, where
-        the kernels otherwise saturate (edge.core.devices.INT8_UNSATURATED).
+        `int32_sums`: an INT8 file's products summed in 32 bits on every CPU, so it gives the same answers on
+        every CPU, those its training gate and stored figures measured (ARM and VNNI x86 always do). False
+        lets an x86 CPU without VNNI use its faster kernels, whose 16-bit sums saturate and move labels
+        away from FP32's (`--fast-int8`; edge.core.devices.INT8_UNSATURATED, docs/quantization.md).
         """
         start = time.perf_counter()
         path = Path(path) if path is not None else default_model_path()

@@ -30,6 +30,9 @@ class RunOptions:
     """Execution device for ONNX Runtime (see edge.core.model.DEVICES)."""
     threads: int | None = None
     """Inference threads; None: ONNX Runtime's choice."""
+    fast_int8: bool = False
+    """INT8 files on x86 without VNNI: the faster kernels with saturating 16-bit sums (labels move against
+    FP32's) instead of 32-bit sums (`Model.load(int32_sums=...)`); nothing changes elsewhere."""
     infer_fps: float | None = None
     """Run the model at most this often per region; other frames carry the last result. None: no cap."""
     trigger: str = "frame"

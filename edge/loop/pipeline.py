@@ -24,11 +24,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 from threadpoolctl import threadpool_limits
 
-from edge.core.devices import resolve_providers
+from edge.core.devices import CPU, int8_sums, int8_sums_saturate, resolve_providers
 from edge.live.camera import Camera, CameraOptions, ModelLike, RegionState
 from edge.live.capture import Frame, Source, SourceStatus, StateCallback, is_live, open_source
 from edge.live.overlay import Overlay
@@ -44,6 +45,9 @@ from edge.sinks.mqtt import MqttSink, Place
 from edge.sinks.retention import FileFamily, Retention
 from edge.sinks.service import Notifier, ServiceSink
 from edge.web.sink import WebSink
+
+if TYPE_CHECKING:
+    from edge.core.model import Model
 
 __all__ = ["RunOptions", "RunSummary", "StageStats", "StageTimer", "run", "FrameLoop", "build_loop"]
 
@@ -156,10 +160,11 @@ def load_models(options: RunOptions, cameras: Sequence[CameraOptions], given: Mo
         if in_child_first and (path or options.model):
             check_in_child(path or options.model, options.device)
         ask_for_engine_build_time(options.device)
-        loaded = Model.load(path or options.model, options.device, options.threads, spinning=spinning)
-        LOG.info("model %s (%s %s, %d labels) on %s, %d thread(s), spinning %s", loaded.path, loaded.info.arch,
+        loaded = Model.load(path or options.model, options.device, options.threads, spinning=spinning,
+                            int32_sums=not options.fast_int8)
+        LOG.info("model %s (%s %s, %d labels) on %s, %d thread(s), spinning %s%s", loaded.path, loaded.info.arch,
                  loaded.info.precision, len(loaded.labels), loaded.provider, loaded.threads,
-                 "on" if spinning else "off")  # fmt: skip
+                 "on" if spinning else "off", sums_note(loaded, options.fast_int8))  # fmt: skip
         models[path] = loaded
     return models
 
@@ -289,6 +294,13 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     near-duplicate check; the novelty score where a graph is too old to carry it), and a second OpenBLAS thread
     woken for each one costs several times its CPU (docs/unknown.md)."""
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def sums_note(model: Model, fast_int8: bool) -> str:
+    """What the start-up line says of an INT8 file's arithmetic where it is a choice (x86 without VNNI)."""
+    if model.info.precision != "int8" or model.provider != CPU or not int8_sums_saturate():
+        return ""
+    return f", INT8 in {int8_sums(not fast_int8)} sums" + (" (fast_int8)" if fast_int8 else "")
 
 
 @contextlib.contextmanager

@@ -152,11 +152,11 @@ def compare(models: Sequence[Model], data: str | Path | ImageList, options: Robu
 
 
 def load_models(paths: Sequence[str | Path], device: str = "cpu", threads: int | None = None,
-                int32_sums: bool = False) -> tuple[list[Model], int]:
+                int32_sums: bool = True) -> tuple[list[Model], int]:
     """The files for `compare`, and the workers to run them with: without `threads`, one inference thread per
     file and one condition per physical core (the corruptions are single-threaded); with it, `threads` each
     and one condition at a time. `int32_sums`: INT8 files as ARM and VNNI x86 compute them, on any CPU
-    (`Model.load`): for figures stored in a file."""
+    (`Model.load`; the figures a file stores are measured so); False: an x86 CPU's saturating kernels."""
     models = [Model.load(path, device, 1 if threads is None else threads, int32_sums=int32_sums) for path in paths]
     return models, physical_cores() if threads is None else 1
 
