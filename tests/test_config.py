@@ -217,6 +217,9 @@ def test_fast_int8_is_off_unless_the_file_or_the_flag_says_so(tmp_path):
     assert options_from_args(run_parser().parse_args(["--config", str(plain), "--fast-int8"])).fast_int8
     fast = write(tmp_path, '[source]\nuri = "demo"\n[model]\nfast_int8 = true\n')
     assert options_from_args(run_parser().parse_args(["--config", str(fast)])).fast_int8
+    summary = check(fast)
+    assert summary.returncode == 0
+    assert "threads auto, fast INT8 (saturating sums on x86 without VNNI)\n" in summary.stdout
     bad = write(tmp_path, '[source]\nuri = "demo"\n[model]\nfast_int8 = "yes"\n')
     done = check(bad)
     assert done.returncode != 0 and 'model.fast_int8: must be true or false, got "yes"' in done.stderr

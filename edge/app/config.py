@@ -668,7 +668,8 @@ def describe_config(config: Config) -> list[str]:
     return [
         *([f"source       {source.uri}" + (f" ({camera})" if camera else "")] if not config.cameras else []),
         f"model        {model.path or 'embedded ImageNet EfficientNet-Lite0 INT8'}, device {model.device}, "
-        f"threads {model.threads or 'auto'}",
+        f"threads {model.threads or 'auto'}" + (", fast INT8 (saturating sums on x86 without VNNI)"
+                                                if model.fast_int8 else ""),
         f"recognition  {recognition.trigger}"
         + (f" (every {recognition.interval:g} s)" if recognition.interval and recognition.trigger != "frame" else "")
         + f", {'no rate cap' if not recognition.infer_fps else f'at most {recognition.infer_fps:g} fps'}, "
