@@ -46,6 +46,16 @@ def test_int8_sums_saturate_only_on_x86_without_vnni_or_where_unknown(text, satu
     assert int8_sums_saturate(cpu_info(text)) is saturates
 
 
+def test_an_arm_machine_never_saturates_even_without_cpuinfo(monkeypatch):
+    import edge.core.devices as devices
+
+    monkeypatch.setattr(devices, "_read_cpuinfo", lambda: "")
+    monkeypatch.setattr(devices.platform, "machine", lambda: "arm64")
+    assert not devices.int8_sums_saturate()
+    monkeypatch.setattr(devices.platform, "machine", lambda: "x86_64")
+    assert devices.int8_sums_saturate()
+
+
 def test_the_setting_is_made_by_default_and_only_where_the_kernels_saturate(saturating, monkeypatch):
     assert unsaturated(Model.load(None, "cpu", threads=1))
     assert not unsaturated(Model.load(None, "cpu", threads=1, int32_sums=False))

@@ -7,6 +7,7 @@ option after a colon: the GPU index for `cuda:1` / `tensorrt:1`, the OpenVINO de
 from __future__ import annotations
 
 import os
+import platform
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,6 +134,8 @@ instead of the u8 x s8 pairs whose 16-bit sums saturate. It costs CPU there (10.
 the default model, one thread, AMD Zen 3), so the runtime does not set it; with VNNI it gives the same numbers
 1.9x slower (4.8 against 2.5 ms an image, AMD Zen 4; docs/quantization.md), so it is set only where
 `int8_sums_saturate`."""
+ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
+"""platform.machine() of ARM CPUs (Linux, macOS)."""
 SUMMING_IN_32_BITS = ("avx512_vnni", "avx_vnni", "asimd")
 """Instruction sets with which ONNX Runtime's INT8 kernels sum every product in 32 bits: VNNI (x86) and ARM's
 NEON (its kernels widen to 16-bit products and add them in 32 bits)."""
@@ -140,9 +143,12 @@ NEON (its kernels widen to 16-bit products and add them in 32 bits)."""
 
 def int8_sums_saturate(cpu: CpuInfo | None = None) -> bool:
     """Whether this CPU's INT8 kernels add pairs of u8 x s8 products in a saturating 16-bit sum (x86 with AVX2
-    and no VNNI, and any CPU whose flags cannot be read: counted as saturating, so an exact figure stays exact
-    there, only slower)."""
-    cpu = cpu_info() if cpu is None else cpu
+    and no VNNI, and an x86 whose flags cannot be read: counted as saturating, so an exact figure stays exact
+    there, only slower). ARM never does, whether its flags can be read or not (macOS has no /proc/cpuinfo)."""
+    if cpu is None:
+        if platform.machine().lower() in ARM_MACHINES:
+            return False
+        cpu = cpu_info()
     return not any(feature in cpu.features for feature in SUMMING_IN_32_BITS)
 
 
