@@ -132,8 +132,8 @@ INT8_UNSATURATED = "session.x64quantprecision"
 """ONNX Runtime's session setting for x86 CPUs without VNNI: multiply INT8 tensors as u8 x u8 with 32-bit sums
 instead of the u8 x s8 pairs whose 16-bit sums saturate. It costs CPU there (10.8-15.5 against 7.4-8.1 ms for
 the default model, one thread, AMD Zen 3) and buys FP32's labels, so every session sets it there unless told
-`--fast-int8` (`Model.load(int32_sums=...)`); with VNNI it gives the same numbers 1.9x slower (4.8 against 2.5 ms
-an image, AMD Zen 4; docs/quantization.md), so it is set only where `int8_sums_saturate`."""
+`--fast-int8` (`Model.load(int32_sums=...)`); with VNNI it gives the same numbers 2x slower (8.5 against 4.3 ms
+an image, one thread, AMD Zen 4: scripts/bench/bench_int8_sums.py), so it is set only where `int8_sums_saturate`."""
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
 """platform.machine() of ARM CPUs (Linux, macOS)."""
 SUMMING_IN_32_BITS = ("avx512_vnni", "avx_vnni", "asimd")
