@@ -33,6 +33,7 @@ from edge.app.bench import samples_interleaved, summary  # noqa: E402
 from edge.core.devices import INT8_UNSATURATED, cpu_description, int8_sums_saturate  # noqa: E402
 from edge.core.model import Model, default_model_path  # noqa: E402
 from edge.core.preprocess import fit  # noqa: E402
+from edge.tools.classify import sample_photos_dir  # noqa: E402
 
 
 def session(path: Path, threads: int, unsaturated: bool) -> ort.InferenceSession:
@@ -45,7 +46,7 @@ def session(path: Path, threads: int, unsaturated: bool) -> ort.InferenceSession
 
 def sample_batch(model: Model, batch: int) -> np.ndarray:
     """The sample photos, fitted, repeated to `batch` images."""
-    photos = sorted((default_model_path().parent / "samples").glob("*.jpg"))
+    photos = sorted(sample_photos_dir().glob("*.jpg"))
     fitted = [fit(image, model.geometry) for p in photos if (image := cv2.imread(str(p))) is not None]
     return np.stack([fitted[i % len(fitted)] for i in range(batch)])
 
