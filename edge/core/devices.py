@@ -134,6 +134,12 @@ instead of the u8 x s8 pairs whose 16-bit sums saturate. It costs CPU there (10.
 the default model, one thread, AMD Zen 3) and buys FP32's labels, so every session sets it there unless told
 `--fast-int8` (`Model.load(int32_sums=...)`); with VNNI it gives the same numbers 2x slower (8.5 against 4.3 ms
 an image, one thread, AMD Zen 4: scripts/bench/bench_int8_sums.py), so it is set only where `int8_sums_saturate`."""
+KEPT_FLOAT = ("WeightBiasQuantization",)
+"""ONNX Runtime graph optimisations every edgerec session turns off (``disabled_optimizers``), so that the layers
+a file keeps in float run in float. WeightBiasQuantization (ONNX Runtime 1.20 and later) gives every convolution
+or Gemm that reads a quantized tensor but has float weights symmetric *per-tensor* INT8 weights when the session
+opens: the depthwise convolutions of `--keep-float depthwise` (one scale for all of a layer's channels) then agreed
+with FP32 on 71% of photos instead of 94% (docs/quantization.md). Names ONNX Runtime does not know are ignored."""
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
 """platform.machine() of ARM CPUs (Linux, macOS)."""
 SUMMING_IN_32_BITS = ("avx512_vnni", "avx_vnni", "asimd")

@@ -17,7 +17,15 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.core import onnx_edit
-from edge.core.devices import CPU, INT8_UNSATURATED, Provider, int8_sums_saturate, physical_cores, resolve_providers
+from edge.core.devices import (
+    CPU,
+    INT8_UNSATURATED,
+    KEPT_FLOAT,
+    Provider,
+    int8_sums_saturate,
+    physical_cores,
+    resolve_providers,
+)
 from edge.core.metadata import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, from_props
 from edge.core.novelty import UNKNOWN, NoveltyInfo, NoveltyScorer
 from edge.core.novelty_graph import NOVELTY_KEY, NOVELTY_OUTPUT, append_novelty
@@ -213,7 +221,8 @@ def _open(path: Path, providers: list[Provider], options: ort.SessionOptions,
     graph = _graph_with_novelty(path, novelty)
     if graph is not None:
         try:
-            session = ort.InferenceSession(graph, options, providers=providers, enable_fallback=0)
+            session = ort.InferenceSession(graph, options, providers=providers, enable_fallback=0,
+                                           disabled_optimizers=list(KEPT_FLOAT))
         except Exception as exc:  # onnxruntime raises its own exception types
             log.warning("%s: the novelty score runs in NumPy after each run: %s could not run it in the graph (%s)",
                         path, providers[0][0], str(exc).splitlines()[0][:160])
@@ -262,7 +271,8 @@ def _open_session(path: Path, providers: list[Provider], options: ort.SessionOpt
     if not path.is_file():
         raise EdgerecError(f"{path}: no such model file")
     try:
-        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0,
+                                    disabled_optimizers=list(KEPT_FLOAT))
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         reason = str(exc).splitlines()[0][:160]
         provider = providers[0][0]
@@ -273,7 +283,8 @@ def _open_session(path: Path, providers: list[Provider], options: ort.SessionOpt
 
 def _loads_on_cpu(path: Path, options: ort.SessionOptions) -> bool:
     try:
-        ort.InferenceSession(str(path), options, providers=[CPU], enable_fallback=0)
+        ort.InferenceSession(str(path), options, providers=[CPU], enable_fallback=0,
+                             disabled_optimizers=list(KEPT_FLOAT))
     except Exception:  # only asks whether the CPU provider can open the file
         return False
     return True

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edge.core.devices import cpu_description
+from edge.core.devices import KEPT_FLOAT, cpu_description
 from edge.core.metadata import INPUT_NAME, OUTPUT_NAME
 from edge.core.model import Model
 from edge.errors import EdgerecError
@@ -50,7 +50,8 @@ def session(path: Path, mode: str = "fused") -> ort.InferenceSession:
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     if mode == "exact":
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(KEPT_FLOAT))
 
 
 def probabilities(path: Path, images: np.ndarray, mode: str = "fused") -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import onnxruntime as ort
 
+from edge.core.devices import KEPT_FLOAT
 from edge.core.model import Model
 from edge.core.preprocess import fit
 
@@ -49,7 +50,8 @@ def profile(path: Path, runs: int) -> Profile:
         options.intra_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=list(KEPT_FLOAT))
         name = session.get_inputs()[0].name
         for _ in range(WARMUP + runs):
             session.run(None, {name: batch})
