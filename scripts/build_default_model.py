@@ -76,6 +76,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "post-training quantization only")
     parser.add_argument("--qat-epochs", type=float, default=2.0, help="passes over --distill (default: %(default)s)")
     parser.add_argument("--qat-lr", type=float, default=1e-5, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--qat-augment", action="store_true",
+                        help="distil on random crops of --distill with changed brightness and contrast "
+                             "(training/qat.py: augmented), not only on the photos and their mirror images; "
+                             "measured: no gain on held-out photos (docs/quantization.md)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the fine-tune's order and the corruptions (default: %(default)s)")
     parser.add_argument("--robustness", type=Path, metavar="DIR",
@@ -111,7 +115,7 @@ def build_options(args: argparse.Namespace) -> tuple[QuantOptions, QatOptions | 
                          reduce_range=args.reduce_range)
     if not args.distill:
         return quant, None
-    return quant, QatOptions(epochs=args.qat_epochs, lr=args.qat_lr, seed=args.seed,
+    return quant, QatOptions(epochs=args.qat_epochs, lr=args.qat_lr, seed=args.seed, augment=args.qat_augment,
                              weight_max=REDUCED_WEIGHT_MAX if args.reduce_range else WEIGHT_MAX)
 
 

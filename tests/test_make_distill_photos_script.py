@@ -73,6 +73,9 @@ def test_build_options_for_the_fidelity_step(tmp_path):
     assert bdm.parse(["--out", str(tmp_path), "--calibration", "a", "--check", "b"]).distill is None
     quant, qat = bdm.build_options(bdm.parse(["--out", "o", "--calibration", "a", "--check", "b", "--distill", "c"]))
     assert not quant.reduce_range and qat.weight_max == 127
+    assert not qat.augment
+    assert bdm.build_options(bdm.parse(["--out", "o", "--calibration", "a", "--check", "b", "--distill", "c",
+                                        "--qat-augment"]))[1].augment
     quant, qat = bdm.build_options(bdm.parse(["--out", "o", "--calibration", "a", "--check", "b", "--distill", "c",
                                               "--reduce-range"]))
     assert quant.reduce_range and qat.weight_max == 63  # the fine-tune rounds to the 7-bit weights it will get

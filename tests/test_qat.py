@@ -36,3 +36,22 @@ def test_set_mode_gives_every_layer_the_weight_limit():
     assert len(layers) > 40 and all(m.fake and m.limit == REDUCED_WEIGHT_MAX for m in layers)
     net.set_mode("off")
     assert all(not m.fake and m.limit == WEIGHT_MAX for m in layers)
+
+
+def test_augmented_views_are_seeded_crops_of_the_photo_at_its_size():
+    import numpy as np
+
+    from training.qat import GAIN, OFFSET, augmented
+
+    image = np.zeros((64, 48, 3), np.uint8)
+    image[:32] = 200  # top half bright: a crop's mean says which part of the photo it kept
+    views = [augmented(image, np.random.default_rng(seed)) for seed in range(40)]
+    again = [augmented(image, np.random.default_rng(seed)) for seed in range(40)]
+    assert all(v.shape == image.shape and v.dtype == np.uint8 for v in views)
+    assert all(np.array_equal(a, b) for a, b in zip(views, again))  # the seed decides
+    means = [float(v.mean()) for v in views]
+    assert max(means) - min(means) > 50  # different crops, not one view
+    grey = np.full((64, 48, 3), 100, np.uint8)  # brightness and contrast move a grey photo within their bounds
+    levels = [int(augmented(grey, np.random.default_rng(seed))[0, 0, 0]) for seed in range(40)]
+    assert all(100 * (1 - GAIN) - OFFSET - 1 <= v <= 100 * (1 + GAIN) + OFFSET + 1 for v in levels)
+    assert len(set(levels)) > 10

@@ -95,7 +95,8 @@ def build_default_model(options: DefaultModelOptions) -> DefaultModelReport:
 def _with_qat(info: ModelInfo, result: QatResult, options: QatOptions) -> ModelInfo:
     """The file's training metadata says how its weights were fine-tuned (`edgerec info` shows it)."""
     qat = (f"distilled from FP32, {result.steps} steps ({options.epochs:g} epochs, lr {options.lr:g}, seed "
-           f"{options.seed}) on {result.images} unlabelled photos and their mirror images, loss "
+           f"{options.seed}) on {result.images} unlabelled photos and their mirror images"
+           f"{' (random crops, brightness and contrast)' if options.augment else ''}, loss "
            f"{result.first_loss:.4f} -> {result.last_loss:.4f}")
     return replace(info, training={**info.training, "qat": qat})
 

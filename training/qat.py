@@ -25,6 +25,7 @@ import copy
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,7 @@ class QatOptions:
     temperature: float = 1.0
     seed: int = 0
     weight_max: int = WEIGHT_MAX  # REDUCED_WEIGHT_MAX for a file quantized with reduce_range
+    augment: bool = False  # distil on random crops with changed brightness and contrast, not only the photos
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,25 @@ class FoldedNet(nn.Module):
         return self.logits_out(F.linear(x, weight, self.classifier.bias))
 
 
+CROP_AREA = (0.3, 1.0)  # share of the photo a random crop keeps
+CROP_ASPECT = (3 / 4, 4 / 3)
+GAIN, OFFSET = 0.25, 25.0  # brightness and contrast: pixel * (1 +- GAIN) +- OFFSET
+
+
+def augmented(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random crop of a fitted photo, resized back to its size, with changed contrast and brightness: the
+    teacher labels whatever the student sees, so every such view is one more distillation example."""
+    height, width = image.shape[:2]
+    area = rng.uniform(*CROP_AREA) * height * width
+    aspect = np.exp(rng.uniform(*np.log(CROP_ASPECT)))
+    h = int(min(height, round(np.sqrt(area / aspect))))
+    w = int(min(width, round(np.sqrt(area * aspect))))
+    top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+    crop = cv2.resize(image[top:top + h, left:left + w], (width, height), interpolation=cv2.INTER_LINEAR)
+    gain, offset = 1 + rng.uniform(-GAIN, GAIN), rng.uniform(-OFFSET, OFFSET)
+    return np.clip(crop * gain + offset, 0, 255).astype(np.uint8)
+
+
 def qat_finetune(net: EfficientNetLite, images: np.ndarray, calibration: np.ndarray,
                  options: QatOptions | None = None) -> tuple[FoldedNet, QatResult]:
     """Fine-tune a fake-quantized copy of ``net`` to give ``net``'s outputs on ``images`` (uint8 NHWC BGR,
@@ -183,6 +204,8 @@ def qat_finetune(net: EfficientNetLite, images: np.ndarray, calibration: np.ndar
         batch = images[pick % len(images)].copy()
         mirror = pick >= len(images)
         batch[mirror] = batch[mirror][:, :, ::-1]
+        if options.augment:
+            batch = np.stack([augmented(image, rng) for image in batch])
         x = preprocess(torch.from_numpy(batch))
         with torch.no_grad():
             target = F.softmax(teacher(x) / options.temperature, dim=1)
