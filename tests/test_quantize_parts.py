@@ -1,4 +1,4 @@
-"""training.quantize.float_nodes: which nodes each part of --keep-float names."""
+"""training.quantize: which nodes each part of --keep-float names; histogram calibration that cannot fit refused."""
 
 from __future__ import annotations
 
@@ -29,3 +29,21 @@ def graph_with(convs: int) -> onnx.ModelProto:
 ])  # fmt: skip
 def test_each_part_names_its_nodes(parts, expected):
     assert float_nodes(graph_with(8), parts) == sorted(expected)
+
+
+def test_histogram_calibration_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, monkeypatch):
+    from conftest import make_tiny_model
+
+    import training.quantize as quantize
+    from edge.errors import EdgerecError
+
+    proto = onnx.load(str(make_tiny_model(tmp_path / "tiny.onnx")))
+    per_image = quantize.image_tensor_bytes(proto)
+    assert per_image == 4 * (8 * 8 * 3 + 3 + 3 + 3)  # the cast image, its channel means, the logits, the output
+    monkeypatch.setattr(quantize, "available_memory", lambda: 100 * per_image)
+    with pytest.raises(EdgerecError, match=r"percentile calibration on 200 images .* at most 80 images, or use minmax"):
+        quantize._check_histogram_memory(proto, "percentile", 200)
+    quantize._check_histogram_memory(proto, "percentile", 80)
+    quantize._check_histogram_memory(proto, "minmax", 10_000)  # MinMax keeps two numbers a tensor
+    monkeypatch.setattr(quantize, "available_memory", lambda: None)  # unknown: not refused
+    quantize._check_histogram_memory(proto, "entropy", 10_000)

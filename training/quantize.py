@@ -87,6 +87,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calibration: np.
     options = options or QuantOptions()
     _validate(options)
     fp32_path, out_path = Path(fp32_path), Path(out_path)
+    _check_histogram_memory(onnx.load(str(fp32_path)), options.method, len(calibration))
     source = Model.load(fp32_path, device="cpu")
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         raw = Path(tmp) / "int8.onnx"
@@ -114,6 +115,47 @@ def _validate(options: QuantOptions) -> None:
     unknown = set(options.keep_float) - set(FLOAT_PARTS)
     if unknown:
         raise EdgerecError(f"keep_float {sorted(unknown)}; valid: {', '.join(FLOAT_PARTS)}")
+
+
+HISTOGRAM_METHODS = ("percentile", "entropy")
+MEMORY_SHARE = 0.8  # of the memory available now that histogram calibration may plan to hold
+
+
+def image_tensor_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the float tensors one image makes in ``proto`` (batch 1): what ONNX Runtime's histogram
+    calibrators (percentile, entropy) keep of every calibration image until the last; MinMax keeps two numbers
+    a tensor. EfficientNet-Lite0 at 224 px: about 55 MB, so 512 images need 28 GB."""
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    total = 0
+    for value in (*inferred.graph.value_info, *inferred.graph.output):
+        tensor = value.type.tensor_type
+        if tensor.elem_type == onnx.TensorProto.FLOAT:
+            total += 4 * int(np.prod([d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]))
+    return total
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _check_histogram_memory(proto: onnx.ModelProto, method: str, images: int) -> None:
+    """Refuse, before the minutes it takes, a histogram calibration the machine cannot hold (it would be
+    killed for memory with no word said)."""
+    free = available_memory()
+    if method not in HISTOGRAM_METHODS or free is None:
+        return
+    per_image = image_tensor_bytes(proto)
+    if images * per_image > MEMORY_SHARE * free:
+        fits = int(MEMORY_SHARE * free // max(per_image, 1))
+        raise EdgerecError(f"{method} calibration on {images} images would hold about "
+                           f"{images * per_image / 1e9:.1f} GB ({per_image / 1e6:.0f} MB an image) and "
+                           f"{free / 1e9:.1f} GB is free: calibrate on at most {fits} images, or use minmax")
 
 
 def float_nodes(proto: onnx.ModelProto, parts: tuple[str, ...]) -> list[str]:
