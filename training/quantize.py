@@ -87,7 +87,8 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calibration: np.
     options = options or QuantOptions()
     _validate(options)
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    _check_histogram_memory(onnx.load(str(fp32_path)), options.method, len(calibration))
+    if options.method in HISTOGRAM_METHODS:
+        _check_histogram_memory(onnx.load(str(fp32_path)), options.method, len(calibration))
     source = Model.load(fp32_path, device="cpu")
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         raw = Path(tmp) / "int8.onnx"
