@@ -137,9 +137,10 @@ an image, one thread, AMD Zen 4: scripts/bench/bench_int8_sums.py), so it is set
 KEPT_FLOAT = ("WeightBiasQuantization",)
 """ONNX Runtime graph optimisations every edgerec session turns off (``disabled_optimizers``), so that the layers
 a file keeps in float run in float. WeightBiasQuantization (ONNX Runtime 1.20 and later) gives every convolution
-or Gemm that reads a quantized tensor but has float weights symmetric *per-tensor* INT8 weights when the session
-opens: the depthwise convolutions of `--keep-float depthwise` (one scale for all of a layer's channels) then agreed
-with FP32 on 71% of photos instead of 94% (docs/quantization.md). Names ONNX Runtime does not know are ignored."""
+or Gemm that reads a quantized tensor but has float weights symmetric *per-tensor* INT8 weights (one scale for all
+of a layer's channels) when the session opens: a file with its depthwise convolutions kept in float then agreed
+with FP32 on 74% of photos instead of 91% (AMD Zen 4, docs/quantization.md). Names ONNX Runtime does not know are
+ignored, so an older or newer ONNX Runtime opens every file as before."""
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
 """platform.machine() of ARM CPUs (Linux, macOS)."""
 SUMMING_IN_32_BITS = ("avx512_vnni", "avx_vnni", "asimd")
