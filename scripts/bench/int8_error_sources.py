@@ -14,7 +14,8 @@ fine-tuned float weights, which agree with FP32 only as well as the fine-tune ta
         ptq=build/ptq/efficientnet_lite0_imagenet_int8.onnx \\
         qat=build/qat/efficientnet_lite0_imagenet_int8.onnx,build/qat/efficientnet_lite0_imagenet_qat_fp32.onnx
 
-NAME=INT8[,FLOAT]: FLOAT is the float file the INT8 file was quantized from (default: --fp32).
+NAME=INT8[,FLOAT]: FLOAT is the float file the INT8 file was quantized from (default: --fp32); for a folder
+`edgerec train` wrote: --fp32 DIR/model-fp32.onnx and NAME=DIR/model.onnx.
 """
 
 from __future__ import annotations
