@@ -45,8 +45,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge.core.devices import INT8_UNSATURATED, KEPT_FLOAT, int8_sums_saturate
-from edge.core.model import Model
+from edge.core.devices import INT8_UNSATURATED, int8_sums_saturate
+from edge.core.model import Model, inference_session
 from edge.files import atomic_path
 from edge.tools.evaluate import top1_interval
 from training.export import write_with_metadata
@@ -289,8 +289,7 @@ def exact_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     if int8_sums_saturate():
         options.add_session_config_entry(UNSATURATED, "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(KEPT_FLOAT))
+    return inference_session(path, options)
 
 
 def _classes(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray | Iterable[np.ndarray],

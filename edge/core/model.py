@@ -212,6 +212,14 @@ def check_in_child(path: str | Path, device: str = "cpu", timeout: float = 120.0
     raise EdgerecError(f"{path}: loading it killed a test process ({how}); the file is damaged or not a model")
 
 
+def inference_session(source: str | Path | bytes, options: ort.SessionOptions | None = None,
+                      providers: Sequence[Provider | str] = (CPU,)) -> ort.InferenceSession:
+    """An ONNX Runtime session as every edgerec session opens: no silent fallback to another provider, and the
+    optimisations of edge.core.devices.KEPT_FLOAT off, so that layers a file keeps in float run in float."""
+    return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options,
+                                providers=list(providers), enable_fallback=0, disabled_optimizers=list(KEPT_FLOAT))
+
+
 def _open(path: Path, providers: list[Provider], options: ort.SessionOptions,
           novelty: NoveltyInfo | None) -> tuple[ort.InferenceSession, ModelInfo]:
     """The session and the file's validated metadata (`novelty` in place of the file's, when given). A file with
@@ -221,8 +229,7 @@ def _open(path: Path, providers: list[Provider], options: ort.SessionOptions,
     graph = _graph_with_novelty(path, novelty)
     if graph is not None:
         try:
-            session = ort.InferenceSession(graph, options, providers=providers, enable_fallback=0,
-                                           disabled_optimizers=list(KEPT_FLOAT))
+            session = inference_session(graph, options, providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             log.warning("%s: the novelty score runs in NumPy after each run: %s could not run it in the graph (%s)",
                         path, providers[0][0], str(exc).splitlines()[0][:160])
@@ -271,8 +278,7 @@ def _open_session(path: Path, providers: list[Provider], options: ort.SessionOpt
     if not path.is_file():
         raise EdgerecError(f"{path}: no such model file")
     try:
-        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0,
-                                    disabled_optimizers=list(KEPT_FLOAT))
+        return inference_session(path, options, providers)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         reason = str(exc).splitlines()[0][:160]
         provider = providers[0][0]
@@ -283,8 +289,7 @@ def _open_session(path: Path, providers: list[Provider], options: ort.SessionOpt
 
 def _loads_on_cpu(path: Path, options: ort.SessionOptions) -> bool:
     try:
-        ort.InferenceSession(str(path), options, providers=[CPU], enable_fallback=0,
-                             disabled_optimizers=list(KEPT_FLOAT))
+        inference_session(path, options, [CPU])
     except Exception:  # only asks whether the CPU provider can open the file
         return False
     return True

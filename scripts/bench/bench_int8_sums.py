@@ -30,8 +30,8 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edge.app.bench import samples_interleaved, summary  # noqa: E402
-from edge.core.devices import INT8_UNSATURATED, KEPT_FLOAT, cpu_description, int8_sums_saturate  # noqa: E402
-from edge.core.model import Model, default_model_path  # noqa: E402
+from edge.core.devices import INT8_UNSATURATED, cpu_description, int8_sums_saturate  # noqa: E402
+from edge.core.model import Model, default_model_path, inference_session  # noqa: E402
 from edge.core.preprocess import fit  # noqa: E402
 from edge.tools.classify import sample_photos_dir  # noqa: E402
 
@@ -41,8 +41,7 @@ def session(path: Path, threads: int, unsaturated: bool) -> ort.InferenceSession
     options.intra_op_num_threads = threads
     if unsaturated:
         options.add_session_config_entry(INT8_UNSATURATED, "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(KEPT_FLOAT))
+    return inference_session(path, options)
 
 
 def sample_batch(model: Model, batch: int) -> np.ndarray:

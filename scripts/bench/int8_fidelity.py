@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edge.core.devices import KEPT_FLOAT, cpu_description
+from edge.core.devices import cpu_description
 from edge.core.metadata import INPUT_NAME, OUTPUT_NAME
-from edge.core.model import Model
+from edge.core.model import Model, inference_session
 from edge.errors import EdgerecError
 from edge.tools.evaluate import write_png
 from edge.tools.figures import render_heatmap
@@ -50,8 +50,7 @@ def session(path: Path, mode: str = "fused") -> ort.InferenceSession:
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     if mode == "exact":
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(KEPT_FLOAT))
+    return inference_session(path, options)
 
 
 def probabilities(path: Path, images: np.ndarray, mode: str = "fused") -> np.ndarray:

@@ -21,8 +21,7 @@ from pathlib import Path
 import cv2
 import onnxruntime as ort
 
-from edge.core.devices import KEPT_FLOAT
-from edge.core.model import Model
+from edge.core.model import Model, inference_session
 from edge.core.preprocess import fit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,8 +49,7 @@ def profile(path: Path, runs: int) -> Profile:
         options.intra_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                       disabled_optimizers=list(KEPT_FLOAT))
+        session = inference_session(path, options)
         name = session.get_inputs()[0].name
         for _ in range(WARMUP + runs):
             session.run(None, {name: batch})
